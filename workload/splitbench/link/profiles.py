@@ -1,0 +1,74 @@
+"""Resolve a NetworkSpec (a profile name, explicit fields, or both) into one LinkConfig."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..resources import benchmarks_dir, load_profiles
+from ..spec import DirectionSpec, NetworkSpec, SpecError
+
+
+@dataclass(frozen=True)
+class Direction:
+    rate_bps: float | None  # None = unlimited
+    delay_s: float = 0.0
+    jitter_s: float = 0.0
+    loss: float = 0.0
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    name: str
+    medium: str  # dedicated | shared | none
+    up: Direction
+    down: Direction
+    trace: tuple[tuple[float, float], ...] = ()  # (time_s, bits/s), replaces both rates
+
+    @property
+    def emulated(self) -> bool:
+        return self.medium != "none"
+
+
+def _direction(d: DirectionSpec | dict | None) -> Direction:
+    d = DirectionSpec.model_validate(d or {}) if not isinstance(d, DirectionSpec) else d
+    return Direction(d.rate_mbit * 1e6 if d.rate_mbit else None, d.delay_ms / 1e3, d.jitter_ms / 1e3, d.loss)
+
+
+def load_trace(path: str | Path) -> tuple[tuple[float, float], ...]:
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        p = benchmarks_dir() / "traces" / p.name if not (benchmarks_dir() / p).exists() else benchmarks_dir() / p
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as err:
+        raise SpecError(f"network.trace: cannot read {path}: {err.strerror}") from None
+    points = []
+    for n, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip().strip("[]").replace(",", " ")
+        if not line:
+            continue
+        try:
+            t, rate = (float(v) for v in line.split())
+        except ValueError:
+            raise SpecError(f"network.trace: {p}:{n}: expected 'time_s Mbit/s', got {line!r}") from None
+        if rate <= 0 or (points and t <= points[-1][0]):
+            raise SpecError(f"network.trace: {p}:{n}: rates must be positive and times increasing")
+        points.append((t, rate * 1e6))
+    if not points or points[0][0] != 0:
+        raise SpecError(f"network.trace: {p}: the first point must be at time 0")
+    return tuple(points)
+
+
+def resolve_network(spec: NetworkSpec) -> LinkConfig:
+    base: dict = {}
+    name = spec.profile or "custom"
+    if spec.profile:
+        profiles = load_profiles("networks.yaml")
+        if spec.profile not in profiles:
+            raise SpecError(f"network.profile: unknown profile {spec.profile!r}; known: {', '.join(profiles)}")
+        base = profiles[spec.profile]
+    medium = spec.medium or base.get("medium", "dedicated")
+    up = spec.uplink or base.get("uplink")
+    down = spec.downlink or base.get("downlink")
+    trace = load_trace(spec.trace) if spec.trace else ()
+    return LinkConfig(name, medium, _direction(up), _direction(down), trace)

@@ -1,0 +1,51 @@
+"""Live Prometheus metrics of one role. Names start with splitbench_; every series carries
+experiment, role and instance labels, which Grafana's variables select on."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+
+_LABELS = ("experiment", "role", "instance")
+_STEP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class RoleMetrics:
+    def __init__(self, experiment: str, role: str, instance: str, paradigm: str = "", network: str = ""):
+        self.registry = CollectorRegistry()
+        self.base = {"experiment": experiment, "role": role, "instance": instance}
+        r = self.registry
+        self.info = Gauge("splitbench_role_info", "Constant 1; labels describe the run",
+                          [*_LABELS, "paradigm", "network"], registry=r)
+        self.info.labels(**self.base, paradigm=paradigm, network=network).set(1)
+        self.wire_bytes = Counter("splitbench_wire_bytes", "Bytes on the wire by direction and kind",
+                                  [*_LABELS, "direction", "kind"], registry=r)
+        self.samples = Counter("splitbench_samples", "Training samples processed", _LABELS, registry=r)
+        self.steps = Counter("splitbench_steps", "Training steps completed", _LABELS, registry=r)
+        self.phase = Histogram("splitbench_phase_seconds", "Time per step phase", [*_LABELS, "phase"],
+                               buckets=_STEP_BUCKETS, registry=r)
+        self.loss = Gauge("splitbench_loss", "Latest training loss", [*_LABELS, "exit"], registry=r)
+        self.accuracy = Gauge("splitbench_accuracy", "Latest held-out accuracy", [*_LABELS, "exit"], registry=r)
+        self.epoch = Gauge("splitbench_epoch", "Current epoch", _LABELS, registry=r)
+        self.malformed = Counter("splitbench_malformed_messages", "Messages rejected by the wire check",
+                                 [*_LABELS, "reason"], registry=r)
+        self.link_queue = Histogram("splitbench_link_queue_seconds", "Time a message waited for its channel",
+                                    [*_LABELS, "direction"], buckets=_STEP_BUCKETS, registry=r)
+
+    def add_bytes(self, direction: str, kind: str, n: int) -> None:
+        self.wire_bytes.labels(**self.base, direction=direction, kind=kind).inc(n)
+
+    def step(self, samples: int, phases: dict[str, float], loss: float | None, exit_name: str = "final") -> None:
+        self.samples.labels(**self.base).inc(samples)
+        self.steps.labels(**self.base).inc()
+        for name, seconds in phases.items():
+            self.phase.labels(**self.base, phase=name).observe(seconds)
+        if loss is not None:
+            self.loss.labels(**self.base, exit=exit_name).set(loss)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)
+
+    def dump(self, path: Path) -> None:
+        """The exposition text a final scrape would see, kept beside the run record."""
+        path.write_bytes(generate_latest(self.registry))

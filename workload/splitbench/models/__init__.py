@@ -1,0 +1,54 @@
+"""Models that can be cut between any two blocks.
+
+Every model is an ``nn.Sequential`` of named blocks (torchvision's building blocks inside),
+so the edge part is a prefix and the server part the rest, sharing the same modules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from .mobilenet import mobilenet_v2
+from .resnet import resnet18
+from .small_cnn import small_cnn
+from .vgg import vgg11_bn, vgg16_bn
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    build: Callable[..., nn.Sequential]
+    min_size: int  # smallest square input the model's pooling allows
+    default_input: tuple[int, int, int]
+
+
+REGISTRY: dict[str, ModelInfo] = {
+    "small_cnn": ModelInfo(small_cnn, 8, (1, 28, 28)),
+    "vgg11_bn": ModelInfo(vgg11_bn, 32, (3, 32, 32)),
+    "vgg16_bn": ModelInfo(vgg16_bn, 32, (3, 32, 32)),
+    "resnet18": ModelInfo(resnet18, 8, (3, 32, 32)),
+    "mobilenet_v2": ModelInfo(mobilenet_v2, 16, (3, 32, 32)),
+}
+
+
+def build_model(name: str, num_classes: int = 10, input_shape: tuple[int, int, int] | None = None) -> nn.Sequential:
+    try:
+        info = REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}") from None
+    c, h, w = input_shape or info.default_input
+    if min(h, w) < info.min_size:
+        raise ValueError(f"model {name} needs inputs of at least {info.min_size}x{info.min_size}, got {h}x{w}")
+    return info.build(num_classes=num_classes, in_channels=c, image_size=h)
+
+
+def split(model: nn.Sequential, after: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The edge part (first ``after`` blocks) and the server part (the rest)."""
+    n = len(model)
+    if not 1 <= after < n:
+        raise ValueError(f"split after {after}: the model has {n} blocks, so 1..{n - 1} are valid cuts")
+    return model[:after], model[after:]
+
+
+__all__ = ["REGISTRY", "ModelInfo", "build_model", "split"]

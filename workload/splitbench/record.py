@@ -1,0 +1,91 @@
+"""The run record: every role appends its events to a JSON-lines file as they happen
+(a crash loses nothing already written); the executor merges them into one Parquet table.
+
+Events (column `event`):
+  step     one training step of a source (or the centralized trainer)
+  eval     held-out accuracy at the end of an epoch
+  server   one request served by the server
+  link     one message through the link emulator
+  session  role start/stop, limits in force, errors
+Bytes columns: up_<kind>_bytes / down_<kind>_bytes, kinds as in transport.Traffic.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .transport.wire import Traffic
+
+KINDS = [t.label for t in Traffic]
+BYTE_COLUMNS = [f"{d}_{k}_bytes" for d in ("up", "down") for k in KINDS]
+TRAINING_KINDS = [t.label for t in Traffic if t is not Traffic.EVAL]
+
+
+class EventLog:
+    def __init__(self, path: Path, experiment: str, role: str, instance: str):
+        self.path = path
+        self.fixed = {"experiment": experiment, "role": role, "instance": instance}
+        self._f = open(path, "a", buffering=1)
+
+    def write(self, event: str, **fields: Any) -> None:
+        row = {"event": event, "time": time.time(), **self.fixed, **fields}
+        self._f.write(json.dumps(row, default=_plain) + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)
+
+
+def byte_fields(up: dict, down: dict) -> dict[str, int]:
+    """Traffic->bytes counters for each direction, as record columns."""
+    out = {}
+    for direction, counts in (("up", up), ("down", down)):
+        for t, n in counts.items():
+            out[f"{direction}_{Traffic(t).label}_bytes"] = int(n)
+    return out
+
+
+def read_events(run_dir: Path) -> pd.DataFrame:
+    rows = []
+    for p in sorted(run_dir.glob("*.events.jsonl")):
+        with open(p) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass  # a role killed mid-line: keep everything before it
+    df = pd.DataFrame(rows)
+    for c in BYTE_COLUMNS:
+        if c not in df:
+            df[c] = 0
+        df[c] = df[c].fillna(0).astype("int64")
+    return df
+
+
+def merge(run_dir: Path, t0: float | None = None) -> pd.DataFrame:
+    """Write run_dir/record.parquet from the roles' event files and return it."""
+    df = read_events(run_dir)
+    if df.empty:
+        return df
+    start = t0 if t0 is not None else float(df["time"].min())
+    df["t"] = df["time"] - start
+    df = df.sort_values("time", kind="stable").reset_index(drop=True)
+    df.to_parquet(run_dir / "record.parquet", index=False)
+    return df
+
+
+def load(path: Path) -> pd.DataFrame:
+    """A run record from a Parquet file or a run folder."""
+    p = Path(path)
+    return pd.read_parquet(p / "record.parquet" if p.is_dir() else p)

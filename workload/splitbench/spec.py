@@ -1,0 +1,325 @@
+"""The experiment and suite documents: one typed spec for the CLI, the executors and the CRD.
+
+Field names are camelCase on the wire (YAML, Kubernetes) and snake_case in Python.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "splitbench.dev/v1alpha1"
+MODEL_NAMES = ("small_cnn", "vgg11_bn", "vgg16_bn", "resnet18", "mobilenet_v2")
+DATASET_NAMES = ("fashion_mnist", "cifar10", "synthetic")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
+_MEM = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; str() is one line per problem."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ModelSpec(_Model):
+    name: Literal[MODEL_NAMES]  # type: ignore[valid-type]
+    num_classes: int = Field(10, ge=2, le=100000)
+
+
+class PartitionSpec(_Model):
+    kind: Literal["iid", "dirichlet"] = "iid"
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration; small = skewed labels")
+
+
+class DatasetSpec(_Model):
+    name: Literal[DATASET_NAMES]  # type: ignore[valid-type]
+    root: str | None = Field(None, description="where the files are; default depends on the dataset")
+    download: bool = Field(False, description="let torchvision download when the files are missing")
+    partition: PartitionSpec = PartitionSpec()
+    samples_per_source: int | None = Field(None, ge=1, description="cap each source's partition")
+    test_samples: int = Field(1000, ge=1, description="held-out samples used for accuracy")
+    image_size: int | None = Field(None, ge=8, le=512, description="synthetic only: side in pixels")
+    channels: int | None = Field(None, ge=1, le=4, description="synthetic only")
+
+
+class _ParadigmBase(_Model):
+    pass
+
+
+class CentralizedParadigm(_ParadigmBase):
+    name: Literal["centralized"]
+
+
+class FullOffloadParadigm(_ParadigmBase):
+    name: Literal["full_offload"]
+    input_encoding: Literal["uint8", "float32"] = Field(
+        "uint8", description="how raw inputs travel: uint8 pixels or normalized float32 tensors")
+
+
+class SplitParadigm(_ParadigmBase):
+    name: Literal["split"]
+    split_after: int = Field(ge=1, description="number of model blocks kept on the source")
+
+
+ParadigmSpec = Annotated[
+    Union[CentralizedParadigm, FullOffloadParadigm, SplitParadigm], Field(discriminator="name")]
+
+
+class TrainingSpec(_Model):
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1, le=65536)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short (quick runs)")
+    reply_timeout_s: float = Field(120.0, gt=0, description="a peer silent this long is dead")
+
+
+class DirectionSpec(_Model):
+    rate_mbit: float | None = Field(None, gt=0, description="goodput in Mbit/s; null = unlimited")
+    delay_ms: float = Field(0.0, ge=0)
+    jitter_ms: float = Field(0.0, ge=0)
+    loss: float = Field(0.0, ge=0, lt=1, description="packet loss probability")
+
+
+class NetworkSpec(_Model):
+    """A named profile from benchmarks/networks.yaml, or an explicit link; explicit fields
+    override the profile's."""
+    profile: str | None = None
+    medium: Literal["dedicated", "shared", "none"] | None = None
+    uplink: DirectionSpec | None = None
+    downlink: DirectionSpec | None = None
+    trace: str | None = Field(None, description="file of '[time_s, Mbit/s]' lines replayed as the rate")
+
+    @model_validator(mode="after")
+    def _profile_or_link(self) -> "NetworkSpec":
+        if self.profile is None and self.medium is None:
+            raise ValueError("give a profile name or a medium with uplink/downlink")
+        return self
+
+
+class DeviceSpec(_Model):
+    profile: str | None = Field(None, description="name in benchmarks/devices.yaml")
+    cpu: str | float | None = Field(None, description="CPU quota in cores or millicores ('400m')")
+    memory: str | None = None
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, (int, float)):
+            if v <= 0:
+                raise ValueError("must be positive")
+            return v
+        if not _CPU.match(v):
+            raise ValueError("expected cores (0.4) or millicores ('400m')")
+        if cpu_cores(v) <= 0:
+            raise ValueError("must be positive")
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _mem(cls, v: str | None) -> str | None:
+        if v is not None and not _MEM.match(v):
+            raise ValueError("expected a Kubernetes quantity such as '1Gi' or '512Mi'")
+        return v
+
+
+class SourcesSpec(_Model):
+    replicas: int = Field(1, ge=1, le=256)
+    device: DeviceSpec = DeviceSpec()
+
+
+class ServerSpec(_Model):
+    replicas: int = Field(1, ge=1, le=1)
+    gpu: int = Field(0, ge=0, le=8)
+    device: DeviceSpec = DeviceSpec()
+
+
+class ExperimentSpec(_Model):
+    model: ModelSpec
+    dataset: DatasetSpec
+    paradigm: ParadigmSpec
+    training: TrainingSpec = TrainingSpec()
+    network: NetworkSpec = NetworkSpec(profile="ethernet-1g")
+    sources: SourcesSpec = SourcesSpec()
+    server: ServerSpec = ServerSpec()
+    seed: int = Field(0, ge=0)
+
+    @property
+    def uses_network(self) -> bool:
+        return self.paradigm.name != "centralized"
+
+
+class Metadata(_Model):
+    name: str = Field(max_length=63)
+    labels: dict[str, str] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _dns(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v):
+            raise ValueError("must be lowercase letters, digits and '-' (a DNS label)")
+        return v
+
+
+class Experiment(_Model):
+    api_version: Literal[API_VERSION] = Field(API_VERSION, alias="apiVersion")  # type: ignore[valid-type]
+    kind: Literal["Experiment"] = "Experiment"
+    metadata: Metadata
+    spec: ExperimentSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(by_alias=True, mode="json", exclude_none=True),
+                              sort_keys=False)
+
+
+class SuiteReport(_Model):
+    target_accuracy: float = Field(0.7, gt=0, le=1)
+
+
+class SuiteSpec(_Model):
+    base: dict[str, Any] = Field(description="experiment spec fields shared by every run")
+    matrix: dict[str, list[Any]] = Field(default_factory=dict,
+                                         description="spec field -> values; the runs are their product")
+    report: SuiteReport = SuiteReport()
+
+
+class Suite(_Model):
+    api_version: Literal[API_VERSION] = Field(API_VERSION, alias="apiVersion")  # type: ignore[valid-type]
+    kind: Literal["Suite"] = "Suite"
+    metadata: Metadata
+    spec: SuiteSpec
+
+    def experiments(self) -> list[Experiment]:
+        """The product of the matrix over the base; paradigms that use no network run once."""
+        axes = list(self.spec.matrix.items())
+        seen: set[str] = set()
+        out: list[Experiment] = []
+        for combo in itertools.product(*[values for _, values in axes]):
+            doc = copy.deepcopy(self.spec.base)
+            parts = []
+            for (field, _), value in zip(axes, combo):
+                doc[field] = _merge(doc.get(field), value)
+                parts.append(_label(field, value))
+            spec = _validate(ExperimentSpec, doc, f"suite {self.metadata.name} run {'/'.join(parts)}")
+            if not spec.uses_network:
+                spec = spec.model_copy(update={"network": NetworkSpec(medium="none")})
+                parts = [p for (f, _), p in zip(axes, parts) if f != "network"]
+            name = "-".join([self.metadata.name, *parts])[:63].rstrip("-")
+            if name in seen:
+                continue
+            seen.add(name)
+            out.append(Experiment(metadata=Metadata(name=name), spec=spec))
+        return out
+
+
+def _merge(base: Any, value: Any) -> Any:
+    if isinstance(base, dict) and isinstance(value, dict):
+        merged = dict(base)
+        for k, v in value.items():
+            merged[k] = _merge(base.get(k), v)
+        return merged
+    return copy.deepcopy(value)
+
+
+def _label(field: str, value: Any) -> str:
+    """A short name for one matrix value, for experiment names."""
+    if isinstance(value, dict):
+        if field == "paradigm":
+            bits = [str(value.get("name", "p"))]
+            if "splitAfter" in value:
+                bits.append(f"s{value['splitAfter']}")
+            if "inputEncoding" in value:
+                bits.append(str(value["inputEncoding"]))
+            text = "-".join(bits)
+        else:
+            text = str(value.get("profile") or value.get("name") or "-".join(f"{v}" for v in value.values()))
+    else:
+        text = str(value)
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower().replace("_", "-")).strip("-")
+
+
+def cpu_cores(value: str | float | None) -> float | None:
+    """'400m' -> 0.4, '2' -> 2.0, 0.5 -> 0.5."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return int(value[:-1]) / 1000 if value.endswith("m") else float(value)
+
+
+def format_errors(err: ValidationError, where: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        lines.append(f"{where}: {loc or '(document)'}: {e['msg']}")
+    return "\n".join(lines)
+
+
+_UNION_TAGS = {"centralized", "full_offload", "split"}
+
+
+def _validate(model: type[BaseModel], doc: Any, where: str) -> Any:
+    try:
+        return model.model_validate(doc)
+    except ValidationError as err:
+        raise SpecError(format_errors(err, where)) from None
+
+
+def load_document(path: str | Path) -> Experiment | Suite:
+    """Read an Experiment or Suite YAML file; raise SpecError with one line per problem."""
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{p}: no such file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise SpecError(f"{p}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(doc, dict):
+        raise SpecError(f"{p}: expected a mapping with apiVersion, kind, metadata and spec")
+    kind = doc.get("kind")
+    if kind == "Experiment":
+        return _validate(Experiment, doc, str(p))
+    if kind == "Suite":
+        suite = _validate(Suite, doc, str(p))
+        suite.experiments()  # every run of the matrix must be valid too
+        return suite
+    raise SpecError(f"{p}: kind: expected 'Experiment' or 'Suite', got {kind!r}")
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    doc = load_document(path)
+    if not isinstance(doc, Experiment):
+        raise SpecError(f"{path}: expected kind Experiment, got {doc.kind}")
+    return doc
+
+
+def load_suite(path: str | Path) -> Suite:
+    doc = load_document(path)
+    if isinstance(doc, Experiment):  # a single experiment is a suite of one
+        return Suite(metadata=doc.metadata,
+                     spec=SuiteSpec(base=doc.spec.model_dump(by_alias=True, mode="json", exclude_none=True)))
+    return doc
+
+
+def json_schema(kind: str = "Experiment") -> dict[str, Any]:
+    model = {"Experiment": Experiment, "Suite": Suite}[kind]
+    return model.model_json_schema(by_alias=True)

@@ -1,0 +1,228 @@
+"""Wire format of one message: frame 0 is a small versioned binary header, frames 1..n are
+the raw bytes of n tensors, sent without copying. No pickle: a peer's bytes are only ever
+interpreted as the dtypes and shapes the header declares, after checking them.
+
+Header (little-endian):
+    magic "SB" | version u8 | kind u8 | epoch u32 | step u64 | n_tensors u16
+    | experiment_len u8 | sender_len u8 | experiment | sender
+    then per tensor: name_len u8 | dtype u8 | traffic u8 | ndim u8 | nbytes u64 | name | dims u32 x ndim
+
+Fixed widths make the byte count of a message a function of the spec alone, so bytes per
+sample is deterministic and can be regressed in CI.
+"""
+from __future__ import annotations
+
+import math
+import struct
+import warnings
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Sequence
+
+import torch
+
+MAGIC = b"SB"
+VERSION = 1
+MAX_TENSORS = 64
+MAX_NDIM = 8
+MAX_TENSOR_BYTES = 1 << 32
+
+_FIXED = struct.Struct("<2sBBIQHBB")
+_TENSOR = struct.Struct("<BBBBQ")
+
+
+class Kind(IntEnum):
+    HELLO = 1        # source -> server: I am here, with my sample count
+    WELCOME = 2      # server -> source
+    TRAIN = 3        # one training step's payload
+    TRAIN_REPLY = 4  # gradient and/or step statistics
+    EVAL = 5         # held-out samples for accuracy (accounted apart from training)
+    EVAL_REPLY = 6
+    BYE = 7
+    ERROR = 8        # the peer sent something we could not use; text in tensor "error"
+
+
+class Traffic(IntEnum):
+    """What the bytes are, for accounting (DESIGN.md's kinds, plus eval)."""
+    INPUT = 0
+    ACTIVATION = 1
+    GRADIENT = 2
+    LABEL = 3
+    WEIGHTS = 4
+    CONTROL = 5
+    EVAL = 6
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8,
+           torch.int8, torch.int16, torch.int32, torch.int64, torch.bool]
+_DTYPE_CODE = {d: i for i, d in enumerate(_DTYPES)}
+
+
+class WireError(ValueError):
+    """A message that does not follow the protocol."""
+
+
+@dataclass
+class Message:
+    kind: Kind
+    experiment: str = ""
+    sender: str = ""
+    epoch: int = 0
+    step: int = 0
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    traffic: dict[str, Traffic] = field(default_factory=dict)  # per tensor; default CONTROL
+
+    def add(self, name: str, tensor: torch.Tensor, traffic: Traffic) -> "Message":
+        self.tensors[name] = tensor
+        self.traffic[name] = traffic
+        return self
+
+    def error_text(self) -> str:
+        t = self.tensors.get("error")
+        return bytes(t.numpy().tobytes()).decode("utf-8", "replace") if t is not None else ""
+
+
+def error_message(text: str, experiment: str = "", sender: str = "") -> Message:
+    data = torch.frombuffer(bytearray(text.encode("utf-8")[:4096]) or bytearray(b"?"), dtype=torch.uint8)
+    return Message(Kind.ERROR, experiment, sender).add("error", data, Traffic.CONTROL)
+
+
+def _short(text: str, what: str) -> bytes:
+    b = text.encode("utf-8")
+    if len(b) > 255:
+        raise WireError(f"{what} longer than 255 bytes")
+    return b
+
+
+def encode(msg: Message) -> list:
+    """Frames ready for ``send_multipart(copy=False)``: the header and one buffer per tensor."""
+    if len(msg.tensors) > MAX_TENSORS:
+        raise WireError(f"{len(msg.tensors)} tensors, at most {MAX_TENSORS}")
+    exp, snd = _short(msg.experiment, "experiment"), _short(msg.sender, "sender")
+    parts = [_FIXED.pack(MAGIC, VERSION, int(msg.kind), msg.epoch, msg.step, len(msg.tensors), len(exp), len(snd)),
+             exp, snd]
+    buffers = []
+    for name, t in msg.tensors.items():
+        t = t.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        t = t.contiguous()
+        nb = _short(name, "tensor name")
+        code = _DTYPE_CODE.get(t.dtype)
+        if code is None:
+            raise WireError(f"tensor {name}: dtype {t.dtype} is not supported on the wire")
+        if t.dim() > MAX_NDIM:
+            raise WireError(f"tensor {name}: {t.dim()} dimensions, at most {MAX_NDIM}")
+        nbytes = t.numel() * t.element_size()
+        parts.append(_TENSOR.pack(len(nb), code, int(msg.traffic.get(name, Traffic.CONTROL)), t.dim(), nbytes))
+        parts.append(nb)
+        parts.append(struct.pack(f"<{t.dim()}I", *t.shape))
+        # A uint8 view exposes the raw buffer of any dtype (bfloat16 has no numpy type).
+        buffers.append(memoryview(t.reshape(-1).view(torch.uint8).numpy()) if nbytes else b"")
+    return [b"".join(parts), *buffers]
+
+
+def decode(frames: Sequence) -> Message:
+    """Parse and check a received message; raise WireError naming what is wrong."""
+    if not frames:
+        raise WireError("empty message")
+    header = memoryview(_frame_bytes(frames[0]))
+    if len(header) < _FIXED.size:
+        raise WireError(f"header is {len(header)} bytes, shorter than the fixed {_FIXED.size}")
+    magic, version, kind, epoch, step, n, elen, slen = _FIXED.unpack_from(header, 0)
+    if magic != MAGIC:
+        raise WireError(f"bad magic {bytes(magic)!r}: not a splitbench message")
+    if version != VERSION:
+        raise WireError(f"protocol version {version}, this peer speaks {VERSION}")
+    try:
+        kind = Kind(kind)
+    except ValueError:
+        raise WireError(f"unknown message kind {kind}") from None
+    if n > MAX_TENSORS:
+        raise WireError(f"{n} tensors declared, at most {MAX_TENSORS}")
+    if len(frames) != 1 + n:
+        raise WireError(f"header declares {n} tensors but {len(frames) - 1} data frames arrived")
+    pos = _FIXED.size
+    exp, pos = _text(header, pos, elen, "experiment")
+    snd, pos = _text(header, pos, slen, "sender")
+    msg = Message(kind, exp, snd, epoch, step)
+    for i in range(n):
+        if pos + _TENSOR.size > len(header):
+            raise WireError(f"header truncated in tensor {i}'s descriptor")
+        nlen, code, traffic, ndim, nbytes = _TENSOR.unpack_from(header, pos)
+        pos += _TENSOR.size
+        name, pos = _text(header, pos, nlen, f"tensor {i} name")
+        if code >= len(_DTYPES):
+            raise WireError(f"tensor {name}: unknown dtype code {code}")
+        if ndim > MAX_NDIM:
+            raise WireError(f"tensor {name}: {ndim} dimensions, at most {MAX_NDIM}")
+        try:
+            traffic = Traffic(traffic)
+        except ValueError:
+            raise WireError(f"tensor {name}: unknown traffic kind {traffic}") from None
+        if pos + 4 * ndim > len(header):
+            raise WireError(f"header truncated in tensor {name}'s shape")
+        shape = struct.unpack_from(f"<{ndim}I", header, pos)
+        pos += 4 * ndim
+        dtype = _DTYPES[code]
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if nbytes > MAX_TENSOR_BYTES or math.prod(shape) * itemsize != nbytes:
+            raise WireError(f"tensor {name}: shape {list(shape)} of {dtype} is not {nbytes} bytes")
+        buf = _frame_bytes(frames[1 + i])
+        if len(buf) != nbytes:
+            raise WireError(f"tensor {name}: header says {nbytes} bytes, frame has {len(buf)}")
+        if name in msg.tensors:
+            raise WireError(f"tensor {name} appears twice")
+        msg.tensors[name] = _as_tensor(buf, dtype, shape)
+        msg.traffic[name] = traffic
+    if pos != len(header):
+        raise WireError(f"header has {len(header) - pos} unexpected trailing bytes")
+    return msg
+
+
+def _text(header: memoryview, pos: int, length: int, what: str) -> tuple[str, int]:
+    if pos + length > len(header):
+        raise WireError(f"header truncated in {what}")
+    try:
+        return bytes(header[pos:pos + length]).decode("utf-8"), pos + length
+    except UnicodeDecodeError:
+        raise WireError(f"{what} is not UTF-8") from None
+
+
+def _frame_bytes(frame) -> memoryview | bytes:
+    # zmq.Frame (copy=False) exposes .buffer; bytes and memoryviews pass through.
+    return frame.buffer if hasattr(frame, "buffer") else frame
+
+
+def _as_tensor(buf, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    if len(buf) == 0:
+        return torch.empty(shape, dtype=dtype)
+    with warnings.catch_warnings():
+        # Received frames are read-only; we never write into them (callers clone if they must).
+        warnings.simplefilter("ignore", UserWarning)
+        flat = torch.frombuffer(buf, dtype=torch.uint8)
+    return flat.view(dtype).reshape(shape)
+
+
+def zmtp_overhead(length: int) -> int:
+    """Bytes ZMTP 3 adds to one frame: a flags byte and a 1- or 8-byte length."""
+    return 2 if length < 256 else 9
+
+
+def wire_bytes(frames: Sequence, msg: Message) -> dict[Traffic, int]:
+    """Bytes this message puts on the wire, by traffic kind. Header and framing are control;
+    everything in an EVAL/EVAL_REPLY is eval."""
+    lengths = [len(_frame_bytes(f)) for f in frames]
+    out: dict[Traffic, int] = {}
+    control = lengths[0] + sum(zmtp_overhead(n) for n in lengths)
+    evaluation = msg.kind in (Kind.EVAL, Kind.EVAL_REPLY)
+    for (name, _), n in zip(msg.tensors.items(), lengths[1:]):
+        t = Traffic.EVAL if evaluation else msg.traffic.get(name, Traffic.CONTROL)
+        out[t] = out.get(t, 0) + n
+    key = Traffic.EVAL if evaluation else Traffic.CONTROL
+    out[key] = out.get(key, 0) + control
+    return out
