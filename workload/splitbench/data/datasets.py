@@ -26,25 +26,36 @@ class DatasetMissing(RuntimeError):
     """The dataset's files are not where we looked; the message says how to get them."""
 
 
-@dataclass
-class ImageData:
-    name: str
-    train_x: torch.Tensor  # uint8 (N, C, H, W)
-    train_y: torch.Tensor  # int64 (N,)
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+@dataclass(frozen=True)
+class ImageMeta:
+    """What a role needs to run a model on this data without holding the data."""
+    input_shape: tuple[int, int, int]
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return (x_uint8.float() / 255.0 - mean) / std
+
+
+def dataset_meta(spec: DatasetSpec) -> ImageMeta:
+    if spec.name == "fashion_mnist":
+        return ImageMeta((1, 28, 28), 10, (0.2860,), (0.3530,))
+    if spec.name == "cifar10":
+        return ImageMeta((3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    c = spec.channels or 1
+    return ImageMeta((c, spec.image_size or 28, spec.image_size or 28), 10, (0.5,) * c, (0.29,) * c)
+
+
+@dataclass
+class ImageData:
+    meta: ImageMeta
+    train_x: torch.Tensor  # uint8 (N, C, H, W)
+    train_y: torch.Tensor  # int64 (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
 
 
 def cache_dir() -> Path:
@@ -56,8 +67,9 @@ def load_dataset(spec: DatasetSpec, seed: int = 0) -> ImageData:
         return _fashion_mnist(spec)
     if spec.name == "cifar10":
         return _cifar10(spec)
-    return synthetic(num_classes=10, channels=spec.channels or 1, size=spec.image_size or 28, seed=seed,
-                     train=max(2000, (spec.samples_per_source or 500) * 16), test=spec.test_samples)
+    meta = dataset_meta(spec)
+    return synthetic(meta, seed=seed, train=max(2000, (spec.samples_per_source or 500) * 16),
+                     test=spec.test_samples)
 
 
 def _fashion_mnist(spec: DatasetSpec) -> ImageData:
@@ -90,8 +102,8 @@ def _fashion_mnist(spec: DatasetSpec) -> ImageData:
             "or set dataset.download: true where there is internet")
     train = FashionMNIST(str(root), train=True, download=download)
     test = FashionMNIST(str(root), train=False, download=download)
-    return ImageData("fashion_mnist", train.data.unsqueeze(1).contiguous(), train.targets.long(),
-                     test.data.unsqueeze(1).contiguous(), test.targets.long(), 10, (0.2860,), (0.3530,))
+    return ImageData(dataset_meta(spec), train.data.unsqueeze(1).contiguous(), train.targets.long(),
+                     test.data.unsqueeze(1).contiguous(), test.targets.long())
 
 
 def _cifar10(spec: DatasetSpec) -> ImageData:
@@ -111,17 +123,19 @@ def _cifar10(spec: DatasetSpec) -> ImageData:
     def chw(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
 
-    return ImageData("cifar10", chw(train.data), torch.tensor(train.targets), chw(test.data),
-                     torch.tensor(test.targets), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    return ImageData(dataset_meta(spec), chw(train.data), torch.tensor(train.targets), chw(test.data),
+                     torch.tensor(test.targets))
 
 
-def synthetic(num_classes: int = 10, channels: int = 1, size: int = 28, train: int = 4000,
-              test: int = 1000, seed: int = 0, noise: float = 60.0) -> ImageData:
+def synthetic(meta: ImageMeta, train: int = 4000, test: int = 1000, seed: int = 0,
+              noise: float = 60.0) -> ImageData:
     """Each class is a random smooth prototype; samples are noisy, shifted copies.
 
     Learnable in a few hundred steps by any of our models, yet not trivially separable
     from one pixel, so accuracy curves mean something in fast tests.
     """
+    channels, size, _ = meta.input_shape
+    num_classes = meta.num_classes
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(num_classes, channels, max(2, size // 4), max(2, size // 4), generator=g)
     protos = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False) * 255
@@ -135,4 +149,4 @@ def synthetic(num_classes: int = 10, channels: int = 1, size: int = 28, train: i
 
     tx, ty = draw(train)
     vx, vy = draw(test)
-    return ImageData("synthetic", tx, ty, vx, vy, num_classes, (0.5,) * channels, (0.29,) * channels)
+    return ImageData(meta, tx, ty, vx, vy)

@@ -1,0 +1,1 @@
+"""The `splitbench` command: one subcommand per module, each with add_parser() and run()."""

@@ -1,0 +1,35 @@
+"""splitbench profile MODEL: parameters, FLOPs and activation bytes per block, and what a
+cut after each block sends compared with the raw input."""
+from __future__ import annotations
+
+import math
+
+from ..models import REGISTRY, build_model
+from ..models.profile import profile_model
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("profile", help="per-block cost of a model and bytes at each cut")
+    p.add_argument("model", choices=sorted(REGISTRY))
+    p.add_argument("--input", default=None, help="C,H,W (default: the model's usual input)")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    shape = tuple(int(v) for v in args.input.split(",")) if args.input else REGISTRY[args.model].default_input
+    model = build_model(args.model, args.num_classes, shape)
+    rows = profile_model(model, shape)
+    raw8 = math.prod(shape)
+    print(f"{args.model} on {'x'.join(map(str, shape))}: {sum(r.params for r in rows):,} parameters, "
+          f"{sum(r.flops for r in rows) / 1e6:,.1f} MFLOPs forward per sample")
+    print(f"raw input per sample: {raw8:,} B as uint8, {raw8 * 4:,} B as float32")
+    print(f"{'cut':>3}  {'block':<12} {'params':>11} {'MFLOPs':>9} {'edge MFLOPs':>11} {'output':<14} "
+          f"{'B/sample':>10} {'x uint8':>8} {'x f32':>7}")
+    edge = 0
+    for r in rows:
+        edge += r.flops
+        out = "x".join(map(str, r.out_shape))
+        print(f"{r.index:>3}  {r.name:<12} {r.params:>11,} {r.flops / 1e6:>9.2f} {edge / 1e6:>11.2f} {out:<14} "
+              f"{r.out_bytes:>10,} {r.out_bytes / raw8:>8.2f} {r.out_bytes / (raw8 * 4):>7.2f}")
+    return 0

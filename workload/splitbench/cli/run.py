@@ -1,0 +1,47 @@
+"""splitbench run SPEC: run one experiment (or every run of a suite) and build its report."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..executors import EXECUTORS
+from ..spec import load_suite
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run an experiment with an executor")
+    p.add_argument("spec")
+    add_executor_args(p)
+    p.set_defaults(func=run)
+
+
+def add_executor_args(p) -> None:
+    p.add_argument("--executor", choices=sorted(EXECUTORS), default="local")
+    p.add_argument("--runs", default="runs", help="folder for run records")
+    p.add_argument("--cpu-limit", choices=["auto", "cgroup", "throttle", "off"], default="auto")
+    p.add_argument("--timeout", type=float, default=None, help="give up on one experiment after this many s")
+    p.add_argument("--quick", action="store_true", help="1 epoch, a few steps per epoch (smoke runs, CI)")
+
+
+def make_executor(args):
+    return EXECUTORS[args.executor](Path(args.runs), cpu_limit=args.cpu_limit, timeout_s=args.timeout)
+
+
+def quick(exp, steps: int = 4):
+    spec = exp.spec.model_copy(deep=True)
+    spec.training.epochs = 1
+    spec.training.max_steps_per_epoch = steps
+    spec.dataset.test_samples = min(spec.dataset.test_samples, 256)
+    return exp.model_copy(update={"spec": spec})
+
+
+def run(args) -> int:
+    suite = load_suite(args.spec)
+    executor = make_executor(args)
+    failed = 0
+    for exp in suite.experiments():
+        result = executor.run(quick(exp) if args.quick else exp)
+        print(f"{result.name}: {'ok' if result.ok else 'FAILED'}: {result.message} -> {result.run_dir}",
+              file=sys.stderr if not result.ok else sys.stdout)
+        failed += not result.ok
+    return 1 if failed else 0

@@ -1,0 +1,141 @@
+"""The local executor: every role a process on this machine, on loopback.
+
+Children die with us (PR_SET_PDEATHSIG), a crashed role stops the run with its own
+one-line error, Ctrl-C stops everything cleanly, and the run record is merged whatever
+happened, so nothing already recorded is lost.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..devices import remove_cgroups
+from ..link import resolve_network
+from ..record import merge
+from ..spec import Experiment
+from .base import RunResult
+from .progress import Progress
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalExecutor:
+    def __init__(self, out_dir: Path = Path("runs"), cpu_limit: str = "auto", metrics: bool = True,
+                 timeout_s: float | None = None, quiet: bool = False):
+        self.out_dir = Path(out_dir)
+        self.cpu_limit = cpu_limit
+        self.metrics = metrics
+        self.timeout_s = timeout_s
+        self.quiet = quiet
+
+    def plan(self, exp: Experiment, run_dir: Path) -> list[tuple[str, list[str]]]:
+        """(instance, argv) of every role process, in start order."""
+        spec_file = str(run_dir / "spec.yaml")
+        common = ["--spec", spec_file, "--run-dir", str(run_dir), "--cpu-limit", self.cpu_limit]
+
+        def role(name: str, *extra: str) -> list[str]:
+            port = ["--metrics-port", str(free_port())] if self.metrics else []
+            return [sys.executable, "-m", "splitbench", "role", name, *common, *port, *extra]
+
+        if not exp.spec.uses_network:
+            return [("trainer-0", role("trainer"))]
+        server = f"tcp://127.0.0.1:{free_port()}"
+        procs = [("server-0", role("server", "--bind", server))]
+        target = server
+        if resolve_network(exp.spec.network).emulated:
+            target = f"tcp://127.0.0.1:{free_port()}"
+            procs.append(("link-0", role("link", "--bind", target, "--connect", server)))
+        for i in range(exp.spec.sources.replicas):
+            procs.append((f"source-{i}", role("source", "--index", str(i), "--connect", target)))
+        return procs
+
+    def run(self, exp: Experiment) -> RunResult:
+        run_dir = (self.out_dir / exp.name).resolve()
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        (run_dir / "spec.yaml").write_text(exp.to_yaml())
+        t0 = time.time()
+        procs: dict[str, subprocess.Popen] = {}
+        logs = []
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        progress = Progress(exp.name, run_dir)
+        ok, message = False, ""
+        try:
+            for instance, argv in self.plan(exp, run_dir):
+                log = open(run_dir / f"{instance}.log", "w")
+                logs.append(log)
+                procs[instance] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                   preexec_fn=_die_with_parent)
+            ok, message = self._watch(procs, run_dir, progress, t0)
+        except KeyboardInterrupt:
+            message = "interrupted (Ctrl-C): roles stopped, partial record kept"
+            raise
+        finally:
+            self._stop(procs)
+            for log in logs:
+                log.close()
+            merge(run_dir, t0)
+            remove_cgroups([f"{exp.name}-{i}" for i in procs])
+            if not self.quiet:
+                progress.poll()
+                progress.show(force=True)
+            (run_dir / "status.txt").write_text(("ok" if ok else "failed") + f": {message}\n")
+        return RunResult(exp.name, run_dir, ok, message, time.time() - t0)
+
+    def _watch(self, procs: dict[str, subprocess.Popen], run_dir: Path, progress: Progress,
+               t0: float) -> tuple[bool, str]:
+        while True:
+            time.sleep(0.25)
+            if not self.quiet:
+                progress.poll()
+                progress.show()
+            for instance, p in procs.items():
+                code = p.poll()
+                if code not in (None, 0):
+                    return False, f"{instance} exited with code {code}: {_last_line(run_dir / f'{instance}.log')}"
+            if all(p.poll() == 0 for p in procs.values()):
+                return True, f"finished in {time.time() - t0:.1f} s"
+            if self.timeout_s and time.time() - t0 > self.timeout_s:
+                return False, f"timed out after {self.timeout_s:.0f} s"
+
+    @staticmethod
+    def _stop(procs: dict[str, subprocess.Popen]) -> None:
+        live = [p for p in procs.values() if p.poll() is None]
+        for p in live:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.time() + 10
+        for p in live:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1].strip() if lines else "(no output)"

@@ -1,0 +1,16 @@
+"""Training paradigms, registered by the spec's paradigm name (one module each)."""
+from __future__ import annotations
+
+from .base import Paradigm, Setup
+from .centralized import Centralized
+from .full_offload import FullOffload
+from .split import Split
+
+PARADIGMS: dict[str, type[Paradigm]] = {p.name: p for p in (Centralized, FullOffload, Split)}
+
+
+def get_paradigm(setup: Setup) -> Paradigm:
+    return PARADIGMS[setup.spec.paradigm.name](setup)
+
+
+__all__ = ["PARADIGMS", "Paradigm", "Setup", "get_paradigm"]

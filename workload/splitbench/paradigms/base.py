@@ -1,0 +1,110 @@
+"""What a paradigm is: which roles exist and what each does in one step.
+
+A paradigm gives a SourceWorker (runs on each data source) and a ServerWorker (runs on
+the server). The role runtimes own sockets, timing, accounting and logging; workers only
+compute and say what crosses the wire.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..data import ImageMeta
+from ..models import build_model
+from ..spec import Experiment, TrainingSpec
+from ..transport import Message
+
+# The source runtime's round trip: send a message, return (reply, t_sent, t_received) in
+# wall-clock seconds; raises on an ERROR reply or a silent peer.
+Call = Callable[[Message], tuple[Message, float, float]]
+
+
+@dataclass
+class Setup:
+    experiment: Experiment
+    meta: ImageMeta
+
+    @property
+    def spec(self):
+        return self.experiment.spec
+
+
+@dataclass
+class StepOutcome:
+    loss: float
+    correct: int
+    samples: int
+    phases: dict[str, float] = field(default_factory=dict)  # seconds
+
+
+@dataclass
+class ServerOutcome:
+    reply: Message
+    loss: float = float("nan")
+    correct: int = 0
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+
+
+def whole_model(setup: Setup) -> nn.Sequential:
+    """The full model, initialized from the experiment's seed: every role that builds it
+    starts from identical weights."""
+    torch.manual_seed(setup.spec.seed)
+    return build_model(setup.spec.model.name, setup.spec.model.num_classes, setup.meta.input_shape)
+
+
+def make_optimizer(params, training: TrainingSpec) -> torch.optim.Optimizer:
+    if training.optimizer == "adam":
+        return torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay)
+    return torch.optim.SGD(params, lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay)
+
+
+def label_dtype(num_classes: int) -> torch.dtype:
+    """The narrowest integer that holds every label: labels are bytes on the wire too."""
+    return torch.uint8 if num_classes <= 256 else torch.int16 if num_classes <= 32767 else torch.int32
+
+
+def correct_count(logits: torch.Tensor, y: torch.Tensor) -> int:
+    return int((logits.argmax(1) == y).sum())
+
+
+class SourceWorker(ABC):
+    @abstractmethod
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> StepOutcome:
+        """x: uint8 images as captured; y: int64 labels."""
+
+    @abstractmethod
+    def eval_batch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[float, int]:
+        """(summed loss, correct) on held-out samples."""
+
+
+class ServerWorker(ABC):
+    @abstractmethod
+    def train(self, msg: Message) -> ServerOutcome: ...
+
+    @abstractmethod
+    def evaluate(self, msg: Message) -> ServerOutcome: ...
+
+
+class Paradigm(ABC):
+    name: ClassVar[str]
+    uses_server: ClassVar[bool] = True
+    # "all": every source evaluates its own model; "first": one shared model, source 0 evaluates.
+    evaluators: ClassVar[str] = "all"
+
+    def __init__(self, setup: Setup):
+        self.setup = setup
+
+    def edge_blocks(self) -> int | None:
+        """How many model blocks the source runs (None: none)."""
+        return None
+
+    @abstractmethod
+    def source(self, call: Call) -> SourceWorker: ...
+
+    @abstractmethod
+    def server(self) -> ServerWorker: ...

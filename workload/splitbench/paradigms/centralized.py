@@ -1,0 +1,16 @@
+"""Centralized reference: the whole model trained in one process on all the data. No
+network, no server; the trainer role runs it (see roles/trainer.py)."""
+from __future__ import annotations
+
+from .base import Paradigm
+
+
+class Centralized(Paradigm):
+    name = "centralized"
+    uses_server = False
+
+    def source(self, call):
+        raise NotImplementedError("centralized training runs in the trainer role, not on sources")
+
+    def server(self):
+        raise NotImplementedError("centralized training runs in the trainer role, not on a server")

@@ -1,0 +1,96 @@
+"""Split learning: each source runs the first blocks and sends the cut activations with
+labels; the server runs the rest, backpropagates and returns the gradient at the cut; the
+source finishes backpropagation and steps its optimizer.
+
+Each source keeps its own edge part; the server part is shared and serves requests in
+arrival order (split learning with several clients and one server model).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ..models import split
+from ..transport import Kind, Message, Traffic
+from .base import Paradigm, ServerOutcome, ServerWorker, SourceWorker, StepOutcome, correct_count, label_dtype, \
+    make_optimizer, whole_model
+
+
+class SplitSource(SourceWorker):
+    def __init__(self, paradigm: "Split", call):
+        self.p, self.call = paradigm, call
+        self.edge, _ = split(whole_model(paradigm.setup), paradigm.edge_blocks())
+        self.opt = make_optimizer(self.edge.parameters(), paradigm.setup.spec.training)
+        self.ydtype = label_dtype(paradigm.setup.meta.num_classes)
+
+    def train_step(self, x, y, epoch, step):
+        t0 = time.perf_counter()
+        act = self.edge(self.p.setup.meta.normalize(x))
+        t1 = time.perf_counter()
+        msg = Message(Kind.TRAIN, epoch=epoch, step=step)
+        msg.add("act", act.detach(), Traffic.ACTIVATION).add("y", y.to(self.ydtype), Traffic.LABEL)
+        reply, _, _ = self.call(msg)
+        grad = reply.tensors["grad"]
+        if grad.shape != act.shape:
+            raise ValueError(f"server sent a gradient of shape {list(grad.shape)} for activations {list(act.shape)}")
+        t2 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        act.backward(grad)
+        self.opt.step()
+        t3 = time.perf_counter()
+        return StepOutcome(float("nan"), 0, len(y), {"edge_forward": t1 - t0, "edge_backward": t3 - t2})
+
+    def eval_batch(self, x, y, epoch):
+        self.edge.eval()
+        with torch.no_grad():
+            act = self.edge(self.p.setup.meta.normalize(x))
+        self.edge.train()
+        msg = Message(Kind.EVAL, epoch=epoch).add("act", act, Traffic.EVAL).add("y", y.to(self.ydtype), Traffic.EVAL)
+        reply, _, _ = self.call(msg)
+        loss_sum, correct = reply.tensors["result"].tolist()
+        return loss_sum, int(correct)
+
+
+class SplitServer(ServerWorker):
+    def __init__(self, paradigm: "Split"):
+        _, self.part = split(whole_model(paradigm.setup), paradigm.edge_blocks())
+        self.opt = make_optimizer(self.part.parameters(), paradigm.setup.spec.training)
+
+    def train(self, msg):
+        t0 = time.perf_counter()
+        act = msg.tensors["act"].requires_grad_()
+        y = msg.tensors["y"].long()
+        out = self.part(act)
+        loss = F.cross_entropy(out, y)
+        t1 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        t2 = time.perf_counter()
+        reply = Message(Kind.TRAIN_REPLY).add("grad", act.grad, Traffic.GRADIENT)
+        return ServerOutcome(reply, float(loss.detach()), correct_count(out, y), t1 - t0, t2 - t1)
+
+    def evaluate(self, msg):
+        self.part.eval()
+        with torch.no_grad():
+            y = msg.tensors["y"].long()
+            out = self.part(msg.tensors["act"])
+            result = torch.tensor([float(F.cross_entropy(out, y, reduction="sum")), correct_count(out, y)],
+                                  dtype=torch.float64)
+        self.part.train()
+        return ServerOutcome(Message(Kind.EVAL_REPLY).add("result", result, Traffic.EVAL))
+
+
+class Split(Paradigm):
+    name = "split"
+
+    def edge_blocks(self) -> int:
+        return self.setup.spec.paradigm.split_after
+
+    def source(self, call):
+        return SplitSource(self, call)
+
+    def server(self):
+        return SplitServer(self)

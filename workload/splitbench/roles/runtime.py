@@ -1,0 +1,77 @@
+"""What every role process has: its experiment, event log, metrics, CPU limit, and a
+clean end (on success, on an error, or on SIGTERM/SIGINT) that keeps what was recorded."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..devices import Device, apply_cpu_limit, set_torch_threads
+from ..link import resolve_network
+from ..metrics import RoleMetrics
+from ..record import EventLog
+from ..spec import load_experiment
+
+
+class RoleFailed(RuntimeError):
+    """An error this role can name in one line; it ends the role with a non-zero code."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+class Runtime:
+    def __init__(self, args: argparse.Namespace, role: str, instance: str):
+        self.args = args
+        self.experiment = load_experiment(args.spec)
+        self.spec = self.experiment.spec
+        self.role, self.instance = role, instance
+        self.run_dir = Path(args.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        network = resolve_network(self.spec.network).name if self.spec.uses_network else "none"
+        self.metrics = RoleMetrics(self.experiment.name, role, instance, self.spec.paradigm.name, network)
+        if getattr(args, "metrics_port", None):
+            self.metrics.serve(args.metrics_port, addr=getattr(args, "metrics_addr", "127.0.0.1"))
+        self.log = EventLog(self.run_dir / f"{instance}.events.jsonl", self.experiment.name, role, instance)
+        signal.signal(signal.SIGTERM, _terminate)
+        self.started = time.time()
+        self.limits: dict = {}
+
+    def limit(self, device: Device) -> None:
+        mechanism = apply_cpu_limit(device.cpu, f"{self.experiment.name}-{self.instance}",
+                                    getattr(self.args, "cpu_limit", "auto") or "auto")
+        if getattr(self.args, "cpu_limit", "auto") == "off":
+            mechanism = "off"
+        threads = set_torch_threads(device.cpu)
+        torch.set_num_interop_threads(1) if torch.get_num_interop_threads() != 1 else None
+        self.limits = {"cpu_quota": device.cpu, "cpu_limit": mechanism, "torch_threads": threads,
+                       "device_profile": device.profile}
+
+    def run(self, body) -> int:
+        """Run the role's body; always leave a session record and a final metrics dump."""
+        self.log.write("session", status="start", **self.limits)
+        code, status, error = 0, "ok", None
+        try:
+            body()
+        except RoleFailed as err:
+            code, status, error = err.code, "failed", str(err)
+        except (KeyboardInterrupt, SystemExit) as err:
+            code = err.code if isinstance(err, SystemExit) and isinstance(err.code, int) else 130
+            status, error = "stopped", "interrupted"
+        except Exception as err:  # an unexpected crash: still one line, and a record
+            code, status, error = 1, "failed", f"{type(err).__name__}: {err}"
+        self.log.write("session", status=status, error=error, duration_s=time.time() - self.started, **self.limits)
+        self.metrics.dump(self.run_dir / f"{self.instance}.prom")
+        self.log.close()
+        if error and status == "failed":
+            print(f"{self.instance}: {error}", file=sys.stderr, flush=True)
+        return code

@@ -1,0 +1,69 @@
+"""Centralized reference: the whole model, all sources' data, one process, no network."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import DatasetMissing, load_dataset
+from ..devices import resolve_device
+from ..paradigms import Setup
+from ..paradigms.base import correct_count, make_optimizer, whole_model
+from ..schedule import batches, source_indices, steps_per_epoch, test_subset
+from .runtime import RoleFailed, Runtime
+
+
+def run(args) -> int:
+    rt = Runtime(args, "trainer", "trainer-0")
+    spec = rt.spec
+    rt.limit(resolve_device(spec.server.device))
+
+    def body():
+        try:
+            data = load_dataset(spec.dataset, spec.seed)
+        except DatasetMissing as err:
+            raise RoleFailed(str(err), code=2) from None
+        everything = np.concatenate(source_indices(spec, data))
+        try:
+            steps = steps_per_epoch(len(everything), spec, cap_scale=spec.sources.replicas)
+        except ValueError as err:
+            raise RoleFailed(str(err), code=2) from None
+        setup = Setup(rt.experiment, data.meta)
+        model = whole_model(setup)
+        opt = make_optimizer(model.parameters(), spec.training)
+        test_x, test_y = test_subset(spec, data)
+        rt.log.write("plan", planned_steps=steps * spec.training.epochs, samples=len(everything),
+                     epochs=spec.training.epochs, edge_blocks=None)
+        step = 0
+        for epoch in range(spec.training.epochs):
+            rt.metrics.epoch.labels(**rt.metrics.base).set(epoch)
+            for _, idx in batches(everything, spec, epoch, 0, steps):
+                t0 = time.perf_counter()
+                x, y = data.meta.normalize(data.train_x[idx]), data.train_y[idx]
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+                t1 = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                t2 = time.perf_counter()
+                phases = {"forward": t1 - t0, "backward": t2 - t1}
+                rt.metrics.step(len(y), phases, float(loss))
+                rt.log.write("step", epoch=epoch, step=step, samples=len(y), loss=float(loss),
+                             accuracy=correct_count(out, y) / len(y), duration_s=t2 - t0,
+                             **{f"phase_{k}_s": v for k, v in phases.items()})
+                step += 1
+            t0 = time.perf_counter()
+            model.eval()
+            with torch.no_grad():
+                out = model(data.meta.normalize(test_x))
+                acc = correct_count(out, test_y) / len(test_y)
+                loss = float(F.cross_entropy(out, test_y))
+            model.train()
+            rt.metrics.accuracy.labels(**rt.metrics.base, exit="final").set(acc)
+            rt.log.write("eval", epoch=epoch, step=step, samples=len(test_y), loss=loss, accuracy=acc,
+                         exit="final", duration_s=time.perf_counter() - t0)
+
+    return rt.run(body)
