@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("SPLITBENCH_BENCHMARKS", str(ROOT / "benchmarks"))
+
+
+def experiment_doc(name: str = "t", **overrides) -> dict:
+    """A small, fast experiment: synthetic data, small CNN, 2 sources."""
+    spec = {
+        "model": {"name": "small_cnn"},
+        "dataset": {"name": "synthetic", "samplesPerSource": 128, "testSamples": 128},
+        "paradigm": {"name": "split", "splitAfter": 4},
+        "training": {"epochs": 1, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60},
+        "network": {"profile": "ethernet-1g"},
+        "sources": {"replicas": 2, "device": {"cpu": "500m"}},
+        "seed": 0,
+    }
+    for key, value in overrides.items():
+        spec[key] = value
+    return {"apiVersion": "splitbench.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    def write(doc: dict, filename: str = "exp.yaml") -> Path:
+        p = tmp_path / filename
+        p.write_text(yaml.safe_dump(doc))
+        return p
+    return write
