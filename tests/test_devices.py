@@ -1,0 +1,42 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from splitbench.devices import remove_cgroups, resolve_device
+from splitbench.spec import DeviceSpec, SpecError
+
+_PROBE = r"""
+import sys, time, torch
+from splitbench.devices import apply_cpu_limit, set_torch_threads
+mech = apply_cpu_limit(0.25, "pytest-probe-" + sys.argv[1], mode=sys.argv[1])
+threads = set_torch_threads(0.25)
+t, c = time.time(), time.process_time()
+while time.time() - t < 2.0:
+    pass
+print(mech, threads, (time.process_time() - c) / (time.time() - t))
+"""
+
+
+def test_profiles_and_explicit_quotas():
+    assert resolve_device(DeviceSpec(profile="paper-source")).cpu == 0.4
+    assert resolve_device(DeviceSpec(profile="paper-source", cpu="1")).cpu == 1.0
+    assert resolve_device(DeviceSpec()).cpu is None
+    assert resolve_device(DeviceSpec(profile="low")).tier == "low"
+    with pytest.raises(SpecError, match="unknown profile 'toaster'"):
+        resolve_device(DeviceSpec(profile="toaster"))
+
+
+@pytest.mark.parametrize("mode", ["throttle", "cgroup"])
+def test_quota_is_enforced_and_threads_follow_it(mode):
+    if mode == "cgroup" and not (os.geteuid() == 0 and os.access("/sys/fs/cgroup/cpu", os.W_OK)):
+        pytest.skip("no writable cgroup v1 cpu hierarchy (needs root)")
+    r = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, timeout=60)
+    remove_cgroups(["pytest-probe-cgroup"])
+    assert r.returncode == 0, r.stderr
+    mech, threads, share = r.stdout.split()
+    assert mech.startswith("cgroup" if mode == "cgroup" else "sigstop-throttle")
+    assert threads == "1"
+    # a busy loop under a 0.25-core quota gets about a quarter of a core; unlimited it gets ~1
+    assert float(share) < 0.5, share
