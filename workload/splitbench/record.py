@@ -6,6 +6,7 @@ Events (column `event`):
   eval     held-out accuracy at the end of an epoch
   server   one request served by the server
   link     one message through the link emulator
+  control  a source's session messages (hello, bye): bytes outside steps and evals
   session  role start/stop, limits in force, errors
 Bytes columns: up_<kind>_bytes / down_<kind>_bytes, kinds as in transport.Traffic.
 """

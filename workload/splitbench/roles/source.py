@@ -85,6 +85,7 @@ def run(args) -> int:
         rt.log.write("plan", planned_steps=steps * spec.training.epochs, samples=len(mine),
                      epochs=spec.training.epochs, edge_blocks=paradigm.edge_blocks())
         step = 0
+        start_tx, start_rx = link.ep.tx.copy(), link.ep.rx.copy()  # HELLO/WELCOME so far
         for epoch in range(spec.training.epochs):
             rt.metrics.epoch.labels(**rt.metrics.base).set(epoch)
             for s, idx in batches(mine, spec, epoch, index, steps):
@@ -104,7 +105,10 @@ def run(args) -> int:
                 step += 1
             if evaluates:
                 evaluate(rt, worker, link, test_x, test_y, epoch, step)
+        end_tx, end_rx = link.ep.tx.copy(), link.ep.rx.copy()
         link.call(Message(Kind.BYE))
+        # bytes of the session messages, so that the record's totals equal the counters'
+        rt.log.write("control", **byte_fields(start_tx + (link.ep.tx - end_tx), start_rx + (link.ep.rx - end_rx)))
 
     return rt.run(body)
 

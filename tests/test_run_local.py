@@ -1,0 +1,118 @@
+"""Real experiments through the local executor: processes, loopback, the link relay."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from splitbench.executors import LocalExecutor
+from splitbench.record import BYTE_COLUMNS
+from splitbench.report import build_report
+from splitbench.spec import Experiment
+from conftest import experiment_doc
+from helpers import processes_mentioning, prom_samples
+
+pytestmark = pytest.mark.integration
+
+ACT = 32 * 64 * 7 * 7 * 4  # small_cnn cut after pool2, batch 32, float32
+
+
+def run(tmp_path, **overrides):
+    exp = Experiment.model_validate(experiment_doc(**overrides))
+    result = LocalExecutor(tmp_path / "runs", quiet=True, timeout_s=240).run(exp)
+    return exp, result, pd.read_parquet(result.run_dir / "record.parquet")
+
+
+@pytest.fixture(scope="module")
+def split_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("split")
+    return run(tmp, network={"profile": "wifi6"}, training={"epochs": 1, "batchSize": 32, "lr": 0.01,
+                                                            "maxStepsPerEpoch": 3})
+
+
+def test_split_sends_activations_up_and_gradients_down(split_run):
+    _, result, rec = split_run
+    assert result.ok, result.message
+    steps = rec[rec["event"] == "step"]
+    assert sorted(steps["instance"].unique()) == ["source-0", "source-1"]
+    assert len(steps) == 6
+    assert (steps["up_activation_bytes"] == ACT).all()
+    assert (steps["up_label_bytes"] == 32).all()  # uint8 labels
+    assert (steps["down_gradient_bytes"] == ACT).all()
+    assert (steps["up_input_bytes"] == 0).all()
+    for phase in ("edge_forward", "edge_backward", "uplink", "server_forward", "server_backward", "downlink"):
+        assert (steps[f"phase_{phase}_s"] > 0).all(), phase
+    # wifi6 is 2 ms one way: each direction takes at least that
+    assert (steps["phase_uplink_s"] >= 0.002).all() and (steps["phase_downlink_s"] >= 0.002).all()
+    evals = rec[rec["event"] == "eval"]
+    assert len(evals) == 2 and evals["accuracy"].between(0, 1).all() and (evals["up_eval_bytes"] > 0).all()
+
+
+def test_prometheus_totals_agree_with_the_run_record(split_run):
+    _, result, rec = split_run
+    sources = rec[rec["role"] == "source"]
+    prom_total = {}
+    for i in range(2):
+        for s in prom_samples(result.run_dir / f"source-{i}.prom", "splitbench_wire_bytes"):
+            if s.name.endswith("_total"):
+                key = f"{s.labels['direction']}_{s.labels['kind']}_bytes"
+                prom_total[key] = prom_total.get(key, 0) + s.value
+    record_total = {c: int(sources[c].sum()) for c in BYTE_COLUMNS if sources[c].sum()}
+    assert prom_total == record_total
+    # the server counted the same bytes from its side, and so did the link relay
+    server = {(s.labels["direction"], s.labels["kind"]): s.value
+              for s in prom_samples(result.run_dir / "server-0.prom", "splitbench_wire_bytes") if s.name.endswith("_total")}
+    assert sum(v for (d, _), v in server.items() if d == "up") == sum(v for k, v in record_total.items() if k.startswith("up_"))
+    link = rec[rec["event"] == "link"]
+    assert link.loc[link["direction"] == "up", "bytes"].sum() == sum(v for k, v in record_total.items() if k.startswith("up_"))
+    assert link.loc[link["direction"] == "down", "bytes"].sum() == sum(v for k, v in record_total.items() if k.startswith("down_"))
+
+
+def test_report_from_the_record(split_run, tmp_path):
+    _, result, rec = split_run
+    summary = build_report([result.run_dir], tmp_path / "report", 0.5)
+    row = summary.iloc[0]
+    steps = rec[rec["event"] == "step"]
+    up = steps.filter(regex=r"^up_(?!eval).*_bytes$").sum().sum()
+    assert row["bytes_per_sample_up"] == pytest.approx(up / steps["samples"].sum())
+    assert ACT / 32 < row["bytes_per_sample_up"] < ACT / 32 + 10  # activations + 1 B label + small header share
+    assert row["cpu_limit"] != "none"
+    for f in ("summary.csv", "ranking.csv", "crossover.csv", "report.html"):
+        assert (tmp_path / "report" / f).stat().st_size > 0
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert html.count("<img") == 6 and "Cumulative bytes" in html
+
+
+@pytest.mark.parametrize("encoding, per_pixel", [("uint8", 1), ("float32", 4)])
+def test_full_offload_sends_raw_inputs_and_only_an_ack_back(tmp_path, encoding, per_pixel):
+    _, result, rec = run(tmp_path, paradigm={"name": "full_offload", "inputEncoding": encoding},
+                         training={"epochs": 1, "batchSize": 32, "maxStepsPerEpoch": 2},
+                         sources={"replicas": 1, "device": {"cpu": "500m"}})
+    assert result.ok, result.message
+    steps = rec[rec["event"] == "step"]
+    assert (steps["up_input_bytes"] == 32 * 28 * 28 * per_pixel).all()
+    down = steps.filter(regex=r"^down_.*_bytes$")
+    assert (down.drop(columns="down_control_bytes").sum() == 0).all()  # never an input gradient
+    assert (steps["down_control_bytes"] < 200).all()
+    assert steps["loss"].notna().all()
+
+
+def test_centralized_uses_no_network(tmp_path):
+    _, result, rec = run(tmp_path, paradigm={"name": "centralized"}, network={"medium": "none"},
+                         training={"epochs": 1, "batchSize": 32, "maxStepsPerEpoch": 3})
+    assert result.ok, result.message
+    assert set(rec["role"]) == {"trainer"}
+    steps = rec[rec["event"] == "step"]
+    assert len(steps) == 6  # the union of 2 sources' data: their step caps add up
+    assert rec[BYTE_COLUMNS].sum().sum() == 0
+    assert rec[rec["event"] == "eval"]["accuracy"].notna().all()
+
+
+def test_a_crashed_source_is_reported_and_nothing_is_left_running(tmp_path):
+    _, result, rec = run(tmp_path, dataset={"name": "fashion_mnist", "root": str(tmp_path / "nowhere")})
+    assert not result.ok
+    assert result.message.startswith("source-") and "exited with code 2" in result.message
+    assert "Fashion-MNIST not found" in result.message
+    assert (result.run_dir / "record.parquet").exists()
+    failed = rec[(rec["event"] == "session") & (rec["status"] == "failed")]
+    assert failed["error"].str.contains("apt-get install dataset-fashion-mnist").any()
+    assert processes_mentioning(str(result.run_dir)) == []
