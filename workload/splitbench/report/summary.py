@@ -56,7 +56,7 @@ def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, sta
     acc = accuracy_by_epoch(record)
     reached = acc[acc["accuracy"] >= target_accuracy]
     edge_params, edge_flops = edge_figures(exp)
-    sessions = record[(record["event"] == "session") & (record["status"] == "start")]
+    sessions = record[(record["event"] == "session") & (record["status"] == "limited")]
     mechanisms = sessions.loc[sessions["role"].isin(["source", "trainer"]), "cpu_limit"].dropna()
     mech = sorted({str(m).split(":")[0] for m in mechanisms})
     return {

@@ -47,6 +47,8 @@ class Runtime:
         self.limits: dict = {}
 
     def limit(self, device: Device) -> None:
+        """Enforce the device's CPU quota from here on (call it once setup is done: a real
+        device already holds its data, so loading it is not part of what we measure)."""
         mechanism = apply_cpu_limit(device.cpu, f"{self.experiment.name}-{self.instance}",
                                     getattr(self.args, "cpu_limit", "auto") or "auto")
         if getattr(self.args, "cpu_limit", "auto") == "off":
@@ -55,10 +57,11 @@ class Runtime:
         torch.set_num_interop_threads(1) if torch.get_num_interop_threads() != 1 else None
         self.limits = {"cpu_quota": device.cpu, "cpu_limit": mechanism, "torch_threads": threads,
                        "device_profile": device.profile}
+        self.log.write("session", status="limited", **self.limits)
 
     def run(self, body) -> int:
         """Run the role's body; always leave a session record and a final metrics dump."""
-        self.log.write("session", status="start", **self.limits)
+        self.log.write("session", status="start")
         code, status, error = 0, "ok", None
         try:
             body()

@@ -69,9 +69,9 @@ class ServerIO(threading.Thread):
 def run(args) -> int:
     rt = Runtime(args, "server", "server-0")
     spec = rt.spec
-    rt.limit(resolve_device(spec.server.device))
 
     def body():
+        rt.limit(resolve_device(spec.server.device))
         if spec.server.gpu and not torch.cuda.is_available():
             rt.log.write("session", status="note", error="spec asks for a GPU but CUDA is not available; using CPU")
         worker = get_paradigm(Setup(rt.experiment, dataset_meta(spec.dataset))).server()

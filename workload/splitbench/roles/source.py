@@ -62,7 +62,6 @@ def run(args) -> int:
     index = args.index
     rt = Runtime(args, "source", f"source-{index}")
     spec = rt.spec
-    rt.limit(resolve_device(spec.sources.device))
 
     def body():
         if not 0 <= index < spec.sources.replicas:
@@ -77,6 +76,7 @@ def run(args) -> int:
         except ValueError as err:
             raise RoleFailed(f"source-{index}: {err}", code=2) from None
         paradigm = get_paradigm(Setup(rt.experiment, data.meta))
+        rt.limit(resolve_device(spec.sources.device))
         link = ServerLink(rt, args.connect)
         link.call(Message(Kind.HELLO).add("samples", torch.tensor([len(mine)], dtype=torch.int64), Traffic.CONTROL))
         worker = paradigm.source(link.call)

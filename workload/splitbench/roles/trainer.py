@@ -18,7 +18,6 @@ from .runtime import RoleFailed, Runtime
 def run(args) -> int:
     rt = Runtime(args, "trainer", "trainer-0")
     spec = rt.spec
-    rt.limit(resolve_device(spec.server.device))
 
     def body():
         try:
@@ -31,6 +30,7 @@ def run(args) -> int:
         except ValueError as err:
             raise RoleFailed(str(err), code=2) from None
         setup = Setup(rt.experiment, data.meta)
+        rt.limit(resolve_device(spec.server.device))
         model = whole_model(setup)
         opt = make_optimizer(model.parameters(), spec.training)
         test_x, test_y = test_subset(spec, data)
