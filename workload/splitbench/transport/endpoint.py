@@ -66,7 +66,7 @@ class Endpoint:
             msg = decode(frames)
         except WireError as err:
             err.sender = sender  # type: ignore[attr-defined]
-            err.nbytes = sum(len(f.buffer) for f in frames)  # type: ignore[attr-defined]
+            err.nbytes = sum(len(f) for f in frames)  # type: ignore[attr-defined]
             raise
         return sender, msg, self._count("rx", frames, msg)
 

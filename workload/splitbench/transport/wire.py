@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Sequence
 
+import numpy as np
 import torch
+
+# Received frames are read-only and we never write into them; torch warns on every such
+# view, which would cost more than the view itself on the hot path.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+warnings.filterwarnings("ignore", message="The given buffer is not writable")
 
 MAGIC = b"SB"
 VERSION = 1
@@ -60,6 +66,12 @@ class Traffic(IntEnum):
 _DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8,
            torch.int8, torch.int16, torch.int32, torch.int64, torch.bool]
 _DTYPE_CODE = {d: i for i, d in enumerate(_DTYPES)}
+_ITEMSIZE = [torch.empty((), dtype=d).element_size() for d in _DTYPES]
+# numpy twins for the zero-copy paths (bfloat16 has none and takes a slower torch path)
+_NUMPY = [np.dtype(torch.empty(0, dtype=d).numpy().dtype) if d is not torch.bfloat16 else None for d in _DTYPES]
+# Lookups instead of Enum(...) calls: this runs for every message, both ways.
+_KINDS = {int(k): k for k in Kind}
+_TRAFFICS = {int(t): t for t in Traffic}
 
 
 class WireError(ValueError):
@@ -107,22 +119,30 @@ def encode(msg: Message) -> list:
              exp, snd]
     buffers = []
     for name, t in msg.tensors.items():
-        t = t.detach()
+        # Few torch calls per tensor: after a large transfer they run with cold caches.
+        if t.requires_grad:
+            t = t.detach()
         if t.device.type != "cpu":
             t = t.cpu()
-        t = t.contiguous()
+        if not t.is_contiguous():
+            t = t.contiguous()
         nb = _short(name, "tensor name")
         code = _DTYPE_CODE.get(t.dtype)
         if code is None:
             raise WireError(f"tensor {name}: dtype {t.dtype} is not supported on the wire")
-        if t.dim() > MAX_NDIM:
-            raise WireError(f"tensor {name}: {t.dim()} dimensions, at most {MAX_NDIM}")
-        nbytes = t.numel() * t.element_size()
-        parts.append(_TENSOR.pack(len(nb), code, int(msg.traffic.get(name, Traffic.CONTROL)), t.dim(), nbytes))
+        shape = t.shape
+        if len(shape) > MAX_NDIM:
+            raise WireError(f"tensor {name}: {len(shape)} dimensions, at most {MAX_NDIM}")
+        nbytes = t.numel() * _ITEMSIZE[code]
+        parts.append(_TENSOR.pack(len(nb), code, int(msg.traffic.get(name, Traffic.CONTROL)), len(shape), nbytes))
         parts.append(nb)
-        parts.append(struct.pack(f"<{t.dim()}I", *t.shape))
-        # A uint8 view exposes the raw buffer of any dtype (bfloat16 has no numpy type).
-        buffers.append(memoryview(t.reshape(-1).view(torch.uint8).numpy()) if nbytes else b"")
+        parts.append(struct.pack(f"<{len(shape)}I", *shape))
+        if not nbytes:
+            buffers.append(b"")
+        elif _NUMPY[code] is not None:
+            buffers.append(memoryview(t.numpy()).cast("B"))
+        else:
+            buffers.append(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     return [b"".join(parts), *buffers]
 
 
@@ -138,10 +158,9 @@ def decode(frames: Sequence) -> Message:
         raise WireError(f"bad magic {bytes(magic)!r}: not a splitbench message")
     if version != VERSION:
         raise WireError(f"protocol version {version}, this peer speaks {VERSION}")
-    try:
-        kind = Kind(kind)
-    except ValueError:
-        raise WireError(f"unknown message kind {kind}") from None
+    if kind not in _KINDS:
+        raise WireError(f"unknown message kind {kind}")
+    kind = _KINDS[kind]
     if n > MAX_TENSORS:
         raise WireError(f"{n} tensors declared, at most {MAX_TENSORS}")
     if len(frames) != 1 + n:
@@ -160,16 +179,15 @@ def decode(frames: Sequence) -> Message:
             raise WireError(f"tensor {name}: unknown dtype code {code}")
         if ndim > MAX_NDIM:
             raise WireError(f"tensor {name}: {ndim} dimensions, at most {MAX_NDIM}")
-        try:
-            traffic = Traffic(traffic)
-        except ValueError:
-            raise WireError(f"tensor {name}: unknown traffic kind {traffic}") from None
+        if traffic not in _TRAFFICS:
+            raise WireError(f"tensor {name}: unknown traffic kind {traffic}")
+        traffic = _TRAFFICS[traffic]
         if pos + 4 * ndim > len(header):
             raise WireError(f"header truncated in tensor {name}'s shape")
         shape = struct.unpack_from(f"<{ndim}I", header, pos)
         pos += 4 * ndim
         dtype = _DTYPES[code]
-        itemsize = torch.empty((), dtype=dtype).element_size()
+        itemsize = _ITEMSIZE[code]
         if nbytes > MAX_TENSOR_BYTES or math.prod(shape) * itemsize != nbytes:
             raise WireError(f"tensor {name}: shape {list(shape)} of {dtype} is not {nbytes} bytes")
         buf = _frame_bytes(frames[1 + i])
@@ -177,7 +195,7 @@ def decode(frames: Sequence) -> Message:
             raise WireError(f"tensor {name}: header says {nbytes} bytes, frame has {len(buf)}")
         if name in msg.tensors:
             raise WireError(f"tensor {name} appears twice")
-        msg.tensors[name] = _as_tensor(buf, dtype, shape)
+        msg.tensors[name] = _as_tensor(buf, code, shape)
         msg.traffic[name] = traffic
     if pos != len(header):
         raise WireError(f"header has {len(header) - pos} unexpected trailing bytes")
@@ -198,14 +216,18 @@ def _frame_bytes(frame) -> memoryview | bytes:
     return frame.buffer if hasattr(frame, "buffer") else frame
 
 
-def _as_tensor(buf, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+def _as_tensor(buf, code: int, shape: tuple[int, ...]) -> torch.Tensor:
+    dtype = _DTYPES[code]
     if len(buf) == 0:
         return torch.empty(shape, dtype=dtype)
-    with warnings.catch_warnings():
-        # Received frames are read-only; we never write into them (callers clone if they must).
-        warnings.simplefilter("ignore", UserWarning)
-        flat = torch.frombuffer(buf, dtype=torch.uint8)
-    return flat.view(dtype).reshape(shape)
+    if _NUMPY[code] is not None:
+        return torch.from_numpy(np.frombuffer(buf, dtype=_NUMPY[code]).reshape(shape))
+    return torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape)
+
+
+def frame_len(frame) -> int:
+    """Bytes in a frame: zmq.Frame, bytes, or a memoryview of any format."""
+    return frame.nbytes if isinstance(frame, memoryview) else len(frame)
 
 
 def zmtp_overhead(length: int) -> int:
@@ -216,7 +238,7 @@ def zmtp_overhead(length: int) -> int:
 def wire_bytes(frames: Sequence, msg: Message) -> dict[Traffic, int]:
     """Bytes this message puts on the wire, by traffic kind. Header and framing are control;
     everything in an EVAL/EVAL_REPLY is eval."""
-    lengths = [len(_frame_bytes(f)) for f in frames]
+    lengths = [frame_len(f) for f in frames]
     out: dict[Traffic, int] = {}
     control = lengths[0] + sum(zmtp_overhead(n) for n in lengths)
     evaluation = msg.kind in (Kind.EVAL, Kind.EVAL_REPLY)
