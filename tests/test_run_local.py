@@ -100,7 +100,8 @@ def test_centralized_uses_no_network(tmp_path):
     _, result, rec = run(tmp_path, paradigm={"name": "centralized"}, network={"medium": "none"},
                          training={"epochs": 1, "batchSize": 32, "maxStepsPerEpoch": 3})
     assert result.ok, result.message
-    assert set(rec["role"]) == {"trainer"}
+    assert set(rec["role"].dropna()) == {"trainer"}
+    assert (rec["event"] == "launch").sum() == 1 and rec.loc[rec["event"] == "launch", "t"].iloc[0] < 0
     steps = rec[rec["event"] == "step"]
     assert len(steps) == 6  # the union of 2 sources' data: their step caps add up
     assert rec[BYTE_COLUMNS].sum().sum() == 0

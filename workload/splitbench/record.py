@@ -7,6 +7,9 @@ Events (column `event`):
   server   one request served by the server
   link     one message through the link emulator
   control  a source's session messages (hello, bye): bytes outside steps and evals
+  launch   when the executor started the roles
+Column t is seconds since training began (the start of the first step), so times to an
+accuracy compare paradigms, not process start-up; setup before that has negative t.
   session  role start/stop, limits in force, errors
 Bytes columns: up_<kind>_bytes / down_<kind>_bytes, kinds as in transport.Traffic.
 """
@@ -74,12 +77,16 @@ def read_events(run_dir: Path) -> pd.DataFrame:
     return df
 
 
-def merge(run_dir: Path, t0: float | None = None) -> pd.DataFrame:
+def merge(run_dir: Path, launched_at: float | None = None) -> pd.DataFrame:
     """Write run_dir/record.parquet from the roles' event files and return it."""
     df = read_events(run_dir)
+    if launched_at is not None:
+        df = pd.concat([df, pd.DataFrame([{"event": "launch", "time": launched_at}])], ignore_index=True)
+        df[BYTE_COLUMNS] = df[BYTE_COLUMNS].fillna(0).astype("int64")
     if df.empty:
         return df
-    start = t0 if t0 is not None else float(df["time"].min())
+    steps = df[df["event"] == "step"]
+    start = float((steps["time"] - steps["duration_s"]).min()) if not steps.empty else float(df["time"].min())
     df["t"] = df["time"] - start
     df = df.sort_values("time", kind="stable").reset_index(drop=True)
     df.to_parquet(run_dir / "record.parquet", index=False)

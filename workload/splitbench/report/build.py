@@ -21,7 +21,9 @@ _COLUMNS_HELP = {
     "samples_per_s_per_source": "median over sources of samples / time spent in training steps",
     "step_time_s, compute_s, communication_s, waiting_s": "medians per step; communication = uplink + downlink "
                                                          "(from both sides' clocks), waiting = queued at the server",
-    "time_to_target_s": "time from the start until the mean held-out accuracy first reached the target",
+    "time_to_target_s": "time from the first training step until the mean held-out accuracy first reached the "
+                        "target (process start-up and data loading excluded: see setup_s)",
+    "setup_s, train_wall_s": "launch to first step (imports, data loading, connections); first step to last event",
     "edge_params, edge_mflops_per_sample": "computed from the model definition for the cut (not measured)",
     "cpu_limit": "what enforced the sources' CPU quota (cgroup-v1/v2, sigstop-throttle, inherited-quota, none)",
 }

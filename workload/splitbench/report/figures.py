@@ -25,7 +25,7 @@ def cumulative_bytes(records: dict[str, pd.DataFrame]):
         if ev.empty:
             continue
         ax.plot(ev["t"], _bytes(ev).cumsum() / 1e6, label=name)
-    ax.set(xlabel="time since start (s)", ylabel="cumulative bytes on the wire (MB)",
+    ax.set(xlabel="time since training began (s)", ylabel="cumulative bytes on the wire (MB)",
            title="Cumulative bytes, up + down (training and evaluation)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -44,8 +44,9 @@ def throughput_per_source(records: dict[str, pd.DataFrame], bin_s: float = 2.0):
             rate = s.groupby(b)["samples"].sum() / bin_s
             ax.plot(rate.index, rate.values, label=inst, lw=1)
         ax.set_title(name, fontsize=8)
+        ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
-        ax.set_xlabel("time (s)", fontsize=7)
+        ax.set_xlabel("time since training began (s)", fontsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     axes[0][0].set_ylabel("samples/s per source")
@@ -61,7 +62,7 @@ def accuracy_over_time(records: dict[str, pd.DataFrame], target: float):
         if not acc.empty:
             ax.plot(acc["t"], acc["accuracy"], marker="o", label=name)
     ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.2f}")
-    ax.set(xlabel="time since start (s)", ylabel="held-out accuracy", title="Accuracy over time (end of each epoch)")
+    ax.set(xlabel="time since training began (s)", ylabel="held-out accuracy", title="Accuracy over time (end of each epoch)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig

@@ -87,7 +87,9 @@ def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, sta
         "target_accuracy": target_accuracy,
         "time_to_target_s": float(reached["t"].iloc[0]) if not reached.empty else math.nan,
         "final_accuracy": float(acc["accuracy"].iloc[-1]) if not acc.empty else math.nan,
-        "wall_s": float(record["t"].max()) if "t" in record else math.nan,
+        "train_wall_s": float(record["t"].max()) if "t" in record else math.nan,
+        "setup_s": float(-record.loc[record["event"] == "launch", "t"].iloc[0])
+        if (record["event"] == "launch").any() else math.nan,
         "edge_params": edge_params,
         "edge_mflops_per_sample": edge_flops / 1e6,
         "cpu_limit": ",".join(mech) or "none",
