@@ -6,17 +6,19 @@ compute and say what crosses the wire.
 """
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data import ImageMeta
 from ..models import build_model
 from ..spec import Experiment, TrainingSpec
-from ..transport import Message
+from ..transport import Kind, Message, Traffic
 
 # The source runtime's round trip: send a message, return (reply, t_sent, t_received) in
 # wall-clock seconds; raises on an ERROR reply or a silent peer.
@@ -70,6 +72,32 @@ def label_dtype(num_classes: int) -> torch.dtype:
 
 def correct_count(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.argmax(1) == y).sum())
+
+
+def train_on_server(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                    reply: Message | None = None) -> ServerOutcome:
+    """One timed server step: forward and loss, then backward and optimizer step."""
+    t0 = time.perf_counter()
+    out = model(x)
+    loss = F.cross_entropy(out, y)
+    t1 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    t2 = time.perf_counter()
+    return ServerOutcome(reply or Message(Kind.TRAIN_REPLY), float(loss.detach()), correct_count(out, y),
+                         t1 - t0, t2 - t1)
+
+
+def evaluation_reply(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> ServerOutcome:
+    """Summed loss and correct count of a held-out batch, in eval mode, as an EVAL_REPLY."""
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        result = torch.tensor([float(F.cross_entropy(out, y, reduction="sum")), correct_count(out, y)],
+                              dtype=torch.float64)
+    model.train()
+    return ServerOutcome(Message(Kind.EVAL_REPLY).add("result", result, Traffic.EVAL))
 
 
 class SourceWorker(ABC):

@@ -9,11 +9,10 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 
 from ..transport import Kind, Message, Traffic
-from .base import Paradigm, ServerOutcome, ServerWorker, SourceWorker, StepOutcome, correct_count, label_dtype, \
-    make_optimizer, whole_model
+from .base import Paradigm, ServerWorker, SourceWorker, StepOutcome, \
+    evaluation_reply, label_dtype, make_optimizer, train_on_server, whole_model
 
 
 class FullOffloadSource(SourceWorker):
@@ -54,26 +53,10 @@ class FullOffloadServer(ServerWorker):
         return self.p.setup.meta.normalize(x) if x.dtype == torch.uint8 else x
 
     def train(self, msg):
-        t0 = time.perf_counter()
-        x, y = self._x(msg), msg.tensors["y"].long()
-        out = self.model(x)
-        loss = F.cross_entropy(out, y)
-        t1 = time.perf_counter()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        t2 = time.perf_counter()
-        return ServerOutcome(Message(Kind.TRAIN_REPLY), float(loss.detach()), correct_count(out, y), t1 - t0, t2 - t1)
+        return train_on_server(self.model, self.opt, self._x(msg), msg.tensors["y"].long(), Message(Kind.TRAIN_REPLY))
 
     def evaluate(self, msg):
-        self.model.eval()
-        with torch.no_grad():
-            x, y = self._x(msg), msg.tensors["y"].long()
-            out = self.model(x)
-            result = torch.tensor([float(F.cross_entropy(out, y, reduction="sum")), correct_count(out, y)],
-                                  dtype=torch.float64)
-        self.model.train()
-        return ServerOutcome(Message(Kind.EVAL_REPLY).add("result", result, Traffic.EVAL))
+        return evaluation_reply(self.model, self._x(msg), msg.tensors["y"].long())
 
 
 class FullOffload(Paradigm):

@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 
 from ..models import split
 from ..transport import Kind, Message, Traffic
-from .base import Paradigm, ServerOutcome, ServerWorker, SourceWorker, StepOutcome, correct_count, label_dtype, \
-    make_optimizer, whole_model
+from .base import Paradigm, ServerWorker, SourceWorker, StepOutcome, \
+    evaluation_reply, label_dtype, make_optimizer, train_on_server, whole_model
 
 
 class SplitSource(SourceWorker):
@@ -59,28 +58,14 @@ class SplitServer(ServerWorker):
         self.opt = make_optimizer(self.part.parameters(), paradigm.setup.spec.training)
 
     def train(self, msg):
-        t0 = time.perf_counter()
         act = msg.tensors["act"].requires_grad_()
-        y = msg.tensors["y"].long()
-        out = self.part(act)
-        loss = F.cross_entropy(out, y)
-        t1 = time.perf_counter()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        t2 = time.perf_counter()
-        reply = Message(Kind.TRAIN_REPLY).add("grad", act.grad, Traffic.GRADIENT)
-        return ServerOutcome(reply, float(loss.detach()), correct_count(out, y), t1 - t0, t2 - t1)
+        reply = Message(Kind.TRAIN_REPLY)
+        outcome = train_on_server(self.part, self.opt, act, msg.tensors["y"].long(), reply)
+        reply.add("grad", act.grad, Traffic.GRADIENT)  # filled by the backward pass above
+        return outcome
 
     def evaluate(self, msg):
-        self.part.eval()
-        with torch.no_grad():
-            y = msg.tensors["y"].long()
-            out = self.part(msg.tensors["act"])
-            result = torch.tensor([float(F.cross_entropy(out, y, reduction="sum")), correct_count(out, y)],
-                                  dtype=torch.float64)
-        self.part.train()
-        return ServerOutcome(Message(Kind.EVAL_REPLY).add("result", result, Traffic.EVAL))
+        return evaluation_reply(self.part, msg.tensors["act"], msg.tensors["y"].long())
 
 
 class Split(Paradigm):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..data import DatasetMissing, load_dataset
 from ..devices import resolve_device
 from ..paradigms import Setup
-from ..paradigms.base import correct_count, make_optimizer, whole_model
+from ..paradigms.base import correct_count, make_optimizer, train_on_server, whole_model
 from ..schedule import batches, source_indices, steps_per_epoch, test_subset
 from .runtime import RoleFailed, Runtime
 
@@ -40,20 +40,12 @@ def run(args) -> int:
         for epoch in range(spec.training.epochs):
             rt.metrics.epoch.labels(**rt.metrics.base).set(epoch)
             for _, idx in batches(everything, spec, epoch, 0, steps):
-                t0 = time.perf_counter()
                 x, y = data.meta.normalize(data.train_x[idx]), data.train_y[idx]
-                out = model(x)
-                loss = F.cross_entropy(out, y)
-                t1 = time.perf_counter()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                t2 = time.perf_counter()
-                phases = {"forward": t1 - t0, "backward": t2 - t1}
-                rt.metrics.step(len(y), phases, float(loss))
-                rt.log.write("step", epoch=epoch, step=step, samples=len(y), loss=float(loss),
-                             accuracy=correct_count(out, y) / len(y), duration_s=t2 - t0,
-                             **{f"phase_{k}_s": v for k, v in phases.items()})
+                o = train_on_server(model, opt, x, y)
+                phases = {"forward": o.forward_s, "backward": o.backward_s}
+                rt.metrics.step(len(y), phases, o.loss)
+                rt.log.write("step", epoch=epoch, step=step, samples=len(y), loss=o.loss, accuracy=o.correct / len(y),
+                             duration_s=o.forward_s + o.backward_s, **{f"phase_{k}_s": v for k, v in phases.items()})
                 step += 1
             t0 = time.perf_counter()
             model.eval()
