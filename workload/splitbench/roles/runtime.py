@@ -54,7 +54,10 @@ class Runtime:
         if getattr(self.args, "cpu_limit", "auto") == "off":
             mechanism = "off"
         threads = set_torch_threads(device.cpu)
-        torch.set_num_interop_threads(1) if torch.get_num_interop_threads() != 1 else None
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass  # torch allows it only before its first parallel work; intra-op threads matter here
         self.limits = {"cpu_quota": device.cpu, "cpu_limit": mechanism, "torch_threads": threads,
                        "device_profile": device.profile}
         self.log.write("session", status="limited", **self.limits)
