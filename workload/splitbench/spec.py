@@ -70,8 +70,52 @@ class SplitParadigm(_ParadigmBase):
     split_after: int = Field(ge=1, description="number of model blocks kept on the source")
 
 
+class CompressionSpec(_Model):
+    """Compression-aware split learning (Mudvari et al.). The paper gives no values for
+    delta, lambda, epsilon, gamma or l_k; these defaults are ours."""
+    schedule: Literal["fixed", "deprune", "prune"] = Field(
+        "fixed", description="fixed: one budget; deprune: budgets ascending (alg. 1-2); prune: descending from "
+                             "the full budget, filter reset between budgets (alg. 3)")
+    budgets: list[int] = Field(min_length=1, description="channels that may cross the wire, one stage each")
+    epochs: list[int] = Field(min_length=1, description="epochs per budget stage")
+    resolution: int | None = Field(None, ge=1, le=8, description="resolution compression factor r (optional)")
+    delta: float = Field(0.1, gt=0, description="eq. 1: how hard the budget's soft constraint bites [ours]")
+    lam: float = Field(1.0, ge=0, le=1, alias="lambda", description="eq. 1: weight of the lower barrier [ours]")
+    epsilon: float = Field(1.0, gt=0, description="eq. 2: weight of pruneLoss against the task loss [ours]")
+    gamma: float = Field(2.0, ge=1, description="selectLr: lr factor after a budget change [ours]")
+    lk: int = Field(1, ge=0, description="selectLr: epochs the raised lr lasts after a budget change [ours]")
+
+    @field_validator("budgets")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError("every budget must be at least 1 channel")
+        return v
+
+    @model_validator(mode="after")
+    def _stages(self) -> "CompressionSpec":
+        if len(self.epochs) != len(self.budgets):
+            raise ValueError(f"{len(self.budgets)} budgets but {len(self.epochs)} epoch counts: give one per budget")
+        if any(e < 1 for e in self.epochs):
+            raise ValueError("every stage needs at least 1 epoch")
+        if self.schedule == "fixed" and len(self.budgets) != 1:
+            raise ValueError("schedule 'fixed' takes exactly one budget; use deprune or prune for several")
+        if self.schedule == "deprune" and self.budgets != sorted(self.budgets):
+            raise ValueError("deprune trains small budgets first: budgets must be ascending")
+        if self.schedule == "prune" and self.budgets != sorted(self.budgets, reverse=True):
+            raise ValueError("prune starts from the full budget: budgets must be descending")
+        return self
+
+
+class CompressedSplitParadigm(_ParadigmBase):
+    name: Literal["compressed_split"]
+    split_after: int = Field(ge=1, description="number of model blocks kept on the source")
+    compression: CompressionSpec
+
+
 ParadigmSpec = Annotated[
-    Union[CentralizedParadigm, FullOffloadParadigm, SplitParadigm], Field(discriminator="name")]
+    Union[CentralizedParadigm, FullOffloadParadigm, SplitParadigm, CompressedSplitParadigm],
+    Field(discriminator="name")]
 
 
 class TrainingSpec(_Model):
@@ -161,6 +205,14 @@ class ExperimentSpec(_Model):
     def uses_network(self) -> bool:
         return self.paradigm.name != "centralized"
 
+    @model_validator(mode="after")
+    def _epochs_match_schedule(self) -> "ExperimentSpec":
+        comp = getattr(self.paradigm, "compression", None)
+        if comp is not None and sum(comp.epochs) != self.training.epochs:
+            raise ValueError(f"training.epochs is {self.training.epochs} but the compression schedule's stages "
+                             f"add up to {sum(comp.epochs)} epochs; make them equal")
+        return self
+
 
 class Metadata(_Model):
     name: str = Field(max_length=63)
@@ -247,6 +299,10 @@ def _label(field: str, value: Any) -> str:
                 bits.append(f"s{value['splitAfter']}")
             if "inputEncoding" in value:
                 bits.append(str(value["inputEncoding"]))
+            comp = value.get("compression")
+            if isinstance(comp, dict):
+                bits.append(str(comp.get("schedule", "fixed")))
+                bits.append("b" + "-".join(str(b) for b in comp.get("budgets", [])))
             text = "-".join(bits)
         else:
             text = str(value.get("profile") or value.get("name") or "-".join(f"{v}" for v in value.values()))
@@ -272,7 +328,7 @@ def format_errors(err: ValidationError, where: str) -> str:
     return "\n".join(lines)
 
 
-_UNION_TAGS = {"centralized", "full_offload", "split"}
+_UNION_TAGS = {"centralized", "full_offload", "split", "compressed_split"}
 
 
 def _validate(model: type[BaseModel], doc: Any, where: str) -> Any:

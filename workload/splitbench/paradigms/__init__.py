@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from .base import Paradigm, Setup
 from .centralized import Centralized
+from .compressed_split import CompressedSplit
 from .full_offload import FullOffload
 from .split import Split
 
-PARADIGMS: dict[str, type[Paradigm]] = {p.name: p for p in (Centralized, FullOffload, Split)}
+PARADIGMS: dict[str, type[Paradigm]] = {p.name: p for p in (Centralized, FullOffload, Split, CompressedSplit)}
 
 
 def get_paradigm(setup: Setup) -> Paradigm:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, ClassVar
 
 import torch
@@ -29,6 +30,8 @@ Call = Callable[[Message], tuple[Message, float, float]]
 class Setup:
     experiment: Experiment
     meta: ImageMeta
+    out_dir: Path | None = None  # where a worker may write checkpoints (the run folder)
+    instance: str = ""  # the role instance running this worker, e.g. "source-2"
 
     @property
     def spec(self):
@@ -74,11 +77,12 @@ def correct_count(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.argmax(1) == y).sum())
 
 
-def train_on_server(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+def train_on_server(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor | tuple, y: torch.Tensor,
                     reply: Message | None = None) -> ServerOutcome:
-    """One timed server step: forward and loss, then backward and optimizer step."""
+    """One timed server step: forward and loss, then backward and optimizer step.
+    x is the model's input, or a tuple of its inputs."""
     t0 = time.perf_counter()
-    out = model(x)
+    out = model(*x) if isinstance(x, tuple) else model(x)
     loss = F.cross_entropy(out, y)
     t1 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
@@ -89,11 +93,11 @@ def train_on_server(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tenso
                          t1 - t0, t2 - t1)
 
 
-def evaluation_reply(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> ServerOutcome:
+def evaluation_reply(model: nn.Module, x: torch.Tensor | tuple, y: torch.Tensor) -> ServerOutcome:
     """Summed loss and correct count of a held-out batch, in eval mode, as an EVAL_REPLY."""
     model.eval()
     with torch.no_grad():
-        out = model(x)
+        out = model(*x) if isinstance(x, tuple) else model(x)
         result = torch.tensor([float(F.cross_entropy(out, y, reduction="sum")), correct_count(out, y)],
                               dtype=torch.float64)
     model.train()
@@ -109,6 +113,13 @@ class SourceWorker(ABC):
     def eval_batch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[float, int]:
         """(summed loss, correct) on held-out samples."""
 
+    def tags(self, epoch: int) -> dict:
+        """Extra columns for this worker's step and eval records (e.g. the budget in force)."""
+        return {}
+
+    def finish(self) -> None:
+        """Called once after the last epoch (e.g. to save the last model)."""
+
 
 class ServerWorker(ABC):
     @abstractmethod
@@ -116,6 +127,9 @@ class ServerWorker(ABC):
 
     @abstractmethod
     def evaluate(self, msg: Message) -> ServerOutcome: ...
+
+    def finish(self) -> None:
+        """Called once after every source said goodbye."""
 
 
 class Paradigm(ABC):

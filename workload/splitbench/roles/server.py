@@ -74,7 +74,7 @@ def run(args) -> int:
         rt.limit(resolve_device(spec.server.device))
         if spec.server.gpu and not torch.cuda.is_available():
             rt.log.write("session", status="note", error="spec asks for a GPU but CUDA is not available; using CPU")
-        worker = get_paradigm(Setup(rt.experiment, dataset_meta(spec.dataset))).server()
+        worker = get_paradigm(Setup(rt.experiment, dataset_meta(spec.dataset), rt.run_dir)).server()
         io = ServerIO(rt, args.bind)
         io.start()
         rt.log.write("session", status="listening", address=io.ep.address)
@@ -111,6 +111,7 @@ def run(args) -> int:
                 if msg.kind == Kind.TRAIN:
                     rt.log.write("server", source=msg.sender, epoch=msg.epoch, step=msg.step, loss=loss,
                                  wait_s=t_start - t_arrival, phase_server_forward_s=fwd, phase_server_backward_s=bwd)
+            worker.finish()
         finally:
             io.stopping.set()
             io.join(timeout=10)

@@ -75,7 +75,7 @@ def run(args) -> int:
             steps = steps_per_epoch(len(mine), spec)
         except ValueError as err:
             raise RoleFailed(f"source-{index}: {err}", code=2) from None
-        paradigm = get_paradigm(Setup(rt.experiment, data.meta))
+        paradigm = get_paradigm(Setup(rt.experiment, data.meta, rt.run_dir, rt.instance))
         rt.limit(resolve_device(spec.sources.device))
         link = ServerLink(rt, args.connect)
         link.call(Message(Kind.HELLO).add("samples", torch.tensor([len(mine)], dtype=torch.int64), Traffic.CONTROL))
@@ -98,13 +98,14 @@ def run(args) -> int:
                 loss = link.last.get("loss", out.loss)
                 correct = int(link.last.get("correct", out.correct))
                 rt.metrics.step(out.samples, phases, None if math.isnan(loss) else loss)
-                rt.log.write("step", epoch=epoch, step=step, samples=out.samples, loss=loss,
+                rt.log.write("step", epoch=epoch, step=step, samples=out.samples, loss=loss, **worker.tags(epoch),
                              accuracy=correct / out.samples, duration_s=duration,
                              **{f"phase_{k}_s": v for k, v in phases.items()},
                              **byte_fields(link.ep.tx - up0, link.ep.rx - down0))
                 step += 1
             if evaluates:
                 evaluate(rt, worker, link, test_x, test_y, epoch, step)
+        worker.finish()
         end_tx, end_rx = link.ep.tx.copy(), link.ep.rx.copy()
         link.call(Message(Kind.BYE))
         # bytes of the session messages, so that the record's totals equal the counters'
@@ -124,5 +125,6 @@ def evaluate(rt: Runtime, worker, link: ServerLink, x, y, epoch: int, step: int)
     acc = correct / len(y)
     rt.metrics.accuracy.labels(**rt.metrics.base, exit="final").set(acc)
     rt.log.write("eval", epoch=epoch, step=step, samples=len(y), loss=loss_sum / len(y), accuracy=acc,
+                 **worker.tags(epoch),
                  exit="final", duration_s=time.perf_counter() - t0,
                  **byte_fields(link.ep.tx - up0, link.ep.rx - down0))
