@@ -75,3 +75,16 @@ def test_cpu_quantities():
     assert cpu_cores("2") == 2.0
     assert cpu_cores(0.5) == 0.5
     assert cpu_cores(None) is None
+
+
+def test_long_run_names_stay_distinct_dns_labels():
+    from splitbench.spec import Suite
+    suite = Suite.model_validate({"metadata": {"name": "a-rather-long-suite-name-for-testing"}, "spec": {
+        "base": experiment_doc()["spec"],
+        "matrix": {"paradigm": [{"name": "compressed_split", "splitAfter": 4,
+                                 "compression": {"schedule": "deprune", "budgets": [4, 32, 128], "epochs": [1, 0 + 1, 1]}}],
+                   "training": [{"epochs": 3, "batchSize": 32}],
+                   "network": [{"profile": "ethernet-100m"}, {"profile": "ethernet-1g"}]}}})
+    names = [e.name for e in suite.experiments()]
+    assert len(names) == 2 and len(set(names)) == 2
+    assert all(len(n) <= 63 for n in names)

@@ -5,6 +5,7 @@ Field names are camelCase on the wire (YAML, Kubernetes) and snake_case in Pytho
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import re
 from pathlib import Path
@@ -241,8 +242,21 @@ class Experiment(_Model):
                               sort_keys=False)
 
 
+class PaperClaim(_Model):
+    """A paper's headline figure as a ratio of one summary metric between two runs of the
+    suite; the report puts our measurement beside it, and never tunes toward it."""
+    claim: str
+    source: str = Field(description="where the paper says it (section, figure)")
+    paper: float = Field(gt=0, description="the paper's ratio")
+    metric: Literal["bytes_per_sample", "bytes_per_sample_up", "final_accuracy", "time_to_target_s",
+                    "step_time_s", "train_wall_s"]
+    numerator: str = Field(description="experiment name, or the end of one (suite prefix optional)")
+    denominator: str
+
+
 class SuiteReport(_Model):
     target_accuracy: float = Field(0.7, gt=0, le=1)
+    paper_claims: list[PaperClaim] = []
 
 
 class SuiteSpec(_Model):
@@ -261,7 +275,7 @@ class Suite(_Model):
     def experiments(self) -> list[Experiment]:
         """The product of the matrix over the base; paradigms that use no network run once."""
         axes = list(self.spec.matrix.items())
-        seen: set[str] = set()
+        seen: dict[str, ExperimentSpec] = {}
         out: list[Experiment] = []
         for combo in itertools.product(*[values for _, values in axes]):
             doc = copy.deepcopy(self.spec.base)
@@ -273,10 +287,14 @@ class Suite(_Model):
             if not spec.uses_network:
                 spec = spec.model_copy(update={"network": NetworkSpec(medium="none")})
                 parts = [p for (f, _), p in zip(axes, parts) if f != "network"]
-            name = "-".join([self.metadata.name, *parts])[:63].rstrip("-")
+            name = "-".join([self.metadata.name, *parts])
+            if len(name) > 63:  # a DNS label; keep distinct runs distinct
+                name = name[:54].rstrip("-") + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
             if name in seen:
-                continue
-            seen.add(name)
+                if seen[name] != spec:
+                    raise SpecError(f"suite {self.metadata.name}: two different runs are both named {name}")
+                continue  # the same run twice (centralized over several networks)
+            seen[name] = spec
             out.append(Experiment(metadata=Metadata(name=name), spec=spec))
         return out
 
@@ -294,7 +312,8 @@ def _label(field: str, value: Any) -> str:
     """A short name for one matrix value, for experiment names."""
     if isinstance(value, dict):
         if field == "paradigm":
-            bits = [str(value.get("name", "p"))]
+            short = {"compressed_split": "cs"}
+            bits = [short.get(value.get("name"), str(value.get("name", "p")))]
             if "splitAfter" in value:
                 bits.append(f"s{value['splitAfter']}")
             if "inputEncoding" in value:

@@ -34,7 +34,7 @@ def run(args) -> int:
         if not results[-1].ok:
             print(f"  FAILED: {results[-1].message}", file=sys.stderr)
     summary = build_report([r.run_dir for r in results], Path(args.out), suite.spec.report.target_accuracy,
-                           title=f"splitbench: suite {suite.metadata.name}")
+                           title=f"splitbench: suite {suite.metadata.name}", claims=suite.spec.report.paper_claims)
     show = ["experiment", "status", "bytes_per_sample_up", "bytes_per_sample_down", "samples_per_s_per_source",
             "step_time_s", "final_accuracy", "time_to_target_s"]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:,.4g}".format):

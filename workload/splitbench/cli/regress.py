@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..record import load
-from ..report.summary import summarize
+from ..report.summary import summarize, training_bytes
 from ..resources import benchmarks_dir
 from ..spec import load_experiment, load_suite
 from .run import add_executor_args, make_executor, quick
@@ -29,10 +29,20 @@ def add_parser(sub) -> None:
 
 
 def measure(run_root: Path) -> dict[str, dict[str, float]]:
+    """Bytes per sample per experiment; a schedule of several budgets is measured per budget
+    stage (name@budgetB), since its overall mean depends on how long each stage runs."""
     out = {}
     for d in sorted(p.parent for p in run_root.glob("*/record.parquet")):
         exp = load_experiment(d / "spec.yaml")
-        row = summarize(load(d), exp, 1.0)
+        rec = load(d)
+        comp = getattr(exp.spec.paradigm, "compression", None)
+        if comp is not None and len(comp.budgets) > 1:
+            for budget, stage in rec[rec["event"] == "step"].groupby("budget"):
+                samples = stage["samples"].sum()
+                out[f"{exp.name}@budget{int(budget)}"] = {
+                    m: round(float(training_bytes(stage, m.split("_")[-1]).sum() / samples), 3) for m in METRICS}
+            continue
+        row = summarize(rec, exp, 1.0)
         out[exp.name] = {m: round(float(row[m]), 3) for m in METRICS}
     return out
 

@@ -28,8 +28,13 @@ def make_executor(args):
 
 
 def quick(exp, steps: int = 4):
+    """A short run of the same spec: one epoch (one per budget stage for compressed split),
+    a few steps each. Bytes per sample stay those of the full run (full batches only)."""
     spec = exp.spec.model_copy(deep=True)
-    spec.training.epochs = 1
+    comp = getattr(spec.paradigm, "compression", None)
+    if comp is not None:
+        comp.epochs = [1] * len(comp.budgets)
+    spec.training.epochs = len(comp.budgets) if comp is not None else 1
     spec.training.max_steps_per_epoch = steps
     spec.dataset.test_samples = min(spec.dataset.test_samples, 256)
     return exp.model_copy(update={"spec": spec})
