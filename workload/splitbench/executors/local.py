@@ -90,6 +90,7 @@ class LocalExecutor:
             ok, message = self._watch(procs, run_dir, progress, t0)
         except KeyboardInterrupt:
             message = "interrupted (Ctrl-C): roles stopped, partial record kept"
+            self._stop(procs, signal.SIGINT)  # as a terminal would: let each role write its last record
             raise
         finally:
             self._stop(procs)
@@ -120,10 +121,11 @@ class LocalExecutor:
                 return False, f"timed out after {self.timeout_s:.0f} s"
 
     @staticmethod
-    def _stop(procs: dict[str, subprocess.Popen]) -> None:
+    def _stop(procs: dict[str, subprocess.Popen], sig: int = signal.SIGTERM) -> None:
+        """Ask every live role to stop, wait up to 10 s, then kill what is left."""
         live = [p for p in procs.values() if p.poll() is None]
         for p in live:
-            p.send_signal(signal.SIGTERM)
+            p.send_signal(sig)
         deadline = time.time() + 10
         for p in live:
             try:

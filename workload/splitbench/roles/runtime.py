@@ -75,6 +75,9 @@ class Runtime:
             status, error = "stopped", "interrupted"
         except Exception as err:  # an unexpected crash: still one line, and a record
             code, status, error = 1, "failed", f"{type(err).__name__}: {err}"
+        # A second Ctrl-C or the executor's SIGTERM must not cut the final record short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.log.write("session", status=status, error=error, duration_s=time.time() - self.started, **self.limits)
         self.metrics.dump(self.run_dir / f"{self.instance}.prom")
         self.log.close()
