@@ -117,3 +117,22 @@ def test_a_crashed_source_is_reported_and_nothing_is_left_running(tmp_path):
     failed = rec[(rec["event"] == "session") & (rec["status"] == "failed")]
     assert failed["error"].str.contains("apt-get install dataset-fashion-mnist").any()
     assert processes_mentioning(str(result.run_dir)) == []
+
+
+def test_early_exit_sends_nothing_back_and_the_edge_never_waits(tmp_path):
+    exp, result, rec = run(tmp_path, paradigm={"name": "early_exit", "splitAfter": 4},
+                           network={"medium": "dedicated", "uplink": {"rateMbit": 5}, "downlink": {"rateMbit": 5}},
+                           dataset={"name": "synthetic", "samplesPerSource": 128, "testSamples": 64},
+                           training={"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": 3})
+    assert result.ok, result.message
+    steps = rec[rec["event"] == "step"]
+    assert len(steps) == 6 and (steps["up_activation_bytes"] == ACT).all()
+    assert steps.filter(regex=r"^down_.*_bytes$").sum().sum() == 0  # no gradient, not even an ack
+    # each step's features take 8 x 401,408 B / 5 Mbit/s = 0.64 s on this link; the edge goes on
+    assert steps["duration_s"].median() < 0.32
+    assert (rec["event"] == "server").sum() == 6  # and the cloud trained on every batch
+    evals = rec[rec["event"] == "eval"]
+    assert sorted(evals["exit"].unique()) == ["early", "final"]
+    assert evals.loc[evals["exit"] == "early", "up_eval_bytes"].sum() == 0  # the early exit is local
+    row = build_report([result.run_dir], tmp_path / "report", 0.5).iloc[0]
+    assert 0 <= row["final_accuracy_early_exit"] <= 1 and 0 <= row["final_accuracy"] <= 1

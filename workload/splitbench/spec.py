@@ -114,8 +114,15 @@ class CompressedSplitParadigm(_ParadigmBase):
     compression: CompressionSpec
 
 
+class EarlyExitParadigm(_ParadigmBase):
+    """Hierarchical training with an early exit (Sepehri et al.): the edge trains its blocks on
+    an early-exit loss, sends features and labels, and never waits for the cloud."""
+    name: Literal["early_exit"]
+    split_after: int = Field(ge=1, description="the separation point: blocks kept on the edge")
+
+
 ParadigmSpec = Annotated[
-    Union[CentralizedParadigm, FullOffloadParadigm, SplitParadigm, CompressedSplitParadigm],
+    Union[CentralizedParadigm, FullOffloadParadigm, SplitParadigm, CompressedSplitParadigm, EarlyExitParadigm],
     Field(discriminator="name")]
 
 
@@ -347,7 +354,7 @@ def format_errors(err: ValidationError, where: str) -> str:
     return "\n".join(lines)
 
 
-_UNION_TAGS = {"centralized", "full_offload", "split", "compressed_split"}
+_UNION_TAGS = {"centralized", "full_offload", "split", "compressed_split", "early_exit"}
 
 
 def _validate(model: type[BaseModel], doc: Any, where: str) -> Any:

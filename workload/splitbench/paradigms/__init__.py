@@ -4,10 +4,11 @@ from __future__ import annotations
 from .base import Paradigm, Setup
 from .centralized import Centralized
 from .compressed_split import CompressedSplit
+from .early_exit import EarlyExit
 from .full_offload import FullOffload
 from .split import Split
 
-PARADIGMS: dict[str, type[Paradigm]] = {p.name: p for p in (Centralized, FullOffload, Split, CompressedSplit)}
+PARADIGMS: dict[str, type[Paradigm]] = {p.name: p for p in (Centralized, FullOffload, Split, CompressedSplit, EarlyExit)}
 
 
 def get_paradigm(setup: Setup) -> Paradigm:

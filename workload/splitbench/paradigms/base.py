@@ -48,7 +48,7 @@ class StepOutcome:
 
 @dataclass
 class ServerOutcome:
-    reply: Message
+    reply: Message | None  # None: nothing goes back (early exit trains without replies)
     loss: float = float("nan")
     correct: int = 0
     forward_s: float = 0.0
@@ -113,6 +113,10 @@ class SourceWorker(ABC):
     def eval_batch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[float, int]:
         """(summed loss, correct) on held-out samples."""
 
+    def eval_local(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int] | None:
+        """(summed loss, correct) of an exit the source holds itself, or None if it has none."""
+        return None
+
     def tags(self, epoch: int) -> dict:
         """Extra columns for this worker's step and eval records (e.g. the budget in force)."""
         return {}
@@ -146,7 +150,8 @@ class Paradigm(ABC):
         return None
 
     @abstractmethod
-    def source(self, call: Call) -> SourceWorker: ...
+    def source(self, call: Call, send: Callable[[Message], None] | None = None) -> SourceWorker:
+        """`call` sends and waits for the reply; `send` only sends (for paradigms that never wait)."""
 
     @abstractmethod
     def server(self) -> ServerWorker: ...

@@ -9,7 +9,7 @@ class Centralized(Paradigm):
     name = "centralized"
     uses_server = False
 
-    def source(self, call):
+    def source(self, call, send=None):
         raise NotImplementedError("centralized training runs in the trainer role, not on sources")
 
     def server(self):

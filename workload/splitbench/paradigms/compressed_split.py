@@ -226,7 +226,7 @@ class CompressedSplit(Paradigm):
     def edge_blocks(self) -> int:
         return self.setup.spec.paradigm.split_after
 
-    def source(self, call):
+    def source(self, call, send=None):
         return CompressedSplitSource(self, call)
 
     def server(self):

@@ -63,7 +63,7 @@ class FullOffload(Paradigm):
     name = "full_offload"
     evaluators = "first"  # one model, on the server
 
-    def source(self, call):
+    def source(self, call, send=None):
         return FullOffloadSource(self, call)
 
     def server(self):

@@ -74,7 +74,7 @@ class Split(Paradigm):
     def edge_blocks(self) -> int:
         return self.setup.spec.paradigm.split_after
 
-    def source(self, call):
+    def source(self, call, send=None):
         return SplitSource(self, call)
 
     def server(self):

@@ -28,10 +28,11 @@ def training_bytes(steps: pd.DataFrame, direction: str) -> pd.Series:
     return steps[cols].sum(axis=1)
 
 
-def accuracy_by_epoch(record: pd.DataFrame) -> pd.DataFrame:
-    """Mean held-out accuracy over the evaluating roles per epoch, at the time the last of
-    them finished evaluating."""
-    ev = record[record["event"] == "eval"]
+def accuracy_by_epoch(record: pd.DataFrame, exit_name: str = "final") -> pd.DataFrame:
+    """Mean held-out accuracy of one exit over the evaluating roles per epoch, at the time
+    the last of them finished evaluating."""
+    ev = record[(record["event"] == "eval") & (record.get("exit", pd.Series("final", index=record.index))
+                                               .fillna("final") == exit_name)]
     if ev.empty:
         return pd.DataFrame(columns=["epoch", "accuracy", "t"])
     return ev.groupby("epoch").agg(accuracy=("accuracy", "mean"), t=("t", "max")).reset_index()
@@ -54,6 +55,7 @@ def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, sta
     up, down = training_bytes(steps, "up").sum(), training_bytes(steps, "down").sum()
     per_source = steps.groupby("instance").agg(samples=("samples", "sum"), busy=("duration_s", "sum"))
     acc = accuracy_by_epoch(record)
+    early = accuracy_by_epoch(record, "early")
     reached = acc[acc["accuracy"] >= target_accuracy]
     edge_params, edge_flops = edge_figures(exp)
     sessions = record[(record["event"] == "session") & (record["status"] == "limited")]
@@ -87,6 +89,7 @@ def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, sta
         "target_accuracy": target_accuracy,
         "time_to_target_s": float(reached["t"].iloc[0]) if not reached.empty else math.nan,
         "final_accuracy": float(acc["accuracy"].iloc[-1]) if not acc.empty else math.nan,
+        "final_accuracy_early_exit": float(early["accuracy"].iloc[-1]) if not early.empty else math.nan,
         "train_wall_s": float(record["t"].max()) if "t" in record else math.nan,
         "setup_s": float(-record.loc[record["event"] == "launch", "t"].iloc[0])
         if (record["event"] == "launch").any() else math.nan,

@@ -104,10 +104,13 @@ def run(args) -> int:
                 reply, loss, correct, fwd, bwd = out
                 if msg.kind == Kind.BYE:
                     said_bye.add(sender)
-                stats = torch.tensor([loss, correct, t_arrival, t_start, fwd, bwd, time.time()], dtype=torch.float64)
-                reply.add("stats", stats, Traffic.CONTROL)
-                reply.experiment, reply.sender, reply.epoch, reply.step = rt.experiment.name, "server-0", msg.epoch, msg.step
-                io.reply(sender, reply)
+                if reply is not None:
+                    stats = torch.tensor([loss, correct, t_arrival, t_start, fwd, bwd, time.time()],
+                                         dtype=torch.float64)
+                    reply.add("stats", stats, Traffic.CONTROL)
+                    reply.experiment, reply.sender = rt.experiment.name, "server-0"
+                    reply.epoch, reply.step = msg.epoch, msg.step
+                    io.reply(sender, reply)
                 if msg.kind == Kind.TRAIN:
                     rt.log.write("server", source=msg.sender, epoch=msg.epoch, step=msg.step, loss=loss,
                                  wait_s=t_start - t_arrival, phase_server_forward_s=fwd, phase_server_backward_s=bwd)

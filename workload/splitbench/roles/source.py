@@ -48,6 +48,12 @@ class ServerLink:
         self.last.update(t_send=t_send, t_recv=t_recv)
         return reply, t_send, t_recv
 
+    def send(self, msg: Message) -> None:
+        """Send without waiting for a reply (the edge goes on with its next batch)."""
+        msg.experiment, msg.sender = self.rt.experiment.name, self.rt.instance
+        self.last = {}
+        self.ep.send(msg)
+
     def phases(self) -> dict[str, float]:
         """Network and server phases of the last round trip, from both sides' wall clocks."""
         s = self.last
@@ -79,7 +85,7 @@ def run(args) -> int:
         rt.limit(resolve_device(spec.sources.device))
         link = ServerLink(rt, args.connect)
         link.call(Message(Kind.HELLO).add("samples", torch.tensor([len(mine)], dtype=torch.int64), Traffic.CONTROL))
-        worker = paradigm.source(link.call)
+        worker = paradigm.source(link.call, send=link.send)
         evaluates = paradigm.evaluators == "all" or index == 0
         test_x, test_y = test_subset(spec, data)
         rt.log.write("plan", planned_steps=steps * spec.training.epochs, samples=len(mine),
@@ -128,3 +134,10 @@ def evaluate(rt: Runtime, worker, link: ServerLink, x, y, epoch: int, step: int)
                  **worker.tags(epoch),
                  exit="final", duration_s=time.perf_counter() - t0,
                  **byte_fields(link.ep.tx - up0, link.ep.rx - down0))
+    t0 = time.perf_counter()
+    local = [worker.eval_local(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(y), EVAL_BATCH)]
+    if local[0] is not None:  # an exit on the source itself: no bytes on the wire
+        acc = sum(c for _, c in local) / len(y)
+        rt.metrics.accuracy.labels(**rt.metrics.base, exit="early").set(acc)
+        rt.log.write("eval", epoch=epoch, step=step, samples=len(y), loss=sum(l for l, _ in local) / len(y),
+                     accuracy=acc, exit="early", duration_s=time.perf_counter() - t0, **worker.tags(epoch))
