@@ -1,0 +1,1 @@
+"""Predicting training time before running: per-block timings and the runtime models."""
