@@ -136,3 +136,16 @@ def test_early_exit_sends_nothing_back_and_the_edge_never_waits(tmp_path):
     assert evals.loc[evals["exit"] == "early", "up_eval_bytes"].sum() == 0  # the early exit is local
     row = build_report([result.run_dir], tmp_path / "report", 0.5).iloc[0]
     assert 0 <= row["final_accuracy_early_exit"] <= 1 and 0 <= row["final_accuracy"] <= 1
+
+
+def test_full_offload_with_cached_inputs_sends_only_ids_after_the_first_epoch(tmp_path):
+    _, result, rec = run(tmp_path, paradigm={"name": "full_offload", "cacheInputs": True},
+                         dataset={"name": "synthetic", "samplesPerSource": 64, "testSamples": 64},
+                         training={"epochs": 2, "batchSize": 32, "lr": 0.01},
+                         sources={"replicas": 1, "device": {"cpu": "500m"}})
+    assert result.ok, result.message
+    steps = rec[rec["event"] == "step"]
+    first, second = steps[steps["epoch"] == 0], steps[steps["epoch"] == 1]
+    assert (first["up_input_bytes"] == 32 * 28 * 28 + 32 * 4).all() and (first["up_label_bytes"] == 32).all()
+    assert (second["up_input_bytes"] == 32 * 4).all() and (second["up_label_bytes"] == 0).all()
+    assert second["loss"].notna().all()  # the server still trains, from its cache

@@ -122,9 +122,12 @@ def _throttle(cores: float) -> str:
 
 
 def apply_cpu_limit(cores: float | None, name: str, mode: str = "auto") -> str:
-    """Enforce the quota on this process; return the mechanism now in force."""
+    """Enforce the quota on this process; return the mechanism now in force.
+    mode: auto (cgroup, else throttle), cgroup (or fail), throttle, off (no quota at all)."""
     if not cores:
         return "none"
+    if mode == "off":
+        return "off"
     outside = _existing_quota()
     if outside is not None and outside <= cores * 1.01:
         return f"inherited-quota:{outside:.2f}"

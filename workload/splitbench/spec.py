@@ -64,6 +64,9 @@ class FullOffloadParadigm(_ParadigmBase):
     name: Literal["full_offload"]
     input_encoding: Literal["uint8", "float32"] = Field(
         "uint8", description="how raw inputs travel: uint8 pixels or normalized float32 tensors")
+    cache_inputs: bool = Field(
+        False, description="the server keeps each sample after its first upload; later epochs send only "
+                           "4-byte sample ids (false: inputs are sent again every epoch, as a stream)")
 
 
 class SplitParadigm(_ParadigmBase):
@@ -325,6 +328,8 @@ def _label(field: str, value: Any) -> str:
                 bits.append(f"s{value['splitAfter']}")
             if "inputEncoding" in value:
                 bits.append(str(value["inputEncoding"]))
+            if value.get("cacheInputs"):
+                bits.append("cached")
             comp = value.get("compression")
             if isinstance(comp, dict):
                 bits.append(str(comp.get("schedule", "fixed")))

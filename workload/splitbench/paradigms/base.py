@@ -106,8 +106,9 @@ def evaluation_reply(model: nn.Module, x: torch.Tensor | tuple, y: torch.Tensor)
 
 class SourceWorker(ABC):
     @abstractmethod
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> StepOutcome:
-        """x: uint8 images as captured; y: int64 labels."""
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int,
+                   ids: torch.Tensor | None = None) -> StepOutcome:
+        """x: uint8 images as captured; y: int64 labels; ids: the samples' dataset indices."""
 
     @abstractmethod
     def eval_batch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[float, int]:

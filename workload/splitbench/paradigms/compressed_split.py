@@ -120,7 +120,7 @@ class CompressedSplitSource(SourceWorker):
             self.resets += self.compressor.reset(torch.Generator().manual_seed(self.setup.spec.seed + epoch))
         set_lr(self.opt, self.schedule.lr(epoch))
 
-    def train_step(self, x, y, epoch, step):
+    def train_step(self, x, y, epoch, step, ids=None):
         self._enter(epoch)
         budget = self.schedule.budget(epoch)
         t0 = time.perf_counter()

@@ -46,7 +46,7 @@ class EarlyExitSource(SourceWorker):
         self.opt = make_optimizer([*self.edge.parameters(), *self.head.parameters()], setup.spec.training)
         self.ydtype = label_dtype(setup.meta.num_classes)
 
-    def train_step(self, x, y, epoch, step):
+    def train_step(self, x, y, epoch, step, ids=None):
         t0 = time.perf_counter()
         feats = self.edge(self.setup.meta.normalize(x))
         logits = self.head(feats)

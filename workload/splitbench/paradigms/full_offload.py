@@ -18,19 +18,30 @@ from .base import Paradigm, ServerWorker, SourceWorker, StepOutcome, \
 class FullOffloadSource(SourceWorker):
     def __init__(self, paradigm: "FullOffload", call):
         self.p, self.call = paradigm, call
+        self.cache = paradigm.setup.spec.paradigm.cache_inputs
+        self.sent: set[int] = set()  # samples the server holds (cacheInputs)
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         if self.p.setup.spec.paradigm.input_encoding == "uint8":
             return x
         return self.p.setup.meta.normalize(x)
 
-    def train_step(self, x, y, epoch, step):
+    def train_step(self, x, y, epoch, step, ids=None):
         t0 = time.perf_counter()
         msg = Message(Kind.TRAIN, epoch=epoch, step=step)
-        msg.add("x", self._inputs(x), Traffic.INPUT)
-        msg.add("y", y.to(label_dtype(self.p.setup.meta.num_classes)), Traffic.LABEL)
+        new = torch.ones(len(y), dtype=torch.bool)
+        if self.cache:
+            if ids is None:
+                raise ValueError("cacheInputs needs the samples' ids")
+            new = torch.tensor([int(i) not in self.sent for i in ids], dtype=torch.bool)
+            msg.add("ids", ids.to(torch.int32), Traffic.INPUT)  # a reference to the input, as input bytes
+        if bool(new.any()):
+            msg.add("x", self._inputs(x[new]), Traffic.INPUT)
+            msg.add("y", y[new].to(label_dtype(self.p.setup.meta.num_classes)), Traffic.LABEL)
         encode_s = time.perf_counter() - t0
         reply, _, _ = self.call(msg)
+        if self.cache:
+            self.sent.update(int(i) for i in ids)
         return StepOutcome(float("nan"), 0, len(y), {"encode": encode_s})
 
     def eval_batch(self, x, y, epoch):
@@ -47,13 +58,31 @@ class FullOffloadServer(ServerWorker):
         self.p = paradigm
         self.model = whole_model(paradigm.setup)
         self.opt = make_optimizer(self.model.parameters(), paradigm.setup.spec.training)
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # sample id -> (input, label)
 
     def _x(self, msg: Message) -> torch.Tensor:
         x = msg.tensors["x"]
+        return self._normalized(x)
+
+    def _normalized(self, x: torch.Tensor) -> torch.Tensor:
         return self.p.setup.meta.normalize(x) if x.dtype == torch.uint8 else x
 
+    def _batch(self, msg: Message) -> tuple[torch.Tensor, torch.Tensor]:
+        if "ids" not in msg.tensors:
+            return self._x(msg), msg.tensors["y"].long()
+        ids = msg.tensors["ids"].tolist()
+        new = [i for i in ids if i not in self.cache]
+        x, y = msg.tensors.get("x"), msg.tensors.get("y")
+        if len(new) != (0 if x is None else len(x)) or (x is not None and (y is None or len(y) != len(x))):
+            raise ValueError(f"{len(new)} samples are new to the server but {0 if x is None else len(x)} inputs came")
+        for k, i in enumerate(new):  # copies: the received frames are not kept
+            self.cache[i] = (x[k].clone(), y[k].clone())
+        return (self._normalized(torch.stack([self.cache[i][0] for i in ids])),
+                torch.stack([self.cache[i][1] for i in ids]).long())
+
     def train(self, msg):
-        return train_on_server(self.model, self.opt, self._x(msg), msg.tensors["y"].long(), Message(Kind.TRAIN_REPLY))
+        x, y = self._batch(msg)
+        return train_on_server(self.model, self.opt, x, y, Message(Kind.TRAIN_REPLY))
 
     def evaluate(self, msg):
         return evaluation_reply(self.model, self._x(msg), msg.tensors["y"].long())

@@ -24,7 +24,7 @@ class SplitSource(SourceWorker):
         self.opt = make_optimizer(self.edge.parameters(), paradigm.setup.spec.training)
         self.ydtype = label_dtype(paradigm.setup.meta.num_classes)
 
-    def train_step(self, x, y, epoch, step):
+    def train_step(self, x, y, epoch, step, ids=None):
         t0 = time.perf_counter()
         act = self.edge(self.p.setup.meta.normalize(x))
         t1 = time.perf_counter()

@@ -51,8 +51,6 @@ class Runtime:
         device already holds its data, so loading it is not part of what we measure)."""
         mechanism = apply_cpu_limit(device.cpu, f"{self.experiment.name}-{self.instance}",
                                     getattr(self.args, "cpu_limit", "auto") or "auto")
-        if getattr(self.args, "cpu_limit", "auto") == "off":
-            mechanism = "off"
         threads = set_torch_threads(device.cpu)
         try:
             torch.set_num_interop_threads(1)

@@ -98,7 +98,7 @@ def run(args) -> int:
                 x, y = data.train_x[idx], data.train_y[idx]
                 up0, down0 = link.ep.tx.copy(), link.ep.rx.copy()
                 t0 = time.perf_counter()
-                out = worker.train_step(x, y, epoch, step)
+                out = worker.train_step(x, y, epoch, step, ids=torch.from_numpy(idx))
                 duration = time.perf_counter() - t0
                 phases = {**out.phases, **link.phases()}
                 loss = link.last.get("loss", out.loss)
