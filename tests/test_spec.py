@@ -88,3 +88,12 @@ def test_long_run_names_stay_distinct_dns_labels():
     names = [e.name for e in suite.experiments()]
     assert len(names) == 2 and len(set(names)) == 2
     assert all(len(n) <= 63 for n in names)
+
+
+def test_every_committed_suite_and_example_validates():
+    """Suites a user may run (make bench SUITE=...) must at least be valid, profiles included."""
+    from splitbench.cli.validate import check
+    files = sorted((ROOT / "benchmarks" / "suites").glob("*.yaml")) + sorted((ROOT / "examples").glob("*.yaml"))
+    assert len(files) >= 5
+    for f in files:
+        assert check(str(f)), f
