@@ -104,6 +104,13 @@ def evaluation_reply(model: nn.Module, x: torch.Tensor | tuple, y: torch.Tensor)
     return ServerOutcome(Message(Kind.EVAL_REPLY).add("result", result, Traffic.EVAL))
 
 
+def ask_evaluation(call: Call, msg: Message) -> tuple[float, int]:
+    """Send an EVAL message and read the (summed loss, correct) that evaluation_reply wrote."""
+    reply, _, _ = call(msg)
+    loss_sum, correct = reply.tensors["result"].tolist()
+    return loss_sum, int(correct)
+
+
 class SourceWorker(ABC):
     @abstractmethod
     def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int,

@@ -27,7 +27,9 @@ from ..models import split
 from ..models.compression import Compressor, Decompressor, encoded_hw, prune_loss
 from ..spec import CompressionSpec
 from ..transport import Kind, Message, Traffic
-from .base import Paradigm, ServerWorker, Setup, SourceWorker, StepOutcome, evaluation_reply, label_dtype, \
+from .base import (
+    Paradigm, ServerWorker, Setup, SourceWorker, StepOutcome, \, ask_evaluation, evaluation_reply, label_dtype,
+)
     make_optimizer, train_on_server, whole_model
 
 
@@ -157,9 +159,7 @@ class CompressedSplitSource(SourceWorker):
         msg = Message(Kind.EVAL, epoch=epoch).add("act", sent, Traffic.EVAL).add("idx", idx.to(torch.int16),
                                                                                    Traffic.EVAL)
         msg.add("y", y.to(self.ydtype), Traffic.EVAL)
-        reply, _, _ = self.call(msg)
-        loss_sum, correct = reply.tensors["result"].tolist()
-        return loss_sum, int(correct)
+        return ask_evaluation(self.call, msg)
 
     def tags(self, epoch):
         return {"budget": self.schedule.budget(epoch), "stage": self.schedule.stage(epoch),

@@ -21,7 +21,9 @@ from torch import nn
 
 from ..models import split
 from ..transport import Kind, Message, Traffic
-from .base import Paradigm, ServerOutcome, ServerWorker, SourceWorker, StepOutcome, correct_count, \
+from .base import (
+    Paradigm, ServerOutcome, ServerWorker, SourceWorker, StepOutcome, \, ask_evaluation, correct_count,
+)
     evaluation_reply, label_dtype, make_optimizer, train_on_server, whole_model
 from .compressed_split import cut_shape
 
@@ -76,9 +78,7 @@ class EarlyExitSource(SourceWorker):
         """The final exit: features to the cloud, which answers (evaluation only)."""
         feats, _ = self._features(x)
         msg = Message(Kind.EVAL, epoch=epoch).add("act", feats, Traffic.EVAL).add("y", y.to(self.ydtype), Traffic.EVAL)
-        reply, _, _ = self.call(msg)
-        loss_sum, correct = reply.tensors["result"].tolist()
-        return loss_sum, int(correct)
+        return ask_evaluation(self.call, msg)
 
     def eval_local(self, x, y):
         """The early exit, on the edge alone."""

@@ -11,7 +11,9 @@ import time
 import torch
 
 from ..transport import Kind, Message, Traffic
-from .base import Paradigm, ServerWorker, SourceWorker, StepOutcome, \
+from .base import (
+    Paradigm, ServerWorker, SourceWorker, StepOutcome, \, ask_evaluation,
+)
     evaluation_reply, label_dtype, make_optimizer, train_on_server, whole_model
 
 
@@ -48,9 +50,7 @@ class FullOffloadSource(SourceWorker):
         msg = Message(Kind.EVAL, epoch=epoch)
         msg.add("x", self._inputs(x), Traffic.EVAL).add("y", y.to(label_dtype(self.p.setup.meta.num_classes)),
                                                         Traffic.EVAL)
-        reply, _, _ = self.call(msg)
-        loss_sum, correct = reply.tensors["result"].tolist()
-        return loss_sum, int(correct)
+        return ask_evaluation(self.call, msg)
 
 
 class FullOffloadServer(ServerWorker):
@@ -60,16 +60,12 @@ class FullOffloadServer(ServerWorker):
         self.opt = make_optimizer(self.model.parameters(), paradigm.setup.spec.training)
         self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # sample id -> (input, label)
 
-    def _x(self, msg: Message) -> torch.Tensor:
-        x = msg.tensors["x"]
-        return self._normalized(x)
-
     def _normalized(self, x: torch.Tensor) -> torch.Tensor:
         return self.p.setup.meta.normalize(x) if x.dtype == torch.uint8 else x
 
     def _batch(self, msg: Message) -> tuple[torch.Tensor, torch.Tensor]:
         if "ids" not in msg.tensors:
-            return self._x(msg), msg.tensors["y"].long()
+            return self._normalized(msg.tensors["x"]), msg.tensors["y"].long()
         ids = msg.tensors["ids"].tolist()
         new = [i for i in ids if i not in self.cache]
         x, y = msg.tensors.get("x"), msg.tensors.get("y")
@@ -85,7 +81,7 @@ class FullOffloadServer(ServerWorker):
         return train_on_server(self.model, self.opt, x, y, Message(Kind.TRAIN_REPLY))
 
     def evaluate(self, msg):
-        return evaluation_reply(self.model, self._x(msg), msg.tensors["y"].long())
+        return evaluation_reply(self.model, self._normalized(msg.tensors["x"]), msg.tensors["y"].long())
 
 
 class FullOffload(Paradigm):

@@ -13,7 +13,9 @@ import torch
 
 from ..models import split
 from ..transport import Kind, Message, Traffic
-from .base import Paradigm, ServerWorker, SourceWorker, StepOutcome, \
+from .base import (
+    Paradigm, ServerWorker, SourceWorker, StepOutcome, \, ask_evaluation,
+)
     evaluation_reply, label_dtype, make_optimizer, train_on_server, whole_model
 
 
@@ -47,9 +49,7 @@ class SplitSource(SourceWorker):
             act = self.edge(self.p.setup.meta.normalize(x))
         self.edge.train()
         msg = Message(Kind.EVAL, epoch=epoch).add("act", act, Traffic.EVAL).add("y", y.to(self.ydtype), Traffic.EVAL)
-        reply, _, _ = self.call(msg)
-        loss_sum, correct = reply.tensors["result"].tolist()
-        return loss_sum, int(correct)
+        return ask_evaluation(self.call, msg)
 
 
 class SplitServer(ServerWorker):
