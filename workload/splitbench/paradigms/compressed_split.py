@@ -28,9 +28,9 @@ from ..models.compression import Compressor, Decompressor, encoded_hw, prune_los
 from ..spec import CompressionSpec
 from ..transport import Kind, Message, Traffic
 from .base import (
-    Paradigm, ServerWorker, Setup, SourceWorker, StepOutcome, \, ask_evaluation, evaluation_reply, label_dtype,
+    Paradigm, ServerWorker, Setup, SourceWorker, StepOutcome, ask_evaluation, evaluation_reply, label_dtype,
+    make_optimizer, train_on_server, whole_model,
 )
-    make_optimizer, train_on_server, whole_model
 
 
 class BudgetSchedule:

@@ -22,9 +22,9 @@ from torch import nn
 from ..models import split
 from ..transport import Kind, Message, Traffic
 from .base import (
-    Paradigm, ServerOutcome, ServerWorker, SourceWorker, StepOutcome, \, ask_evaluation, correct_count,
+    Paradigm, ServerOutcome, ServerWorker, SourceWorker, StepOutcome, ask_evaluation, correct_count,
+    evaluation_reply, label_dtype, make_optimizer, train_on_server, whole_model,
 )
-    evaluation_reply, label_dtype, make_optimizer, train_on_server, whole_model
 from .compressed_split import cut_shape
 
 

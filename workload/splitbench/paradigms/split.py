@@ -14,9 +14,9 @@ import torch
 from ..models import split
 from ..transport import Kind, Message, Traffic
 from .base import (
-    Paradigm, ServerWorker, SourceWorker, StepOutcome, \, ask_evaluation,
+    Paradigm, ServerWorker, SourceWorker, StepOutcome, ask_evaluation, evaluation_reply, label_dtype,
+    make_optimizer, train_on_server, whole_model,
 )
-    evaluation_reply, label_dtype, make_optimizer, train_on_server, whole_model
 
 
 class SplitSource(SourceWorker):
