@@ -8,9 +8,9 @@ from splitbench.spec import NetworkSpec, SpecError
 MB = 1_000_000
 
 
-def cfg(medium="dedicated", rate=8e6, delay=0.0, jitter=0.0, loss=0.0, trace=()):
+def cfg(medium="dedicated", rate=8e6, delay=0.0, jitter=0.0, loss=0.0, trace=(), outages=()):
     d = Direction(rate, delay, jitter, loss)
-    return LinkConfig("t", medium, d, d, trace)
+    return LinkConfig("t", medium, d, d, trace, outages)
 
 
 def test_rate_and_delay():
@@ -59,6 +59,32 @@ def test_trace_rate_is_integrated_over_time():
     tx = m.transmit(0.5, "s", "up", MB)  # 4 Mbit at 8 Mbit/s for 0.5 s, then 4 Mbit at 4 Mbit/s
     assert tx.end == pytest.approx(2.0)
     assert m.rate_at(10.0, "up") == 4e6
+
+
+def test_an_outage_pauses_transmission_and_counts_from_training_start():
+    m = Medium(cfg(rate=8e6, delay=0.01, outages=((1.0, 3.0),)))
+    before = m.transmit(0.0, "s", "up", MB)  # training has not begun: no outage applies yet
+    assert before.end == pytest.approx(1.0)
+    m.start_outages(10.0)  # link down 11..13
+    assert m.rate_at(11.5, "up") == 0.0 and m.rate_at(13.0, "up") == 8e6
+    spans = m.transmit(10.5, "s", "up", MB)  # 0.5 s sent, paused 2 s, 0.5 s more
+    assert spans.end == pytest.approx(13.5) and spans.deliver == pytest.approx(13.51)
+    during = m.transmit(12.0, "t", "down", MB)  # sent in an outage: waits for the link
+    assert during.end == pytest.approx(14.0)
+    after = m.transmit(20.0, "t", "up", MB)
+    assert after.end == pytest.approx(21.0)
+    unlimited = Medium(cfg(rate=None, outages=((0.0, 2.0),)))
+    unlimited.start_outages(5.0)
+    assert unlimited.transmit(6.0, "s", "up", MB).end == pytest.approx(7.0)
+
+
+def test_outages_are_checked_in_the_spec():
+    spec = NetworkSpec.model_validate({"profile": "low-bitrate", "outages": [{"atS": 2, "forS": 3}]})
+    assert resolve_network(spec).outages == ((2.0, 5.0),)
+    with pytest.raises(ValueError, match="not overlap"):
+        NetworkSpec.model_validate({"profile": "wifi6", "outages": [{"atS": 2, "forS": 3}, {"atS": 4, "forS": 1}]})
+    with pytest.raises(SpecError, match="no emulated link"):
+        resolve_network(NetworkSpec.model_validate({"profile": "unconstrained", "outages": [{"atS": 1, "forS": 1}]}))
 
 
 def test_profiles_resolve_and_override(tmp_path):

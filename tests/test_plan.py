@@ -37,6 +37,15 @@ def test_a_shared_medium_is_divided_among_sources():
     assert shared.split_s - alone.split_s == pytest.approx(4 * 3 * transfer)  # 4 batches, 3 more sources' turns
 
 
+def test_one_cloud_server_is_shared_by_the_sources():
+    fast = inputs(rate_bps=1e12, sources=20, edge=0.001)  # edge and link negligible: the cloud bounds
+    p = predict(fast, 1)
+    cloud = 20 * (0.2 + 0.4)  # blocks 2 and 3 for each of 20 sources' batches
+    assert p.hierarchical_s == pytest.approx(4 * cloud)
+    assert p.split_s == pytest.approx(4 * cloud)
+    assert full_cloud_s(fast, 4, True) == pytest.approx(4 * 20 * 0.9)
+
+
 def test_the_best_cut_must_fit_the_edge_memory():
     fast_edge_slow_link = inputs(rate_bps=1e5, edge=0.001)
     rows, best = choose(fast_edge_slow_link, None)

@@ -138,6 +138,34 @@ def test_early_exit_sends_nothing_back_and_the_edge_never_waits(tmp_path):
     assert 0 <= row["final_accuracy_early_exit"] <= 1 and 0 <= row["final_accuracy"] <= 1
 
 
+def test_when_the_link_drops_the_edge_keeps_training_and_classifying(tmp_path):
+    """A 2 s outage 1 s into training: the edge's steps go on through it at their usual
+    pace, nothing reaches the cloud until the link is back, then the cloud trains on the
+    backlog; the early exit is evaluated without the link."""
+    _, result, rec = run(tmp_path, paradigm={"name": "early_exit", "splitAfter": 4},
+                         network={"medium": "dedicated", "uplink": {"rateMbit": 200}, "downlink": {"rateMbit": 200},
+                                  "outages": [{"atS": 1.0, "forS": 2.0}]},
+                         dataset={"name": "synthetic", "samplesPerSource": 1280, "testSamples": 64},
+                         training={"epochs": 2, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": 40,
+                                   "evaluate": "end", "replyTimeoutS": 60},
+                         sources={"replicas": 1, "device": {"cpu": "250m"}})
+    assert result.ok, result.message
+    out = rec[rec["event"] == "outage"].sort_values("t")
+    assert list(out["state"]) == ["down", "up"]
+    down, up = out["t"].tolist()
+    assert up - down == pytest.approx(2.0, abs=0.3)
+    steps = rec[rec["event"] == "step"]
+    during = steps[(steps["t"] - steps["duration_s"] > down) & (steps["t"] < up)]
+    assert len(during) >= 5, f"only {len(during)} edge steps inside the outage"
+    assert during["duration_s"].max() < 1.0  # no step waited out the 2 s outage
+    delivered = rec[(rec["event"] == "link") & (rec["direction"] == "up")]
+    assert delivered[(delivered["t"] > down + 0.1) & (delivered["t"] < up)].empty
+    served = rec[rec["event"] == "server"]
+    assert len(served) == len(steps) == 80 and (served["t"] > up).any()  # the backlog, trained after
+    evals = rec[rec["event"] == "eval"]
+    assert sorted(evals["exit"]) == ["early", "final"] and evals["epoch"].eq(1).all()  # evaluate: end
+
+
 def test_full_offload_with_cached_inputs_sends_only_ids_after_the_first_epoch(tmp_path):
     _, result, rec = run(tmp_path, paradigm={"name": "full_offload", "cacheInputs": True},
                          dataset={"name": "synthetic", "samplesPerSource": 64, "testSamples": 64},

@@ -8,9 +8,10 @@ Events (column `event`):
   link     one message through the link emulator
   control  a source's session messages (hello, bye): bytes outside steps and evals
   launch   when the executor started the roles
+  session  role start/stop, limits in force, errors
+  outage   the link emulator took the link down (state=down) or brought it back (state=up)
 Column t is seconds since training began (the start of the first step), so times to an
 accuracy compare paradigms, not process start-up; setup before that has negative t.
-  session  role start/stop, limits in force, errors
 Bytes columns: up_<kind>_bytes / down_<kind>_bytes, kinds as in transport.Traffic.
 """
 from __future__ import annotations

@@ -39,3 +39,16 @@ def batches(indices: np.ndarray, spec: ExperimentSpec, epoch: int, stream: int, 
 def test_subset(spec: ExperimentSpec, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
     n = min(spec.dataset.test_samples, len(data.test_y))
     return data.test_x[:n], data.test_y[:n]
+
+
+def evaluation_due(spec: ExperimentSpec, epoch: int) -> bool:
+    """After this epoch, evaluate? Every epoch, or (training.evaluate: end) only after the
+    last one, and after the last epoch of every budget stage of a compressed schedule, whose
+    per-budget accuracy is a result in itself."""
+    if spec.training.evaluate == "every_epoch":
+        return True
+    ends = {spec.training.epochs - 1}
+    comp = getattr(spec.paradigm, "compression", None)
+    if comp is not None:
+        ends |= {int(e) - 1 for e in np.cumsum(comp.epochs)}
+    return epoch in ends

@@ -138,6 +138,9 @@ class TrainingSpec(_Model):
     weight_decay: float = Field(0.0, ge=0)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short (quick runs)")
     reply_timeout_s: float = Field(120.0, gt=0, description="a peer silent this long is dead")
+    evaluate: Literal["every_epoch", "end"] = Field(
+        "every_epoch", description="held-out evaluation after every epoch, or only after the last one (its "
+                                   "traffic then cannot slow training down; train_time_s is training alone)")
 
 
 class DirectionSpec(_Model):
@@ -145,6 +148,11 @@ class DirectionSpec(_Model):
     delay_ms: float = Field(0.0, ge=0)
     jitter_ms: float = Field(0.0, ge=0)
     loss: float = Field(0.0, ge=0, lt=1, description="packet loss probability")
+
+
+class OutageSpec(_Model):
+    at_s: float = Field(ge=0, description="seconds after training begins (the first training message)")
+    for_s: float = Field(gt=0, description="how long the link carries nothing, both directions")
 
 
 class NetworkSpec(_Model):
@@ -155,11 +163,17 @@ class NetworkSpec(_Model):
     uplink: DirectionSpec | None = None
     downlink: DirectionSpec | None = None
     trace: str | None = Field(None, description="file of '[time_s, Mbit/s]' lines replayed as the rate")
+    outages: list[OutageSpec] = Field(default_factory=list, description="windows when the link is down")
 
     @model_validator(mode="after")
     def _profile_or_link(self) -> "NetworkSpec":
         if self.profile is None and self.medium is None:
             raise ValueError("give a profile name or a medium with uplink/downlink")
+        for a, b in zip(self.outages, self.outages[1:]):
+            if b.at_s < a.at_s + a.for_s:
+                raise ValueError(f"outages must be in time order and not overlap ({a.at_s}+{a.for_s} s > {b.at_s} s)")
+        if self.outages and self.medium == "none":
+            raise ValueError("outages need an emulated link (medium is none)")
         return self
 
 
@@ -259,7 +273,7 @@ class PaperClaim(_Model):
     source: str = Field(description="where the paper says it (section, figure)")
     paper: float = Field(gt=0, description="the paper's ratio")
     metric: Literal["bytes_per_sample", "bytes_per_sample_up", "final_accuracy", "time_to_target_s",
-                    "step_time_s", "train_wall_s"]
+                    "step_time_s", "train_wall_s", "train_time_s", "epoch_time_s"]
     numerator: str = Field(description="experiment name, or the end of one (suite prefix optional)")
     denominator: str
 

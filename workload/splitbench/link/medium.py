@@ -4,6 +4,9 @@ A channel transmits one message at a time at the configured rate; a message wait
 its channel is busy. Dedicated media give each (source, direction) its own channel;
 a shared medium is one channel for every source and both directions, so Wi-Fi sources
 really contend for airtime. Then one-way delay plus jitter; TCP keeps order per flow.
+During an outage no bit moves: a message being sent pauses and resumes when the link
+returns (as a TCP connection that outlives the outage would); bits already on their way
+are delivered.
 """
 from __future__ import annotations
 
@@ -39,32 +42,49 @@ class Medium:
         self.busy_until: dict[object, float] = {}
         self.last_delivery: dict[tuple[str, str], float] = {}
         self._trace_t = [t for t, _ in cfg.trace]
+        self.outage_t0: float | None = None  # set when training begins; outages count from there
+
+    def start_outages(self, now: float) -> None:
+        if self.outage_t0 is None:
+            self.outage_t0 = now
+
+    def outage_windows(self) -> list[tuple[float, float]]:
+        """Outages in this medium's clock (empty until training begins)."""
+        if self.outage_t0 is None:
+            return []
+        return [(self.outage_t0 + a, self.outage_t0 + b) for a, b in self.cfg.outages]
 
     def _direction(self, direction: str) -> Direction:
         return self.cfg.up if direction == "up" else self.cfg.down
 
     def rate_at(self, t: float, direction: str) -> float | None:
-        if self.cfg.trace:
-            i = bisect.bisect_right(self._trace_t, t - self.t0) - 1
-            return self.cfg.trace[max(i, 0)][1]
-        return self._direction(direction).rate_bps
+        return self._rate_segment(t, direction)[0]
+
+    def _rate_segment(self, t: float, direction: str) -> tuple[float | None, float]:
+        """(rate in bits/s, None = unlimited, 0 = down) at time t, and when that rate next changes."""
+        for start, end in self.outage_windows():
+            if start <= t < end:
+                return 0.0, end
+        nxt = min((s for s, _ in self.outage_windows() if s > t), default=math.inf)
+        if not self.cfg.trace:
+            return self._direction(direction).rate_bps, nxt
+        i = max(bisect.bisect_right(self._trace_t, t - self.t0) - 1, 0)
+        seg_end = self.t0 + self._trace_t[i + 1] if i + 1 < len(self._trace_t) else math.inf
+        return self.cfg.trace[i][1], min(seg_end, nxt)
 
     def _finish(self, start: float, bits: float, direction: str) -> float:
-        if not self.cfg.trace:
-            rate = self._direction(direction).rate_bps
-            return start if rate is None else start + bits / rate
+        """When the last of `bits` leaves, integrating the piecewise-constant rate (trace,
+        outages) from `start`."""
         t = start
-        while bits > 0:  # integrate the piecewise-constant trace rate
-            rel = t - self.t0
-            i = max(bisect.bisect_right(self._trace_t, rel) - 1, 0)
-            rate = self.cfg.trace[i][1]
-            seg_end = self.t0 + self._trace_t[i + 1] if i + 1 < len(self._trace_t) else math.inf
-            can = (seg_end - t) * rate
-            if can >= bits:
-                return t + bits / rate
-            bits -= can
+        while True:
+            rate, seg_end = self._rate_segment(t, direction)
+            if rate is None:
+                return t
+            if rate > 0:
+                if bits <= (seg_end - t) * rate:
+                    return t + bits / rate
+                bits -= (seg_end - t) * rate
             t = seg_end
-        return t
 
     def transmit(self, now: float, source: str, direction: str, nbytes: int) -> Transmission:
         d = self._direction(direction)

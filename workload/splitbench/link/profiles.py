@@ -23,6 +23,7 @@ class LinkConfig:
     up: Direction
     down: Direction
     trace: tuple[tuple[float, float], ...] = ()  # (time_s, bits/s), replaces both rates
+    outages: tuple[tuple[float, float], ...] = ()  # (start_s, end_s) after training begins: nothing moves
 
     @property
     def emulated(self) -> bool:
@@ -71,4 +72,7 @@ def resolve_network(spec: NetworkSpec) -> LinkConfig:
     up = spec.uplink or base.get("uplink")
     down = spec.downlink or base.get("downlink")
     trace = load_trace(spec.trace) if spec.trace else ()
-    return LinkConfig(name, medium, _direction(up), _direction(down), trace)
+    if spec.outages and medium == "none":
+        raise SpecError(f"network.outages: profile {name!r} has no emulated link (medium none) to take down")
+    outages = tuple((o.at_s, o.at_s + o.for_s) for o in spec.outages)
+    return LinkConfig(name, medium, _direction(up), _direction(down), trace, outages)

@@ -2,6 +2,7 @@
 edge's quota, the link, and how many batches an epoch has."""
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -28,33 +29,41 @@ def batches_per_epoch(exp: Experiment) -> int:
     return min(steps, cap) if cap else steps
 
 
-def build_inputs(exp: Experiment, repeats: int = 3) -> Inputs:
-    spec = exp.spec
-    meta = dataset_meta(spec.dataset)
-    torch.manual_seed(spec.seed)
-    model = build_model(spec.model.name, spec.model.num_classes, meta.input_shape)
-    b = spec.training.batch_size
-    quota = resolve_device(spec.sources.device).cpu
-    edge = time_blocks(model, meta.input_shape, b, threads=1, repeats=repeats)
+@functools.lru_cache(maxsize=32)
+def _measured(model_name: str, num_classes: int, input_shape: tuple, batch: int, quota: float | None,
+              seed: int, repeats: int) -> dict:
+    """Block and early-exit-head timings: the slow part, shared by experiments that differ
+    only in network or paradigm (a report predicts many runs of one model)."""
+    torch.manual_seed(seed)
+    model = build_model(model_name, num_classes, input_shape)
+    edge = time_blocks(model, input_shape, batch, threads=1, repeats=repeats)
     scale = 1 / min(quota, 1.0) if quota else 1.0  # one thread at a fraction of a core
-    cloud = time_blocks(model, meta.input_shape, b, threads=os.cpu_count() or 1, repeats=repeats)
-    prof = profile_model(model, meta.input_shape)
+    cloud = time_blocks(model, input_shape, batch, threads=os.cpu_count() or 1, repeats=repeats)
+    prof = profile_model(model, input_shape)
     head_fwd, head_bwd, head_params = [], [], []
     for r in prof:
         if len(r.out_shape) == 3:
-            head = early_exit_head(r.out_shape[0], spec.model.num_classes)
+            head = early_exit_head(r.out_shape[0], num_classes)
         else:
             head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(torch.tensor(r.out_shape).prod()),
-                                                                           spec.model.num_classes))
-        f, bw = time_head(head, r.out_shape, b, spec.model.num_classes, threads=1, repeats=repeats)
+                                                                           num_classes))
+        f, bw = time_head(head, r.out_shape, batch, num_classes, threads=1, repeats=repeats)
         head_fwd.append(f * scale)
         head_bwd.append(bw * scale)
         head_params.append(sum(p.numel() for p in head.parameters()))
-    return Inputs(edge_fwd=[t.forward_s * scale for t in edge], edge_bwd=[t.backward_s * scale for t in edge],
-                  cloud_fwd=[t.forward_s for t in cloud], cloud_bwd=[t.backward_s for t in cloud],
-                  out_numel=[t.out_numel for t in edge], params=[r.params for r in prof],
-                  head_fwd=head_fwd, head_bwd=head_bwd, head_params=head_params,
-                  input_numel=int(torch.tensor(meta.input_shape).prod()), batch=b,
+    return dict(edge_fwd=[t.forward_s * scale for t in edge], edge_bwd=[t.backward_s * scale for t in edge],
+                cloud_fwd=[t.forward_s for t in cloud], cloud_bwd=[t.backward_s for t in cloud],
+                out_numel=[t.out_numel for t in edge], params=[r.params for r in prof],
+                head_fwd=head_fwd, head_bwd=head_bwd, head_params=head_params)
+
+
+def build_inputs(exp: Experiment, repeats: int = 3) -> Inputs:
+    spec = exp.spec
+    meta = dataset_meta(spec.dataset)
+    quota = resolve_device(spec.sources.device).cpu
+    measured = _measured(spec.model.name, spec.model.num_classes, tuple(meta.input_shape), spec.training.batch_size,
+                         quota, spec.seed, repeats)
+    return Inputs(**measured, input_numel=int(torch.tensor(meta.input_shape).prod()), batch=spec.training.batch_size,
                   batches_per_epoch=batches_per_epoch(exp), epochs=spec.training.epochs,
                   label_bytes=torch.empty((), dtype=label_dtype(spec.model.num_classes)).element_size(),
                   link=resolve_network(spec.network), sources=spec.sources.replicas)

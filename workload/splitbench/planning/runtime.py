@@ -4,7 +4,8 @@ The hierarchical-training equations are [ours] (the paper's were not available):
 follow ../shared/papers/hierarchical-training-early-exit-method.md section 3, whose symbols
 they use. Per-block times are measured here (planning/timing.py): edge times on one thread,
 scaled by the edge's CPU quota; cloud times with all threads. A shared medium (Wi-Fi) is
-divided among the sources.
+divided among the sources, and so is the one cloud server: each source's batch cycle is
+at least the cloud's work for every source's batch.
 """
 from __future__ import annotations
 
@@ -78,10 +79,11 @@ def predict(inputs: Inputs, cut: int) -> CutPrediction:
     e_b = sum(inputs.edge_bwd[:i]) + inputs.head_bwd[i - 1]
     c_f, c_b = sum(inputs.cloud_fwd[i:]), sum(inputs.cloud_bwd[i:])
     u = _up_s(inputs, d_s)
-    hier = e_f + max(e_b, u + c_f) + c_b
-    pipe = max(e_f + e_b, u, c_f + c_b)
-    sl = (sum(inputs.edge_fwd[:i]) + u + c_f + c_b + _down_s(inputs, inputs.batch * feat + HEADER)
-          + sum(inputs.edge_bwd[:i]))
+    cloud_share = inputs.sources * (c_f + c_b)  # the server trains every source's batch
+    hier = max(e_f + max(e_b, u + c_f) + c_b, cloud_share)
+    pipe = max(e_f + e_b, u, cloud_share)
+    sl = max(sum(inputs.edge_fwd[:i]) + u + c_f + c_b + _down_s(inputs, inputs.batch * feat + HEADER)
+             + sum(inputs.edge_bwd[:i]), cloud_share)
     return CutPrediction(cut, feat, sum(inputs.params[:i]) + inputs.head_params[i - 1], edge_memory(inputs, cut),
                          nb * hier, nb * pipe + hier, nb * sl)
 
@@ -90,10 +92,11 @@ def full_cloud_s(inputs: Inputs, input_bytes_per_value: int, resend_every_epoch:
     """Per epoch: raw inputs up (every epoch, or once amortized over the epochs) and the
     whole model trained on the cloud."""
     d_x = inputs.batch * (inputs.input_numel * input_bytes_per_value + inputs.label_bytes) + HEADER
-    upload = inputs.batches_per_epoch * _up_s(inputs, d_x)
+    upload = _up_s(inputs, d_x)
     if not resend_every_epoch:
         upload /= inputs.epochs
-    return upload + inputs.batches_per_epoch * (sum(inputs.cloud_fwd) + sum(inputs.cloud_bwd))
+    compute = sum(inputs.cloud_fwd) + sum(inputs.cloud_bwd)
+    return inputs.batches_per_epoch * max(upload + compute, inputs.sources * compute)
 
 
 def choose(inputs: Inputs, memory_budget: int | None) -> tuple[list[CutPrediction], CutPrediction | None]:

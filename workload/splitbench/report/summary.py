@@ -38,6 +38,32 @@ def accuracy_by_epoch(record: pd.DataFrame, exit_name: str = "final") -> pd.Data
     return ev.groupby("epoch").agg(accuracy=("accuracy", "mean"), t=("t", "max")).reset_index()
 
 
+def _training_events(record: pd.DataFrame) -> pd.DataFrame:
+    """Training work with its end time: sources' steps and the server's training requests
+    (an early-exit server may still be training after its source has moved on)."""
+    return record[record["event"].isin(["step", "server"])]
+
+
+def train_time(record: pd.DataFrame) -> float:
+    """First training step to the end of the last training work, anywhere."""
+    ev = _training_events(record)
+    return float(ev["t"].max()) if not ev.empty else math.nan
+
+
+def epoch_time(record: pd.DataFrame) -> float:
+    """Median over epochs of: the first step's start to the end of the epoch's last training
+    work. Evaluation between epochs is outside it."""
+    ev = _training_events(record)
+    if ev.empty or "epoch" not in ev:
+        return math.nan
+    spans = []
+    for _, e in ev.groupby("epoch"):
+        steps = e[e["event"] == "step"]
+        if not steps.empty:
+            spans.append(float(e["t"].max() - (steps["t"] - steps["duration_s"]).min()))
+    return float(np.median(spans)) if spans else math.nan
+
+
 def edge_figures(exp: Experiment) -> tuple[int, int]:
     spec = exp.spec
     split_after = getattr(spec.paradigm, "split_after", None)
@@ -91,6 +117,8 @@ def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, sta
         "final_accuracy": float(acc["accuracy"].iloc[-1]) if not acc.empty else math.nan,
         "final_accuracy_early_exit": float(early["accuracy"].iloc[-1]) if not early.empty else math.nan,
         "train_wall_s": float(record["t"].max()) if "t" in record else math.nan,
+        "train_time_s": train_time(record),
+        "epoch_time_s": epoch_time(record),
         "setup_s": float(-record.loc[record["event"] == "launch", "t"].iloc[0])
         if (record["event"] == "launch").any() else math.nan,
         "edge_params": edge_params,

@@ -4,6 +4,8 @@ when the link model (link/medium.py) says it would have arrived.
 Sources connect their DEALERs here instead of to the server; for each source the relay
 opens a DEALER to the server under the same routing id, so the server sees the sources
 themselves. Frames are forwarded untouched (the relay only reads the header's kind byte).
+Outages (network.outages) count from the first training message; the relay records an
+`outage` event (state down, then up) when each begins and ends.
 """
 from __future__ import annotations
 
@@ -67,14 +69,20 @@ def run(args) -> int:
         rt.log.write("session", status="listening", address=front.getsockopt_string(zmq.LAST_ENDPOINT),
                      medium=cfg.medium, profile=cfg.name)
 
+        boundaries: list[tuple[float, str]] = []  # outage starts and ends still to be recorded
+
         def admit(source: bytes, direction: str, frames) -> None:
             now = time.monotonic()
+            if medium.outage_t0 is None and direction == "up" and _kind(frames) == Kind.TRAIN:
+                medium.start_outages(now)
+                boundaries.extend((t, state) for w in medium.outage_windows() for t, state in zip(w, ("down", "up")))
             n = _nbytes(frames)
             tx = medium.transmit(now, source.decode(errors="replace"), direction, n)
             heapq.heappush(pending, (tx.deliver, next(seq), source, direction, frames, tx))
 
         while byes < expected or pending:
-            events = dict(poller.poll(_timeout_ms(pending[0][0] if pending else None)))
+            due = min(([pending[0][0]] if pending else []) + [b[0] for b in boundaries[:1]], default=None)
+            events = dict(poller.poll(_timeout_ms(due)))
             if front in events:
                 while front.poll(0):
                     source, *frames = front.recv_multipart(copy=False)
@@ -91,6 +99,8 @@ def run(args) -> int:
                 while sock.poll(0):
                     admit(by_sock[sock], "down", sock.recv_multipart(copy=False))
             now = time.monotonic()
+            while boundaries and boundaries[0][0] <= now:
+                rt.log.write("outage", state=boundaries.pop(0)[1])
             while pending and pending[0][0] <= now:
                 _, _, source, direction, frames, tx = heapq.heappop(pending)
                 if direction == "up":

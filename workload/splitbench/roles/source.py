@@ -12,7 +12,7 @@ from ..data import DatasetMissing, load_dataset
 from ..devices import resolve_device
 from ..paradigms import Setup, get_paradigm
 from ..record import byte_fields
-from ..schedule import batches, source_indices, steps_per_epoch, test_subset
+from ..schedule import batches, evaluation_due, source_indices, steps_per_epoch, test_subset
 from ..transport import Endpoint, Kind, Message, PeerTimeout, Traffic
 from .runtime import RoleFailed, Runtime
 
@@ -109,7 +109,7 @@ def run(args) -> int:
                              **{f"phase_{k}_s": v for k, v in phases.items()},
                              **byte_fields(link.ep.tx - up0, link.ep.rx - down0))
                 step += 1
-            if evaluates:
+            if evaluates and evaluation_due(spec, epoch):
                 evaluate(rt, worker, link, test_x, test_y, epoch, step)
         worker.finish()
         end_tx, end_rx = link.ep.tx.copy(), link.ep.rx.copy()
@@ -121,6 +121,15 @@ def run(args) -> int:
 
 
 def evaluate(rt: Runtime, worker, link: ServerLink, x, y, epoch: int, step: int) -> None:
+    """The source's own exit first (it needs no link, so it is recorded even while the
+    link is down), then the final exit."""
+    t0 = time.perf_counter()
+    local = [worker.eval_local(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(y), EVAL_BATCH)]
+    if local[0] is not None:  # an exit on the source itself: no bytes on the wire
+        acc = sum(c for _, c in local) / len(y)
+        rt.metrics.accuracy.labels(**rt.metrics.base, exit="early").set(acc)
+        rt.log.write("eval", epoch=epoch, step=step, samples=len(y), loss=sum(l for l, _ in local) / len(y),
+                     accuracy=acc, exit="early", duration_s=time.perf_counter() - t0, **worker.tags(epoch))
     t0 = time.perf_counter()
     up0, down0 = link.ep.tx.copy(), link.ep.rx.copy()
     loss_sum, correct = 0.0, 0
@@ -134,10 +143,3 @@ def evaluate(rt: Runtime, worker, link: ServerLink, x, y, epoch: int, step: int)
                  **worker.tags(epoch),
                  exit="final", duration_s=time.perf_counter() - t0,
                  **byte_fields(link.ep.tx - up0, link.ep.rx - down0))
-    t0 = time.perf_counter()
-    local = [worker.eval_local(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(y), EVAL_BATCH)]
-    if local[0] is not None:  # an exit on the source itself: no bytes on the wire
-        acc = sum(c for _, c in local) / len(y)
-        rt.metrics.accuracy.labels(**rt.metrics.base, exit="early").set(acc)
-        rt.log.write("eval", epoch=epoch, step=step, samples=len(y), loss=sum(l for l, _ in local) / len(y),
-                     accuracy=acc, exit="early", duration_s=time.perf_counter() - t0, **worker.tags(epoch))

@@ -11,7 +11,7 @@ from ..data import DatasetMissing, load_dataset
 from ..devices import resolve_device
 from ..paradigms import Setup
 from ..paradigms.base import correct_count, make_optimizer, train_on_server, whole_model
-from ..schedule import batches, source_indices, steps_per_epoch, test_subset
+from ..schedule import batches, evaluation_due, source_indices, steps_per_epoch, test_subset
 from .runtime import RoleFailed, Runtime
 
 
@@ -47,6 +47,8 @@ def run(args) -> int:
                 rt.log.write("step", epoch=epoch, step=step, samples=len(y), loss=o.loss, accuracy=o.correct / len(y),
                              duration_s=o.forward_s + o.backward_s, **{f"phase_{k}_s": v for k, v in phases.items()})
                 step += 1
+            if not evaluation_due(spec, epoch):
+                continue
             t0 = time.perf_counter()
             model.eval()
             with torch.no_grad():
