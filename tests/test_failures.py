@@ -71,6 +71,49 @@ def test_server_answers_garbage_with_errors_and_keeps_serving(tmp_path, write_sp
     assert reasons == {"wire": len(garbage), "content": 1, "unexpected": 1}
 
 
+def test_aggregator_averages_by_sample_count_and_rejects_bad_contributions(tmp_path, write_spec):
+    """Two fake devices against a real aggregator: garbage, a contribution of no partition,
+    a second contribution to an open round and weights of the wrong size are refused with
+    ERROR replies; a round's average is weighted by n_k; a missing device ends the role
+    with a line naming what it waited for."""
+    spec = write_spec(experiment_doc(paradigm={"name": "fedavg"}, training={"epochs": 1, "replyTimeoutS": 4}))
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    agg = role("aggregator", spec, tmp_path, "--bind", addr)
+    ctx = zmq.Context()
+    a = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="source-0")
+    b = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="source-1")
+
+    def contribution(w, n):
+        return (Message(Kind.TRAIN, epoch=0).add("w_whole", torch.tensor(w), Traffic.WEIGHTS)
+                .add("n", torch.tensor([n]), Traffic.CONTROL))
+    try:
+        a.sock.send_multipart([b"not a message"])
+        assert a.recv(30)[1].kind is Kind.ERROR
+        a.send(Message(Kind.TRAIN).add("w_low", torch.zeros(2), Traffic.WEIGHTS).add("n", torch.tensor([1]), Traffic.CONTROL))
+        assert "one w_<partition> tensor (w_whole)" in a.recv(30)[1].error_text()
+        a.send(contribution([1.0, 2.0], 1))
+        a.send(contribution([1.0, 2.0], 1))
+        assert "sent whole for round 0 twice" in a.recv(30)[1].error_text()
+        b.send(contribution([3.0, 6.0], 3))
+        for ep in (a, b):
+            _, reply, _ = ep.recv(30)
+            assert reply.tensors["w_whole"].tolist() == [2.5, 5.0]  # 1/4 a + 3/4 b
+        a.send(contribution([1.0, 2.0, 3.0], 1))
+        b.send(contribution([1.0], 1))  # round 1 cannot be averaged: sizes differ
+        assert "differ in size" in a.recv(30)[1].error_text()
+        assert agg.wait(60) == 4, agg.stdout.read()
+        assert "contributions differ in size" in agg.stdout.read()
+    finally:
+        a.close()
+        b.close()
+        ctx.term()
+        if agg.poll() is None:
+            agg.kill()
+    agg2 = role("aggregator", spec, tmp_path / "2", "--bind", f"tcp://127.0.0.1:{free_port()}")
+    assert agg2.wait(60) == 3
+    assert "no message for 8 s; 0/2 devices finished" in agg2.stdout.read()
+
+
 def test_a_source_facing_a_dead_server_fails_with_one_line(tmp_path, write_spec):
     spec = write_spec(experiment_doc(training={"epochs": 1, "batchSize": 32, "replyTimeoutS": 2}))
     source = role("source", spec, tmp_path, "--index", "0", "--connect", f"tcp://127.0.0.1:{free_port()}")

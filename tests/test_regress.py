@@ -24,15 +24,25 @@ def test_growth_past_tolerance_fails_and_shrinking_is_noted():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("suite, checked", [("default", 5), ("compressed-split-reduced", 12)])
+@pytest.mark.parametrize("suite, checked", [("default", 7), ("compressed-split-reduced", 12), ("hfsl-reduced", 9)])
 def test_suite_bytes_per_sample_match_the_committed_baseline(tmp_path, suite, checked):
     """A short run of every paradigm of the suite: bytes per sample do not depend on the
     number of steps (per budget stage for multi-budget schedules), so it checks the same
     numbers the full suite would produce."""
-    if suite == "default" and not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("the default suite needs Debian's dataset-fashion-mnist (make test installs it as root)")
+    if suite in ("default", "hfsl-reduced") and not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"the {suite} suite needs Debian's dataset-fashion-mnist (make test installs it as root)")
     r = subprocess.run([sys.executable, "-m", "splitbench", "regress", "--suite",
                         str(ROOT / "benchmarks" / "suites" / f"{suite}.yaml"), "--quick", "--cpu-limit", "off",
                         "--runs", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{checked} experiments checked" in r.stdout and ": ok" in r.stdout
+
+
+def test_weights_per_round_are_pinned_too():
+    base = {"f": {"bytes_per_sample_up": 0.0, "bytes_per_sample_down": 0.0, "weights_bytes_per_round_up": 100.0}}
+    same = {"f": dict(base["f"])}
+    assert compare(same, base, 0.01) == ([], [])
+    grown = {"f": {**base["f"], "weights_bytes_per_round_up": 120.0}}
+    assert compare(grown, base, 0.01)[0] == ["f: weights_bytes_per_round_up grew +20.00% (100.000 -> 120.000)"]
+    assert "could not be measured" in compare({"f": {"bytes_per_sample_up": 0.0, "bytes_per_sample_down": 0.0}},
+                                              base, 0.01)[0][0]

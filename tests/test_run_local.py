@@ -177,3 +177,85 @@ def test_full_offload_with_cached_inputs_sends_only_ids_after_the_first_epoch(tm
     assert (first["up_input_bytes"] == 32 * 28 * 28 + 32 * 4).all() and (first["up_label_bytes"] == 32).all()
     assert (second["up_input_bytes"] == 32 * 4).all() and (second["up_label_bytes"] == 0).all()
     assert second["loss"].notna().all()  # the server still trains, from its cache
+
+
+@pytest.fixture(scope="module")
+def federated_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("federated")
+    common = dict(dataset={"name": "synthetic", "samplesPerSource": 128, "testSamples": 128},
+                  training={"epochs": 2, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60},
+                  network={"profile": "wifi6"})
+    fed = run(tmp, paradigm={"name": "fedavg", "localEpochs": 1}, **common)
+    hfsl = run(tmp / "h", paradigm={"name": "hfsl", "splitAfter": 4, "localEpochs": 1},
+               server={"device": {"profile": "medium"}}, **common)
+    return fed, hfsl
+
+
+def test_fedavg_sends_weights_each_round_and_hfsl_splits_them_by_tier(federated_runs):
+    (fexp, fres, frec), (hexp, hres, hrec) = federated_runs
+    assert fres.ok, fres.message
+    assert hres.ok, hres.message
+    from splitbench.models import build_model, split
+    model = build_model("small_cnn")
+    floats = lambda m: sum(t.numel() for t in m.state_dict().values() if t.is_floating_point())
+    low, medium = split(model, 4)
+    # FedAvg: per round, every source sends and receives the whole model's state as float32
+    frounds = frec[frec["event"] == "round"]
+    assert len(frounds) == 4 and (frounds["role"] == "source").all()
+    assert (frounds["up_weights_bytes"] == 4 * floats(model)).all()
+    assert (frounds["down_weights_bytes"] == 4 * floats(model)).all()
+    assert frec.loc[frec["event"] == "step"].filter(regex="_bytes$").sum().sum() == 0  # local steps: nothing sent
+    # HFSL: low devices trade W_l, medium devices W_m, with the one aggregator
+    hrounds = hrec[hrec["event"] == "round"]
+    assert set(hrounds["instance"]) == {"source-0", "source-1", "server-0", "server-1"}
+    assert (hrounds.loc[hrounds["role"] == "source", "up_weights_bytes"] == 4 * floats(low)).all()
+    assert (hrounds.loc[hrounds["role"] == "server", "up_weights_bytes"] == 4 * floats(medium)).all()
+    agg = hrec[hrec["event"] == "aggregate"]
+    assert sorted(zip(agg["partition"], agg["round"])) == [("low", 0), ("low", 1), ("medium", 0), ("medium", 1)]
+    assert (agg["contributors"] == 2).all() and (agg["samples"] == 2 * 128).all()  # n = sum of n_k
+    # each source is served by its own medium device
+    served = hrec[hrec["event"] == "server"]
+    assert served.groupby("instance")["source"].unique().map(len).eq(1).all() and served["instance"].nunique() == 2
+
+
+def test_hfsl_with_one_medium_device_per_source_trains_exactly_as_fedavg(federated_runs):
+    """Split training of W_l + W_m with one medium device per low device is the whole model's
+    training cut in two; averaging both partitions is averaging the whole model. So the
+    two paradigms must agree, loss for loss: a check that no partition is lost or mixed up."""
+    (_, _, frec), (_, _, hrec) = federated_runs
+    key = ["instance", "step"]
+    f = frec[frec["event"] == "step"].sort_values(key)
+    h = hrec[hrec["event"] == "step"].sort_values(key)
+    assert list(f["instance"]) == list(h["instance"]) and len(f) == 16
+    assert f["loss"].to_numpy() == pytest.approx(h["loss"].to_numpy(), rel=1e-3, abs=1e-4)
+    fe, he = frec[frec["event"] == "eval"], hrec[hrec["event"] == "eval"]
+    assert list(fe["epoch"]) == list(he["epoch"]) == [0, 1]
+    assert fe["accuracy"].to_numpy() == pytest.approx(he["accuracy"].to_numpy(), abs=1 / 128)
+
+
+def test_hfsl_moves_its_split_when_the_medium_devices_get_busy(tmp_path):
+    """The cut starts after block 2 (the agent's choice for idle low and medium devices) and
+    stays there after round 0; from round 2 other work takes 90% of both medium devices
+    (their quota shrinks), they report 0.5 GFLOPS left, and the aggregator's agent moves
+    the cut to block 4, keeping less on them. Every device follows; the record shows it."""
+    _, result, rec = run(tmp_path, paradigm={"name": "hfsl", "splitAfter": 2, "candidates": [2, 4]},
+                         dataset={"name": "synthetic", "samplesPerSource": 64, "testSamples": 32},
+                         training={"epochs": 3, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60},
+                         sources={"replicas": 2, "device": {"profile": "low"}},
+                         server={"device": {"profile": "medium", "load": [{"fromRound": 2, "busy": 0.9}]}},
+                         network={"profile": "wifi6"})
+    assert result.ok, result.message
+    moves = rec[rec["event"] == "resplit"]
+    assert len(moves) == 1
+    move = moves.iloc[0]
+    assert (move["round"], move["from_cut"], move["to_cut"]) == (1, 2, 4)  # decided at round 1's end, for round 2
+    assert move["power_low"] == pytest.approx(0.5) and move["power_medium"] == pytest.approx(0.5)
+    loads = rec[rec["event"] == "load"]
+    assert sorted(loads["instance"]) == ["server-0", "server-1"] and (loads["busy"] == 0.9).all()
+    steps = rec[rec["event"] == "step"]
+    assert set(steps.loc[steps["epoch"] < 2, "split_after"]) == {2} and set(steps.loc[steps["epoch"] == 2, "split_after"]) == {4}
+    assert set(steps.loc[steps["epoch"] == 2, "up_activation_bytes"]) == {32 * 64 * 7 * 7 * 4}  # pool2's output
+    low = rec[(rec["event"] == "aggregate") & (rec["partition"] == "low")].sort_values("round")
+    assert low["values"].iloc[2] > low["values"].iloc[0]  # W_l grew to conv1..pool2
+    rounds = rec[(rec["event"] == "round") & (rec["role"] == "server")]
+    assert set(rounds.loc[rounds["epoch"] == 2, "split_after"]) == {4}  # the medium devices followed

@@ -16,7 +16,8 @@ def test_example_and_default_suite_are_valid():
     names = [e.name for e in suite.experiments()]
     # centralized uses no network, so it runs once, not once per network
     assert names == ["default-centralized", "default-full-offload-uint8-ethernet-1g", "default-full-offload-uint8-wifi6",
-                     "default-split-s4-ethernet-1g", "default-split-s4-wifi6"]
+                     "default-split-s4-ethernet-1g", "default-split-s4-wifi6", "default-early-exit-s4-ethernet-1g",
+                     "default-early-exit-s4-wifi6"]
     assert suite.experiments()[0].spec.network.medium == "none"
 
 
@@ -97,3 +98,29 @@ def test_every_committed_suite_and_example_validates():
     assert len(files) >= 5
     for f in files:
         assert check(str(f)), f
+
+
+def _suite(**spec):
+    from splitbench.spec import Suite
+    base = experiment_doc()["spec"]
+    return Suite.model_validate({"apiVersion": "splitbench.dev/v1alpha1", "kind": "Suite",
+                                 "metadata": {"name": "s"}, "spec": {"base": base, **spec}})
+
+
+def test_cases_set_several_fields_together_and_cross_the_matrix():
+    suite = _suite(cases=[{"model": {"name": "vgg16_bn"}, "paradigm": {"name": "early_exit", "splitAfter": 14}},
+                          {"model": {"name": "resnet18_imagenet_stem"}, "paradigm": {"name": "split", "splitAfter": 7}}],
+                   matrix={"network": [{"profile": "wifi6"}, {"profile": "lte"}]})
+    runs = {e.name: e.spec for e in suite.experiments()}
+    assert sorted(runs) == ["s-resnet18-inet-split-s7-lte", "s-resnet18-inet-split-s7-wifi6",
+                            "s-vgg16-bn-early-exit-s14-lte", "s-vgg16-bn-early-exit-s14-wifi6"]
+    vgg = runs["s-vgg16-bn-early-exit-s14-lte"]
+    assert (vgg.model.name, vgg.paradigm.split_after, vgg.network.profile) == ("vgg16_bn", 14, "lte")
+
+
+def test_a_paper_claim_must_name_exactly_one_run():
+    claim = {"claim": "c", "source": "s", "paper": 2, "metric": "bytes_per_sample", "numerator": "wifi6"}
+    matrix = {"network": [{"profile": "wifi6"}, {"profile": "lte"}]}
+    assert _suite(matrix=matrix, report={"paperClaims": [{**claim, "denominator": "lte"}]})
+    with pytest.raises(ValueError, match="'split-s4' matches 0 runs"):
+        _suite(matrix=matrix, report={"paperClaims": [{**claim, "denominator": "split-s4"}]})

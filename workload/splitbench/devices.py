@@ -30,6 +30,7 @@ class Device:
     cpu: float | None  # cores; None = unlimited
     memory: str | None
     tier: str | None = None
+    gflops: float | None = None  # nominal computational power (HFSL's ETOPS), where the profile gives it
 
 
 def resolve_device(spec: DeviceSpec) -> Device:
@@ -40,7 +41,8 @@ def resolve_device(spec: DeviceSpec) -> Device:
             raise SpecError(f"device.profile: unknown profile {spec.profile!r}; known: {', '.join(profiles)}")
         base = profiles[spec.profile]
     cpu = spec.cpu if spec.cpu is not None else base.get("cpu")
-    return Device(spec.profile, cpu_cores(cpu), spec.memory or base.get("memory"), base.get("tier"))
+    return Device(spec.profile, cpu_cores(cpu), spec.memory or base.get("memory"), base.get("tier"),
+                  base.get("gflops"))
 
 
 def set_torch_threads(cores: float | None) -> int:
@@ -141,6 +143,32 @@ def apply_cpu_limit(cores: float | None, name: str, mode: str = "auto") -> str:
     if cores >= (os.cpu_count() or 1):
         return "none (quota exceeds host cores)"
     return _throttle(cores)
+
+
+def change_cpu_limit(mechanism: str, cores: float) -> str:
+    """Move a quota already in force to `cores` (a device's load changed). Only a cgroup
+    quota can move; what is in force otherwise is returned unchanged, and the caller
+    records that the change was not enforced."""
+    kind, _, path = mechanism.partition(":")
+    try:
+        if kind == "cgroup-v1":
+            Path(path, "cpu.cfs_quota_us").write_text(str(max(1000, int(cores * PERIOD_US))))
+            return mechanism
+        if kind == "cgroup-v2":
+            Path(path, "cpu.max").write_text(f"{max(1000, int(cores * PERIOD_US))} {PERIOD_US}")
+            return mechanism
+    except OSError:
+        pass
+    return f"unchanged ({kind or mechanism})"
+
+
+def busy_share(device_load, round_: int) -> float:
+    """The share of the device other work takes in this round (the last step that began)."""
+    busy = 0.0
+    for step in sorted(device_load, key=lambda s: s.from_round):
+        if step.from_round <= round_:
+            busy = step.busy
+    return busy
 
 
 def remove_cgroups(names: list[str]) -> None:

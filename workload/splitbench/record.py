@@ -5,6 +5,10 @@ Events (column `event`):
   step     one training step of a source (or the centralized trainer)
   eval     held-out accuracy at the end of an epoch
   server   one request served by the server
+  round    a federated round's weight exchange with the aggregator (a source's or a server's)
+  aggregate  one partition's round averaged by the aggregator
+  resplit  the aggregator moved hfsl's cut between rounds (from, to, the powers it saw)
+  load     a device's other work changed (its load schedule), with the quota now in force
   link     one message through the link emulator
   control  a source's session messages (hello, bye): bytes outside steps and evals
   launch   when the executor started the roles

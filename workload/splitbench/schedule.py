@@ -42,9 +42,12 @@ def test_subset(spec: ExperimentSpec, data: ImageData) -> tuple[torch.Tensor, to
 
 
 def evaluation_due(spec: ExperimentSpec, epoch: int) -> bool:
-    """After this epoch, evaluate? Every epoch, or (training.evaluate: end) only after the
-    last one, and after the last epoch of every budget stage of a compressed schedule, whose
-    per-budget accuracy is a result in itself."""
+    """After this epoch, evaluate? Every epoch (every round for federated paradigms), or
+    (training.evaluate: end) only after the last one, and after the last epoch of every
+    budget stage of a compressed schedule, whose per-budget accuracy is a result in itself."""
+    local = getattr(spec.paradigm, "local_epochs", None)
+    if local is not None and (epoch + 1) % local:
+        return False  # federated: only the aggregated model after a round is worth evaluating
     if spec.training.evaluate == "every_epoch":
         return True
     ends = {spec.training.epochs - 1}

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 API_VERSION = "splitbench.dev/v1alpha1"
-MODEL_NAMES = ("small_cnn", "vgg11_bn", "vgg16_bn", "resnet18", "mobilenet_v2")
+MODEL_NAMES = ("small_cnn", "vgg11_bn", "vgg16_bn", "resnet18", "resnet18_imagenet_stem", "mobilenet_v2",
+               "efficientnet_b2", "efficientnet_b2s")
 DATASET_NAMES = ("fashion_mnist", "cifar10", "synthetic")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
@@ -124,8 +125,34 @@ class EarlyExitParadigm(_ParadigmBase):
     split_after: int = Field(ge=1, description="the separation point: blocks kept on the edge")
 
 
+class FedAvgParadigm(_ParadigmBase):
+    """Federated averaging (McMahan et al.): each source trains the whole model for
+    localEpochs, then the aggregator averages the weights by sample count and sends them back."""
+    name: Literal["fedavg"]
+    local_epochs: int = Field(1, ge=1, description="E: epochs each source trains between aggregations")
+
+
+class HfslParadigm(_ParadigmBase):
+    """Hierarchical federated split learning (the HFSL paper, sec. 3.3): K low devices (the
+    sources) hold W_l, K medium devices (the servers, one per source) hold W_m, one high
+    device (the aggregator) averages each partition after every round."""
+    name: Literal["hfsl"]
+    split_after: int = Field(ge=1, description="blocks in W_l (choose it with splitbench plan --paradigm hfsl)")
+    local_epochs: int = Field(1, ge=1, description="E: epochs of split training between aggregations")
+    candidates: list[int] = Field(default_factory=list, description=(
+        "cuts the split may move between during the run (splitbench plan's candidates): after every round "
+        "the aggregator's Q-learning agent re-chooses from the devices' remaining power; empty: fixed split"))
+
+    @model_validator(mode="after")
+    def _start_among_candidates(self) -> "HfslParadigm":
+        if self.candidates and self.split_after not in self.candidates:
+            raise ValueError(f"splitAfter {self.split_after} must be one of the candidates {self.candidates}")
+        return self
+
+
 ParadigmSpec = Annotated[
-    Union[CentralizedParadigm, FullOffloadParadigm, SplitParadigm, CompressedSplitParadigm, EarlyExitParadigm],
+    Union[CentralizedParadigm, FullOffloadParadigm, SplitParadigm, CompressedSplitParadigm, EarlyExitParadigm,
+          FedAvgParadigm, HfslParadigm],
     Field(discriminator="name")]
 
 
@@ -177,10 +204,17 @@ class NetworkSpec(_Model):
         return self
 
 
+class LoadStep(_Model):
+    from_round: int = Field(ge=0, description="federated round from which it holds")
+    busy: float = Field(ge=0, lt=1, description="share of the device taken by other work (its quota shrinks "
+                                                 "by it; hfsl reports 1 - busy as the device's free share)")
+
+
 class DeviceSpec(_Model):
     profile: str | None = Field(None, description="name in benchmarks/devices.yaml")
     cpu: str | float | None = Field(None, description="CPU quota in cores or millicores ('400m')")
     memory: str | None = None
+    load: list[LoadStep] = Field(default_factory=list, description="other work on the device, per round")
 
     @field_validator("cpu")
     @classmethod
@@ -211,8 +245,13 @@ class SourcesSpec(_Model):
 
 
 class ServerSpec(_Model):
-    replicas: int = Field(1, ge=1, le=1)
+    replicas: int | None = Field(None, ge=1, le=256, description="default: 1; hfsl: one medium device per source")
     gpu: int = Field(0, ge=0, le=8)
+    device: DeviceSpec = DeviceSpec()
+
+
+class AggregatorSpec(_Model):
+    """The device that averages weights (fedavg, hfsl: the paper's high-computational device)."""
     device: DeviceSpec = DeviceSpec()
 
 
@@ -224,11 +263,17 @@ class ExperimentSpec(_Model):
     network: NetworkSpec = NetworkSpec(profile="ethernet-1g")
     sources: SourcesSpec = SourcesSpec()
     server: ServerSpec = ServerSpec()
+    aggregator: AggregatorSpec = AggregatorSpec()
     seed: int = Field(0, ge=0)
 
     @property
     def uses_network(self) -> bool:
         return self.paradigm.name != "centralized"
+
+    @property
+    def server_count(self) -> int:
+        """Server processes: one, or for hfsl one medium device per source."""
+        return self.sources.replicas if self.paradigm.name == "hfsl" else 1
 
     @model_validator(mode="after")
     def _epochs_match_schedule(self) -> "ExperimentSpec":
@@ -236,6 +281,14 @@ class ExperimentSpec(_Model):
         if comp is not None and sum(comp.epochs) != self.training.epochs:
             raise ValueError(f"training.epochs is {self.training.epochs} but the compression schedule's stages "
                              f"add up to {sum(comp.epochs)} epochs; make them equal")
+        local = getattr(self.paradigm, "local_epochs", None)
+        if local is not None and self.training.epochs % local:
+            raise ValueError(f"training.epochs ({self.training.epochs}) must be a whole number of rounds of "
+                             f"paradigm.localEpochs ({local})")
+        wanted = self.server_count
+        if self.server.replicas not in (None, wanted):
+            raise ValueError(f"server.replicas is {self.server.replicas}; {self.paradigm.name} needs {wanted}"
+                             + (" (one medium device per source)" if self.paradigm.name == "hfsl" else ""))
         return self
 
 
@@ -273,9 +326,17 @@ class PaperClaim(_Model):
     source: str = Field(description="where the paper says it (section, figure)")
     paper: float = Field(gt=0, description="the paper's ratio")
     metric: Literal["bytes_per_sample", "bytes_per_sample_up", "final_accuracy", "time_to_target_s",
-                    "step_time_s", "train_wall_s", "train_time_s", "epoch_time_s"]
+                    "step_time_s", "train_wall_s", "train_time_s", "epoch_time_s", "speedup_vs_scratch"]
     numerator: str = Field(description="experiment name, or the end of one (suite prefix optional)")
     denominator: str
+    budget: int | None = Field(None, ge=1, description="speedup_vs_scratch only: the budget stage of the "
+                                                       "numerator compared with the denominator's fixed run")
+
+    @model_validator(mode="after")
+    def _budget_with_speedup(self) -> "PaperClaim":
+        if (self.metric == "speedup_vs_scratch") != (self.budget is not None):
+            raise ValueError("metric speedup_vs_scratch needs a budget, and a budget needs that metric")
+        return self
 
 
 class SuiteReport(_Model):
@@ -287,6 +348,10 @@ class SuiteSpec(_Model):
     base: dict[str, Any] = Field(description="experiment spec fields shared by every run")
     matrix: dict[str, list[Any]] = Field(default_factory=dict,
                                          description="spec field -> values; the runs are their product")
+    cases: list[dict[str, Any]] = Field(default_factory=list,
+                                        description="runs that set several fields together (a model and the cut "
+                                                    "that suits it), named after them or by 'label'; crossed with "
+                                                    "the matrix")
     report: SuiteReport = SuiteReport()
 
 
@@ -296,17 +361,41 @@ class Suite(_Model):
     metadata: Metadata
     spec: SuiteSpec
 
+    @model_validator(mode="after")
+    def _claims_name_runs(self) -> "Suite":
+        """A paper claim must point at runs of this suite, or its row would silently read
+        'not measured'."""
+        claims = self.spec.report.paper_claims
+        if not claims:
+            return self
+        names = [e.name for e in self.experiments()]
+        for c in claims:
+            for end in (c.numerator, c.denominator):
+                hits = [n for n in names if n == end or n.endswith("-" + end)]
+                if len(hits) != 1:
+                    raise ValueError(f"paper claim {c.claim!r}: {end!r} matches {len(hits)} runs of the suite, "
+                                     "not exactly one")
+        return self
+
     def experiments(self) -> list[Experiment]:
         """The product of the matrix over the base; paradigms that use no network run once."""
         axes = list(self.spec.matrix.items())
+        if self.spec.cases:
+            axes.insert(0, (_CASE, self.spec.cases))
         seen: dict[str, ExperimentSpec] = {}
         out: list[Experiment] = []
         for combo in itertools.product(*[values for _, values in axes]):
             doc = copy.deepcopy(self.spec.base)
             parts = []
             for (field, _), value in zip(axes, combo):
-                doc[field] = _merge(doc.get(field), value)
-                parts.append(_label(field, value))
+                fields = {k: v for k, v in value.items() if k != "label"} if field == _CASE else {field: value}
+                for f, v in fields.items():
+                    doc[f] = _merge(doc.get(f), v)
+                if field != _CASE:
+                    parts.append(_label(field, value))
+                else:
+                    parts.append(_label("label", value["label"]) if "label" in value
+                                 else "-".join(_label(f, v) for f, v in fields.items()))
             spec = _validate(ExperimentSpec, doc, f"suite {self.metadata.name} run {'/'.join(parts)}")
             if not spec.uses_network:
                 spec = spec.model_copy(update={"network": NetworkSpec(medium="none")})
@@ -321,6 +410,9 @@ class Suite(_Model):
             seen[name] = spec
             out.append(Experiment(metadata=Metadata(name=name), spec=spec))
         return out
+
+
+_CASE = "<case>"
 
 
 def _merge(base: Any, value: Any) -> Any:
@@ -344,6 +436,8 @@ def _label(field: str, value: Any) -> str:
                 bits.append(str(value["inputEncoding"]))
             if value.get("cacheInputs"):
                 bits.append("cached")
+            if value.get("localEpochs", 1) != 1:
+                bits.append(f"e{value['localEpochs']}")
             comp = value.get("compression")
             if isinstance(comp, dict):
                 bits.append(str(comp.get("schedule", "fixed")))
@@ -351,6 +445,7 @@ def _label(field: str, value: Any) -> str:
             text = "-".join(bits)
         else:
             text = str(value.get("profile") or value.get("name") or "-".join(f"{v}" for v in value.values()))
+            text = {"resnet18_imagenet_stem": "resnet18-inet"}.get(text, text)  # names stay under 63 chars
     else:
         text = str(value)
     return re.sub(r"[^a-z0-9-]+", "-", text.lower().replace("_", "-")).strip("-")
@@ -373,7 +468,7 @@ def format_errors(err: ValidationError, where: str) -> str:
     return "\n".join(lines)
 
 
-_UNION_TAGS = {"centralized", "full_offload", "split", "compressed_split", "early_exit"}
+_UNION_TAGS = {"centralized", "full_offload", "split", "compressed_split", "early_exit", "fedavg", "hfsl"}
 
 
 def _validate(model: type[BaseModel], doc: Any, where: str) -> Any:

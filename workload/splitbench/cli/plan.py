@@ -1,10 +1,27 @@
 """splitbench plan SPEC: predicted time per epoch for every candidate cut (hierarchical
 training with an early exit, sequential and pipelined; split learning) against full-cloud
 training, and the best cut that fits the edge's memory. The model is [ours]: see
-planning/runtime.py."""
+planning/runtime.py.
+
+splitbench plan --paradigm hfsl SPEC (the default for an hfsl spec): the HFSL paper's split
+selection (planning/hfsl.py): Grad-CAM candidates on the spec's model after a short
+warm-up training on its data, the Q-learning agent's table, and its choice per state and
+for the spec's devices. Deterministic for a given seed."""
 from __future__ import annotations
 
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import DatasetMissing, load_dataset
 from ..devices import resolve_device
+from ..link import resolve_network
+from ..models import build_model
+from ..models.profile import profile_model
+from ..paradigms.base import make_optimizer
+from ..planning.hfsl import QAgent, candidates
 from ..planning.inputs import build_inputs
 from ..planning.runtime import choose, full_cloud_s, memory_bytes
 from ..spec import load_suite
@@ -14,12 +31,19 @@ def add_parser(sub) -> None:
     p = sub.add_parser("plan", help="predict time per epoch for each cut and choose the separation point")
     p.add_argument("spec", help="an Experiment (or a Suite: its first run)")
     p.add_argument("--memory", default=None, help="edge memory budget, e.g. 256Mi (default: the device's memory)")
+    p.add_argument("--paradigm", choices=["hierarchical", "hfsl"], default=None,
+                   help="what to plan (default: hfsl for an hfsl spec, else hierarchical/split)")
+    p.add_argument("--warmup-steps", type=int, default=100, help="hfsl: training steps before Grad-CAM")
+    p.add_argument("--per-class", type=int, default=8, help="hfsl: Grad-CAM samples per class")
+    p.add_argument("--q-steps", type=int, default=20000, help="hfsl: Q-learning updates")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     exp = load_suite(args.spec).experiments()[0]
     spec = exp.spec
+    if (args.paradigm or ("hfsl" if spec.paradigm.name == "hfsl" else "hierarchical")) == "hfsl":
+        return plan_hfsl(exp, args)
     budget = memory_bytes(args.memory or resolve_device(spec.sources.device).memory)
     print(f"{exp.name}: {spec.model.name}, batch {spec.training.batch_size}, "
           f"{spec.sources.replicas} source(s), network {spec.network.profile or spec.network.medium}; "
@@ -44,4 +68,57 @@ def run(args) -> int:
     print(f"best cut (pipelined, fits memory): after block {best.cut}: {best.hierarchical_pipelined_s:.2f} s/epoch, "
           f"{100 * (1 - best.hierarchical_pipelined_s / fc):+.0f}% vs full cloud with uint8 inputs sent every epoch "
           "(negative = slower)")
+    return 0
+
+
+def plan_hfsl(exp, args) -> int:
+    spec = exp.spec
+    torch.manual_seed(spec.seed)
+    try:
+        data = load_dataset(spec.dataset, spec.seed)
+    except DatasetMissing as err:
+        print(f"plan: {err}", file=sys.stderr)
+        return 2
+    model = build_model(spec.model.name, spec.model.num_classes, data.meta.input_shape)
+    print(f"{exp.name}: {spec.model.name}; warm-up: {args.warmup_steps} steps on {spec.dataset.name} ...", flush=True)
+    opt = make_optimizer(model.parameters(), spec.training)
+    rng = np.random.default_rng(spec.seed)
+    for _ in range(args.warmup_steps):
+        idx = rng.choice(len(data.train_y), spec.training.batch_size, replace=False)
+        loss = F.cross_entropy(model(data.meta.normalize(data.train_x[idx])), data.train_y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    picks = np.concatenate([np.flatnonzero(data.test_y.numpy() == c)[:args.per_class]
+                            for c in range(spec.model.num_classes)])
+    x, y = data.meta.normalize(data.test_x[picks]), data.test_y[picks]
+    curve, cands = candidates(model, data.meta.input_shape, x, y)
+    names = [r.name for r in profile_model(model, data.meta.input_shape)]
+    print(f"Grad-CAM importance per block ({len(y)} samples, {len(torch.unique(y))} classes), normalized; "
+          "* = a local maximum of the CUI curve, a candidate cut:")
+    for i, (name, v) in enumerate(zip(names, curve), 1):
+        mark = "*" if any(c.cut == i for c in cands) else " "
+        print(f"  {i:>3} {name:<12} {'-' if v != v else f'{v:.3f}':>6} {mark}")
+    link = resolve_network(spec.network)
+    rate = (link.up.rate_bps or 50e6) / 8
+    agent = QAgent(cands, rate_bytes_s=rate, seed=spec.seed).train(args.q_steps)
+    print(f"candidates: " + ", ".join(f"after {c.cut} ({c.name}: W_l {c.low_gflop:.3f} / W_m {c.medium_gflop:.3f} "
+                                        f"GFLOP, {c.out_bytes:,} B)" for c in cands))
+    print(f"Q-table (rows: remaining power of the low device, GFLOPS; columns: of the medium device); "
+          f"each cell: the chosen cut and its Q value; link {rate * 8 / 1e6:g} Mbit/s")
+    header = "".join(f"{agent.bin_centre(j, agent.medium_range):>14.1f}" for j in range(agent.bins))
+    corner = "a_l|a_m"
+    print(f"{corner:>10}{header}")
+    for i in range(agent.bins):
+        cells = "".join(f"{agent.cands[int(np.argmax(agent.q[i, j]))].cut:>6} ({agent.q[i, j].max():+.2f})"
+                        for j in range(agent.bins))
+        print(f"{agent.bin_centre(i, agent.low_range):>10.2f}{cells}")
+    low, medium = resolve_device(spec.sources.device), resolve_device(spec.server.device)
+    if low.gflops and medium.gflops:
+        best = agent.choose(low.gflops, medium.gflops)
+        print(f"for this spec's devices (low {low.gflops:g}, medium {medium.gflops:g} GFLOPS): split after "
+              f"block {best.cut} ({best.name})"
+              + (f"; the spec says {spec.paradigm.split_after}" if spec.paradigm.name == "hfsl" else ""))
+    else:
+        print("the spec's device profiles give no gflops (use the low/medium tiers) for a choice of their own")
     return 0

@@ -8,6 +8,14 @@ from ..models import REGISTRY, build_model
 from ..models.profile import profile_model
 
 
+# Published figures to print beside ours: (params, FLOPs as the paper counts them, source).
+# The HFSL paper's "FLOPs" are multiply-adds: compare them with our MACs (FLOPs / 2).
+PAPER = {
+    "efficientnet_b2": (9.110e6, 1.020e9, "HFSL paper, Table 2 (said to be at 224x224)"),
+    "efficientnet_b2s": (6.424e6, 0.421e9, "HFSL paper, Table 2 (said to be at 224x224)"),
+}
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("profile", help="per-block cost of a model and bytes at each cut")
     p.add_argument("model", choices=sorted(REGISTRY))
@@ -23,6 +31,11 @@ def run(args) -> int:
     raw8 = math.prod(shape)
     print(f"{args.model} on {'x'.join(map(str, shape))}: {sum(r.params for r in rows):,} parameters, "
           f"{sum(r.flops for r in rows) / 1e6:,.1f} MFLOPs forward per sample")
+    if args.model in PAPER:
+        params, macs, source = PAPER[args.model]
+        ours_macs = sum(r.flops for r in rows) / 2
+        print(f"paper: {params / 1e6:.3f}M parameters, {macs / 1e9:.3f} B multiply-adds ({source}); "
+              f"ours: {sum(r.params for r in rows) / 1e6:.3f}M, {ours_macs / 1e9:.3f} B at {shape[1]}x{shape[2]}")
     print(f"raw input per sample: {raw8:,} B as uint8, {raw8 * 4:,} B as float32")
     print(f"{'cut':>3}  {'block':<12} {'params':>11} {'MFLOPs':>9} {'edge MFLOPs':>11} {'output':<14} "
           f"{'B/sample':>10} {'x uint8':>8} {'x f32':>7}")

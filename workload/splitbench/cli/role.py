@@ -1,4 +1,4 @@
-"""splitbench role {source,server,link,trainer}: one process of an experiment. Executors
+"""splitbench role {source,server,aggregator,link,trainer}: one process of an experiment. Executors
 (local processes, Kubernetes pods) start exactly this."""
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import importlib
 
 def add_parser(sub) -> None:
     p = sub.add_parser("role", help="run one role of an experiment (started by executors)")
-    p.add_argument("name", choices=["source", "server", "link", "trainer"])
+    p.add_argument("name", choices=["source", "server", "aggregator", "link", "trainer"])
     p.add_argument("--spec", required=True, help="the Experiment YAML")
     p.add_argument("--run-dir", required=True, help="where events, logs and metrics dumps go")
-    p.add_argument("--index", type=int, default=0, help="source index")
-    p.add_argument("--bind", default="tcp://127.0.0.1:*", help="address to listen on (server, link)")
+    p.add_argument("--index", type=int, default=0, help="source or server index")
+    p.add_argument("--bind", default="tcp://127.0.0.1:*", help="address to listen on (server, aggregator, link)")
     p.add_argument("--connect", default=None, help="address of the next hop (source, link)")
+    p.add_argument("--aggregator", default=None, help="the aggregator's address, or the link's (fedavg, hfsl)")
+    p.add_argument("--route", action="append", default=[], metavar="ID=ADDRESS",
+                   help="link: forward the peer with this routing id here instead of --connect")
     p.add_argument("--metrics-port", type=int, default=None)
     p.add_argument("--metrics-addr", default="127.0.0.1")
     p.add_argument("--cpu-limit", choices=["auto", "cgroup", "throttle", "off"], default="auto",

@@ -38,6 +38,7 @@ class Progress:
                 elif e["event"] == "step":
                     self.done[inst] = self.done.get(inst, 0) + 1
                     self.loss = e.get("loss", self.loss)
+                if e["event"] in ("step", "round"):
                     self.up += sum(v for k, v in e.items() if k.startswith("up_") and k.endswith("_bytes"))
                     self.down += sum(v for k, v in e.items() if k.startswith("down_") and k.endswith("_bytes"))
                 elif e["event"] == "eval":

@@ -10,8 +10,9 @@ from typing import Callable
 
 from torch import nn
 
+from .efficientnet import efficientnet_b2, efficientnet_b2s
 from .mobilenet import mobilenet_v2
-from .resnet import resnet18
+from .resnet import resnet18, resnet18_imagenet_stem
 from .small_cnn import small_cnn
 from .vgg import vgg11_bn, vgg16_bn
 
@@ -28,7 +29,10 @@ REGISTRY: dict[str, ModelInfo] = {
     "vgg11_bn": ModelInfo(vgg11_bn, 32, (3, 32, 32)),
     "vgg16_bn": ModelInfo(vgg16_bn, 32, (3, 32, 32)),
     "resnet18": ModelInfo(resnet18, 8, (3, 32, 32)),
+    "resnet18_imagenet_stem": ModelInfo(resnet18_imagenet_stem, 32, (3, 32, 32)),
     "mobilenet_v2": ModelInfo(mobilenet_v2, 16, (3, 32, 32)),
+    "efficientnet_b2": ModelInfo(efficientnet_b2, 32, (3, 224, 224)),
+    "efficientnet_b2s": ModelInfo(efficientnet_b2s, 32, (3, 224, 224)),
 }
 
 

@@ -32,6 +32,7 @@ class Setup:
     meta: ImageMeta
     out_dir: Path | None = None  # where a worker may write checkpoints (the run folder)
     instance: str = ""  # the role instance running this worker, e.g. "source-2"
+    steps_per_epoch: int | None = None  # a source's batches per epoch (rounds end on them)
 
     @property
     def spec(self):
@@ -129,6 +130,11 @@ class SourceWorker(ABC):
         """Extra columns for this worker's step and eval records (e.g. the budget in force)."""
         return {}
 
+    def after_epoch(self, epoch: int) -> dict[str, float] | None:
+        """Work between epochs that crosses the wire (a federated round's weight exchange):
+        its phases in seconds, recorded as a `round` event, or None when there was none."""
+        return None
+
     def finish(self) -> None:
         """Called once after the last epoch (e.g. to save the last model)."""
 
@@ -140,6 +146,14 @@ class ServerWorker(ABC):
     @abstractmethod
     def evaluate(self, msg: Message) -> ServerOutcome: ...
 
+    def after_train(self, msg: Message) -> dict[str, float] | None:
+        """Like SourceWorker.after_epoch, once a training request has been answered."""
+        return None
+
+    def tags(self, epoch: int) -> dict:
+        """Extra columns for this worker's round records."""
+        return {}
+
     def finish(self) -> None:
         """Called once after every source said goodbye."""
 
@@ -149,6 +163,8 @@ class Paradigm(ABC):
     uses_server: ClassVar[bool] = True
     # "all": every source evaluates its own model; "first": one shared model, source 0 evaluates.
     evaluators: ClassVar[str] = "all"
+    # model partitions averaged by an aggregator role after every round (none: no aggregator)
+    aggregates: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, setup: Setup):
         self.setup = setup
@@ -157,9 +173,15 @@ class Paradigm(ABC):
         """How many model blocks the source runs (None: none)."""
         return None
 
-    @abstractmethod
-    def source(self, call: Call, send: Callable[[Message], None] | None = None) -> SourceWorker:
-        """`call` sends and waits for the reply; `send` only sends (for paradigms that never wait)."""
+    def servers(self) -> int:
+        """How many server processes; each serves sources / servers of the sources."""
+        return self.setup.spec.server_count if self.uses_server else 0
 
     @abstractmethod
-    def server(self) -> ServerWorker: ...
+    def source(self, call: Call, send: Callable[[Message], None] | None = None,
+               aggregate: Call | None = None) -> SourceWorker:
+        """`call` sends and waits for the reply; `send` only sends (for paradigms that never
+        wait); `aggregate` is a call to the aggregator (paradigms that average weights)."""
+
+    @abstractmethod
+    def server(self, aggregate: Call | None = None) -> ServerWorker: ...

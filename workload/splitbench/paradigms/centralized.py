@@ -9,8 +9,8 @@ class Centralized(Paradigm):
     name = "centralized"
     uses_server = False
 
-    def source(self, call, send=None):
+    def source(self, call, send=None, aggregate=None):
         raise NotImplementedError("centralized training runs in the trainer role, not on sources")
 
-    def server(self):
+    def server(self, aggregate=None):
         raise NotImplementedError("centralized training runs in the trainer role, not on a server")

@@ -226,8 +226,8 @@ class CompressedSplit(Paradigm):
     def edge_blocks(self) -> int:
         return self.setup.spec.paradigm.split_after
 
-    def source(self, call, send=None):
+    def source(self, call, send=None, aggregate=None):
         return CompressedSplitSource(self, call)
 
-    def server(self):
+    def server(self, aggregate=None):
         return CompressedSplitServer(self)

@@ -109,8 +109,8 @@ class EarlyExit(Paradigm):
     def edge_blocks(self) -> int:
         return self.setup.spec.paradigm.split_after
 
-    def source(self, call, send=None):
+    def source(self, call, send=None, aggregate=None):
         return EarlyExitSource(self, call, send)
 
-    def server(self):
+    def server(self, aggregate=None):
         return EarlyExitServer(self)

@@ -88,8 +88,8 @@ class FullOffload(Paradigm):
     name = "full_offload"
     evaluators = "first"  # one model, on the server
 
-    def source(self, call, send=None):
+    def source(self, call, send=None, aggregate=None):
         return FullOffloadSource(self, call)
 
-    def server(self):
+    def server(self, aggregate=None):
         return FullOffloadServer(self)

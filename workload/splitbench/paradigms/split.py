@@ -32,6 +32,7 @@ class SplitSource(SourceWorker):
         t1 = time.perf_counter()
         msg = Message(Kind.TRAIN, epoch=epoch, step=step)
         msg.add("act", act.detach(), Traffic.ACTIVATION).add("y", y.to(self.ydtype), Traffic.LABEL)
+        self.annotate(msg)
         reply, _, _ = self.call(msg)
         grad = reply.tensors["grad"]
         if grad.shape != act.shape:
@@ -42,6 +43,9 @@ class SplitSource(SourceWorker):
         self.opt.step()
         t3 = time.perf_counter()
         return StepOutcome(float("nan"), 0, len(y), {"edge_forward": t1 - t0, "edge_backward": t3 - t2})
+
+    def annotate(self, msg: Message) -> None:
+        """Room for what a variant adds to a training message (hfsl: the end of a round)."""
 
     def eval_batch(self, x, y, epoch):
         self.edge.eval()
@@ -74,8 +78,8 @@ class Split(Paradigm):
     def edge_blocks(self) -> int:
         return self.setup.spec.paradigm.split_after
 
-    def source(self, call, send=None):
+    def source(self, call, send=None, aggregate=None):
         return SplitSource(self, call)
 
-    def server(self):
+    def server(self, aggregate=None):
         return SplitServer(self)

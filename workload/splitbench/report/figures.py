@@ -21,7 +21,7 @@ def _bytes(df: pd.DataFrame) -> pd.Series:
 def cumulative_bytes(records: dict[str, pd.DataFrame]):
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, df in records.items():
-        ev = df[df["event"].isin(["step", "eval"])].sort_values("t")
+        ev = df[df["event"].isin(["step", "round", "eval"])].sort_values("t")
         if ev.empty:
             continue
         ax.plot(ev["t"], _bytes(ev).cumsum() / 1e6, label=name)

@@ -39,9 +39,10 @@ def accuracy_by_epoch(record: pd.DataFrame, exit_name: str = "final") -> pd.Data
 
 
 def _training_events(record: pd.DataFrame) -> pd.DataFrame:
-    """Training work with its end time: sources' steps and the server's training requests
-    (an early-exit server may still be training after its source has moved on)."""
-    return record[record["event"].isin(["step", "server"])]
+    """Training work with its end time: sources' steps, the server's training requests (an
+    early-exit server may still be training after its source has moved on) and federated
+    rounds' weight exchanges."""
+    return record[record["event"].isin(["step", "server", "round"])]
 
 
 def train_time(record: pd.DataFrame) -> float:
@@ -74,11 +75,34 @@ def edge_figures(exp: Experiment) -> tuple[int, int]:
     return edge_cost(profile_model(model, meta.input_shape), split_after)
 
 
+def round_table(record: pd.DataFrame) -> pd.DataFrame:
+    """Per federated round and tier (source = low device, server = medium device): weight
+    bytes, and the round's time: its first step's start to the last exchange's end."""
+    rounds = record[record["event"] == "round"]
+    if rounds.empty:
+        return pd.DataFrame()
+    steps = record[record["event"] == "step"]
+    rows = []
+    for (epoch, role), r in rounds.groupby(["epoch", "role"]):
+        rows.append({"round_epoch": int(epoch), "tier": role, "devices": int(r["instance"].nunique()),
+                     "weights_bytes_up": int(r.get("up_weights_bytes", pd.Series(0)).sum()),
+                     "weights_bytes_down": int(r.get("down_weights_bytes", pd.Series(0)).sum()),
+                     "exchange_s": float(r["duration_s"].median())})
+    table = pd.DataFrame(rows)
+    ends = rounds.groupby("epoch")["t"].max().sort_index()
+    starts = [float((steps["t"] - steps["duration_s"]).min())] + ends.tolist()[:-1]
+    table["round_time_s"] = table["round_epoch"].map(dict(zip(ends.index, ends.values - starts)))
+    return table
+
+
 def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, status: str = "ok") -> dict:
     spec = exp.spec
     steps = record[record["event"] == "step"]
     samples = int(steps["samples"].sum()) if not steps.empty else 0
-    up, down = training_bytes(steps, "up").sum(), training_bytes(steps, "down").sum()
+    # training traffic: steps, and federated rounds' weight exchanges (whichever role made them)
+    work = record[record["event"].isin(["step", "round"])]
+    up, down = training_bytes(work, "up").sum(), training_bytes(work, "down").sum()
+    rounds = round_table(record)
     per_source = steps.groupby("instance").agg(samples=("samples", "sum"), busy=("duration_s", "sum"))
     acc = accuracy_by_epoch(record)
     early = accuracy_by_epoch(record, "early")
@@ -121,6 +145,9 @@ def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, sta
         "epoch_time_s": epoch_time(record),
         "setup_s": float(-record.loc[record["event"] == "launch", "t"].iloc[0])
         if (record["event"] == "launch").any() else math.nan,
+        "rounds": int(rounds["round_epoch"].nunique()) if not rounds.empty else 0,
+        "round_time_s": float(rounds.groupby("round_epoch")["round_time_s"].first().median())
+        if not rounds.empty else math.nan,
         "edge_params": edge_params,
         "edge_mflops_per_sample": edge_flops / 1e6,
         "cpu_limit": ",".join(mech) or "none",

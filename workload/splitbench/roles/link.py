@@ -4,6 +4,8 @@ when the link model (link/medium.py) says it would have arrived.
 Sources connect their DEALERs here instead of to the server; for each source the relay
 opens a DEALER to the server under the same routing id, so the server sees the sources
 themselves. Frames are forwarded untouched (the relay only reads the header's kind byte).
+Several destinations share one relay, and so one medium (--route ID=ADDRESS: hfsl's
+source-k to server-k, and every device to the aggregator).
 Outages (network.outages) count from the first training message; the relay records an
 `outage` event (state down, then up) when each begins and ends.
 """
@@ -54,6 +56,7 @@ def run(args) -> int:
 
     def body():
         cfg = resolve_network(spec.network)
+        routes = dict(r.split("=", 1) for r in args.route)
         medium = Medium(cfg, seed=spec.seed, t0=time.monotonic())
         ctx = zmq.Context.instance()
         front = ctx.socket(zmq.ROUTER)
@@ -65,7 +68,8 @@ def run(args) -> int:
         poller.register(front, zmq.POLLIN)
         pending: list = []
         seq = itertools.count()
-        byes, expected = 0, spec.sources.replicas
+        # every peer says BYE through here once: the sources and every other routed identity
+        byes, expected = 0, len({f"source-{i}" for i in range(spec.sources.replicas)} | set(routes))
         rt.log.write("session", status="listening", address=front.getsockopt_string(zmq.LAST_ENDPOINT),
                      medium=cfg.medium, profile=cfg.name)
 
@@ -91,7 +95,7 @@ def run(args) -> int:
                         back = ctx.socket(zmq.DEALER)
                         back.setsockopt(zmq.ROUTING_ID, source)
                         back.setsockopt(zmq.LINGER, 2000)
-                        back.connect(args.connect)
+                        back.connect(routes.get(source.decode(errors="replace"), args.connect))
                         backs[source], by_sock[back] = back, source
                         poller.register(back, zmq.POLLIN)
                     admit(source, "up", frames)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..devices import Device, apply_cpu_limit, set_torch_threads
+from ..devices import Device, apply_cpu_limit, busy_share, change_cpu_limit, set_torch_threads
 from ..link import resolve_network
 from ..metrics import RoleMetrics
 from ..record import EventLog
@@ -58,7 +58,31 @@ class Runtime:
             pass  # torch allows it only before its first parallel work; intra-op threads matter here
         self.limits = {"cpu_quota": device.cpu, "cpu_limit": mechanism, "torch_threads": threads,
                        "device_profile": device.profile}
+        self.device, self.busy = device, 0.0
         self.log.write("session", status="limited", **self.limits)
+
+    def power_meter(self, load):
+        """round -> this device's remaining computational power (GFLOPS): its profile's
+        gflops times the share its load schedule leaves free (applying that schedule)."""
+        def power(round_: int) -> float:
+            if not self.device.gflops:
+                raise RoleFailed(f"{self.instance}: a moving hfsl split needs the device's computational power; "
+                                 "use a device profile with gflops (low, medium, high)", code=2)
+            return self.load_for_round(load, round_) * self.device.gflops
+        return power
+
+    def load_for_round(self, load, round_: int) -> float:
+        """Apply the device's load schedule for this round: other work takes `busy` of the
+        device, so its quota shrinks to (1 - busy) of the device's. Returns the free share."""
+        busy = busy_share(load, round_)
+        if busy != self.busy:
+            self.busy = busy
+            enforced = "no quota to shrink"
+            if self.device.cpu:
+                enforced = change_cpu_limit(self.limits["cpu_limit"], self.device.cpu * (1 - busy))
+            self.log.write("load", round=round_, busy=busy, cpu_quota=(self.device.cpu or 0) * (1 - busy),
+                           cpu_limit=enforced)
+        return 1 - busy
 
     def run(self, body) -> int:
         """Run the role's body; always leave a session record and a final metrics dump."""
@@ -73,6 +97,8 @@ class Runtime:
             status, error = "stopped", "interrupted"
         except Exception as err:  # an unexpected crash: still one line, and a record
             code, status, error = 1, "failed", f"{type(err).__name__}: {err}"
+        if getattr(self, "busy", 0.0) and self.device.cpu:  # the run is over: let the process exit at full quota
+            change_cpu_limit(self.limits["cpu_limit"], self.device.cpu)
         # A second Ctrl-C or the executor's SIGTERM must not cut the final record short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -1,4 +1,5 @@
-"""The server: one model part, many sources.
+"""The server: one model part, many sources (hfsl: one of K medium devices, serving one
+source, and trading its partition with the aggregator after every round).
 
 An I/O thread owns the ROUTER socket: it receives and checks every message as soon as it
 arrives (stamping its arrival, so time queued behind other sources is measured) and sends
@@ -20,6 +21,8 @@ from ..data import dataset_meta
 from ..paradigms import Setup, get_paradigm
 from ..transport import Endpoint, Kind, Message, Traffic, WireError
 from ..transport.wire import error_message
+from ..record import byte_fields
+from .peer import PeerLink
 from .runtime import RoleFailed, Runtime
 
 
@@ -67,18 +70,32 @@ class ServerIO(threading.Thread):
 
 
 def run(args) -> int:
-    rt = Runtime(args, "server", "server-0")
+    index = args.index
+    rt = Runtime(args, "server", f"server-{index}")
     spec = rt.spec
 
     def body():
         rt.limit(resolve_device(spec.server.device))
         if spec.server.gpu and not torch.cuda.is_available():
             rt.log.write("session", status="note", error="spec asks for a GPU but CUDA is not available; using CPU")
-        worker = get_paradigm(Setup(rt.experiment, dataset_meta(spec.dataset), rt.run_dir)).server()
+        paradigm = get_paradigm(Setup(rt.experiment, dataset_meta(spec.dataset), rt.run_dir, rt.instance))
+        rt.load_for_round(spec.server.device.load, 0)
+        if hasattr(paradigm, "power_of"):
+            paradigm.power_of = rt.power_meter(spec.server.device.load)
+        if not 0 <= index < paradigm.servers():
+            raise RoleFailed(f"server index {index} outside 0..{paradigm.servers() - 1}", code=2)
+        agg = None
+        if paradigm.aggregates:
+            if not args.aggregator:
+                raise RoleFailed(f"{paradigm.name} needs --aggregator (the aggregator's address)", code=2)
+            agg = PeerLink(rt, args.aggregator, peer="aggregator")
+            agg.call(Message(Kind.HELLO))
+            hello_tx, hello_rx = agg.ep.tx.copy(), agg.ep.rx.copy()
+        worker = paradigm.server(aggregate=agg.call if agg else None)
         io = ServerIO(rt, args.bind)
         io.start()
         rt.log.write("session", status="listening", address=io.ep.address)
-        expected = spec.sources.replicas
+        expected = spec.sources.replicas // paradigm.servers()  # hfsl: one source per medium device
         said_bye: set[bytes] = set()
         idle_limit = spec.training.reply_timeout_s * 2
         try:
@@ -114,7 +131,13 @@ def run(args) -> int:
                 if msg.kind == Kind.TRAIN:
                     rt.log.write("server", source=msg.sender, epoch=msg.epoch, step=msg.step, loss=loss,
                                  wait_s=t_start - t_arrival, phase_server_forward_s=fwd, phase_server_backward_s=bwd)
+                    if agg is not None:
+                        exchange_round(rt, worker, agg, msg)
             worker.finish()
+            if agg is not None:
+                tx, rx = agg.ep.tx.copy(), agg.ep.rx.copy()
+                agg.call(Message(Kind.BYE))
+                rt.log.write("control", **byte_fields(hello_tx + (agg.ep.tx - tx), hello_rx + (agg.ep.rx - rx)))
         finally:
             io.stopping.set()
             io.join(timeout=10)
@@ -122,6 +145,22 @@ def run(args) -> int:
                          up_bytes=sum(io.ep.rx.values()), down_bytes=sum(io.ep.tx.values()))
 
     return rt.run(body)
+
+
+def exchange_round(rt: Runtime, worker, agg: PeerLink, msg: Message) -> None:
+    """After a training request: the worker's weight exchange with the aggregator, if this
+    request ended a round, recorded as a `round` event with its bytes."""
+    up0, down0 = agg.ep.tx.copy(), agg.ep.rx.copy()
+    t0 = time.perf_counter()
+    try:
+        phases = worker.after_train(msg)
+    except ValueError as err:
+        raise RoleFailed(f"round after step {msg.step}: {err}", code=4) from None
+    if phases is not None:
+        rt.log.write("round", source=msg.sender, epoch=msg.epoch, step=msg.step,
+                     duration_s=time.perf_counter() - t0, **{f"phase_{k}_s": v for k, v in phases.items()},
+                     **worker.tags(msg.epoch), **byte_fields(agg.ep.tx - up0, agg.ep.rx - down0))
+        rt.load_for_round(rt.spec.server.device.load, msg.epoch // rt.spec.paradigm.local_epochs + 1)
 
 
 def handle(worker, msg: Message):
