@@ -4,9 +4,9 @@ import argparse
 import sys
 
 from ..spec import SpecError
-from . import bench, plan, profile, regress, report, role, run, schema, validate
+from . import bench, crd, plan, profile, regress, report, role, run, schema, validate
 
-COMMANDS = [validate, schema, profile, plan, run, bench, report, regress, role]
+COMMANDS = [validate, schema, crd, profile, plan, run, bench, report, regress, role]
 
 
 def main(argv: list[str] | None = None) -> int:

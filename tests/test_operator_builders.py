@@ -1,0 +1,77 @@
+"""The operator's object builders: pure functions, checked against Kubernetes' own schemas."""
+import kubernetes_validate
+import pytest
+
+from splitbench.spec import Experiment
+from splitbench_operator.builders import METRICS_PORT, Images, build
+from conftest import experiment_doc
+
+K8S = "1.35.0"
+UID = "0f1e2d3c-aaaa-bbbb-cccc-000000000001"
+
+
+def objects(**overrides):
+    exp = Experiment.model_validate(experiment_doc(name="exp", **overrides))
+    return build(exp, UID, "bench", Images(runtime_class="nvidia"))
+
+
+def by_kind(objs, kind):
+    return [o for o in objs if o["kind"] == kind]
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"paradigm": {"name": "centralized"}},
+    {"paradigm": {"name": "full_offload"}, "network": {"profile": "unconstrained"}},
+    {"paradigm": {"name": "fedavg"}},
+    {"paradigm": {"name": "hfsl", "splitAfter": 2}},
+    {"paradigm": {"name": "hfsl", "splitAfter": 2}, "network": {"profile": "unconstrained"}},
+    {"server": {"gpu": 1}},
+], ids=["split", "centralized", "offload-direct", "fedavg", "hfsl", "hfsl-direct", "gpu"])
+def test_every_object_is_valid_kubernetes_and_owned_by_the_experiment(overrides):
+    objs = objects(**overrides)
+    for o in objs:
+        kubernetes_validate.validate(o, K8S, strict=True)
+        assert o["metadata"]["namespace"] == "bench"
+        ref = o["metadata"]["ownerReferences"][0]
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == ("Experiment", "exp", UID, True)
+        assert len(o["metadata"]["name"]) <= 63
+    pods = by_kind(objs, "Pod") + [j["spec"]["template"] for j in by_kind(objs, "Job")]
+    for p in pods:
+        assert p["metadata"]["annotations"]["prometheus.io/port"] == str(METRICS_PORT)
+
+
+def test_split_run_has_server_link_and_an_indexed_source_job_with_device_limits():
+    objs = objects(network={"profile": "wifi6"}, sources={"replicas": 3, "device": {"profile": "paper-source"}})
+    names = [o["metadata"]["name"] for o in objs]
+    assert names == ["exp-spec", "exp-server-0", "exp-server-0", "exp-link", "exp-link", "exp-sources"]
+    job = by_kind(objs, "Job")[0]
+    assert job["spec"]["completions"] == 3 and job["spec"]["completionMode"] == "Indexed"
+    source = job["spec"]["template"]["spec"]["containers"][0]
+    assert source["resources"]["limits"] == {"cpu": "400m", "memory": "1Gi"}
+    assert source["args"][:5] == ["role", "source", "--index", "$(SOURCE_INDEX)", "--connect"]
+    assert source["args"][5] == "tcp://exp-link.bench.svc:5555"  # through the link emulator
+    link = [p for p in by_kind(objs, "Pod") if p["metadata"]["labels"]["splitbench.dev/role"] == "link"][0]
+    assert "--connect" in link["spec"]["containers"][0]["args"]
+    assert "tcp://exp-server-0.bench.svc:5555" in link["spec"]["containers"][0]["args"]
+
+
+def test_hfsl_has_a_server_per_source_and_an_aggregator_reached_through_the_link():
+    objs = objects(paradigm={"name": "hfsl", "splitAfter": 2}, sources={"replicas": 2})
+    pods = {p["metadata"]["name"]: p for p in by_kind(objs, "Pod")}
+    assert set(pods) == {"exp-aggregator", "exp-server-0", "exp-server-1", "exp-link"}
+    link_args = pods["exp-link"]["spec"]["containers"][0]["args"]
+    assert "--route=source-1=tcp://exp-server-1.bench.svc:5555" in link_args
+    assert "--route=server-0>aggregator=tcp://exp-aggregator.bench.svc:5555" in link_args
+    services = {s["metadata"]["name"]: s["spec"]["selector"] for s in by_kind(objs, "Service")}
+    assert services["exp-server-1"]["splitbench.dev/index"] == "1"
+
+
+def test_a_gpu_server_asks_for_the_gpu_and_the_runtime_class():
+    objs = objects(server={"gpu": 2})
+    server = [p for p in by_kind(objs, "Pod") if p["metadata"]["labels"]["splitbench.dev/role"] == "server"][0]
+    c = server["spec"]["containers"][0]
+    assert c["image"] == "splitbench-gpu:latest" and c["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert server["spec"]["runtimeClassName"] == "nvidia"
+    cpu_only = [p for p in by_kind(objects(), "Pod") if p["metadata"]["labels"]["splitbench.dev/role"] == "server"][0]
+    assert "runtimeClassName" not in cpu_only["spec"] and cpu_only["spec"]["containers"][0]["image"] == "splitbench-edge:latest"
