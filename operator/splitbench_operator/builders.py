@@ -135,8 +135,9 @@ def build(exp: Experiment, uid: str, namespace: str = "default", images: Images 
     if agg and servers:
         direct.update({f"source-{i}>aggregator": agg for i in range(k)})
         direct.update({f"server-{j}>aggregator": agg for j in range(servers)})
-    if agg:
-        c = _container("aggregator", images.edge, ["aggregator", "--bind", f"tcp://*:{PORT}"],
+    if agg:  # the high-computational device: the CUDA image where the experiment has GPUs (DESIGN.md)
+        c = _container("aggregator", images.gpu if spec.server.gpu else images.edge,
+                       ["aggregator", "--bind", f"tcp://*:{PORT}"],
                        _resources(spec.aggregator.device), images.pull_policy, True)
         objects += [_service(exp, "aggregator", "aggregator", uid, namespace, labels(exp, "aggregator")),
                     _pod(exp, "aggregator", "aggregator", uid, namespace, c)]
