@@ -16,7 +16,7 @@ import yaml
 
 from splitbench.devices import resolve_device
 from splitbench.link import resolve_network
-from splitbench.paradigms import PARADIGMS
+from splitbench.executors.topology import topology
 from splitbench.spec import API_VERSION, Experiment
 
 PORT, METRICS_PORT = 5555, 9100
@@ -123,18 +123,15 @@ def build(exp: Experiment, uid: str, namespace: str = "default", images: Images 
     if not spec.uses_network:
         c = _container("trainer", images.edge, ["trainer"], _resources(spec.server.device), images.pull_policy, False)
         return [spec_configmap(exp, uid, namespace), _pod(exp, "trainer", "trainer", uid, namespace, c)]
-    paradigm = PARADIGMS[spec.paradigm.name]
+    top = topology(spec)
     k = spec.sources.replicas
-    servers = spec.server_count if paradigm.uses_server else 0
+    servers = top.servers
     emulated = resolve_network(spec.network).emulated
     objects = [spec_configmap(exp, uid, namespace)]
-    agg = _address(exp, "aggregator", namespace) if paradigm.aggregates else None
+    agg = _address(exp, "aggregator", namespace) if top.aggregator else None
     relay = _address(exp, "link", namespace) if emulated else None
     server_at = [_address(exp, f"server-{j}", namespace) for j in range(servers)]
-    direct = {f"source-{i}": server_at[i * servers // k] if servers else agg for i in range(k)}
-    if agg and servers:
-        direct.update({f"source-{i}>aggregator": agg for i in range(k)})
-        direct.update({f"server-{j}>aggregator": agg for j in range(servers)})
+    direct = top.routes(k, server_at, agg)
     if agg:  # the high-computational device: the CUDA image where the experiment has GPUs (DESIGN.md)
         c = _container("aggregator", images.gpu if spec.server.gpu else images.edge,
                        ["aggregator", "--bind", f"tcp://*:{PORT}"],
@@ -162,7 +159,7 @@ def build(exp: Experiment, uid: str, namespace: str = "default", images: Images 
                        {}, images.pull_policy, True)
         objects += [_service(exp, "link", "link", uid, namespace, labels(exp, "link")),
                     _pod(exp, "link", "link", uid, namespace, c)]
-    objects.append(sources_job(exp, uid, namespace, images, relay or None, direct, bool(agg and servers), agg))
+    objects.append(sources_job(exp, uid, namespace, images, relay or None, direct, top.second_peer, agg))
     return objects
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from ..devices import remove_cgroups
 from ..link import resolve_network
-from ..paradigms import PARADIGMS
 from ..record import merge
 from ..spec import Experiment
 from .base import RunResult
 from .progress import Progress
+from .topology import topology
 
 _PR_SET_PDEATHSIG = 1
 
@@ -60,34 +60,27 @@ class LocalExecutor:
 
         if not exp.spec.uses_network:
             return [("trainer-0", role("trainer"))]
-        paradigm = PARADIGMS[exp.spec.paradigm.name]
+        top = topology(exp.spec)
         k = exp.spec.sources.replicas
-        servers = exp.spec.server_count if paradigm.uses_server else 0
 
         def address() -> str:
             return f"tcp://127.0.0.1:{free_port()}"
 
-        procs, direct = [], {}  # direct: routing id -> the address its peer listens on
-        aggregator = address() if paradigm.aggregates else None
+        procs = []
+        aggregator = address() if top.aggregator else None
         if aggregator:
             procs.append(("aggregator-0", role("aggregator", "--bind", aggregator)))
-        server_at = [address() for _ in range(servers)]
-        for i in range(k):
-            direct[f"source-{i}"] = server_at[i * servers // k] if servers else aggregator
-            if aggregator and servers:
-                direct[f"source-{i}>aggregator"] = aggregator
-        for j in range(servers):
-            if aggregator:
-                direct[f"server-{j}>aggregator"] = aggregator
+        server_at = [address() for _ in range(top.servers)]
+        direct = top.routes(k, server_at, aggregator)
         relay = address() if resolve_network(exp.spec.network).emulated else None
         if relay:
-            procs.append(("link-0", role("link", "--bind", relay, "--connect", server_at[0] if servers else aggregator,
+            procs.append(("link-0", role("link", "--bind", relay, "--connect", server_at[0] if server_at else aggregator,
                                          *[f"--route={rid}={addr}" for rid, addr in direct.items()])))
-        for j in range(servers):
+        for j in range(top.servers):
             via = ["--aggregator", relay or aggregator] if aggregator else []
             procs.append((f"server-{j}", role("server", "--index", str(j), "--bind", server_at[j], *via)))
         for i in range(k):
-            via = ["--aggregator", relay or aggregator] if aggregator and servers else []
+            via = ["--aggregator", relay or aggregator] if top.second_peer else []
             procs.append((f"source-{i}", role("source", "--index", str(i), "--connect", relay or direct[f"source-{i}"],
                                               *via)))
         return procs

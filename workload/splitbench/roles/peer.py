@@ -13,14 +13,14 @@ _STATS = ("loss", "correct", "t_arrival", "t_start", "forward_s", "backward_s", 
 
 
 class PeerLink:
-    """One DEALER to one peer. Its routing id is the role's instance, or "instance>peer" for a
-    second peer (the link emulator routes on it)."""
+    """One DEALER to one peer (named in errors). Its routing id is the role's instance, or
+    "instance>peer" for a second peer (executors/topology.py; the link emulator routes on it)."""
 
-    def __init__(self, rt: Runtime, address: str, peer: str | None = None):
+    def __init__(self, rt: Runtime, address: str, peer: str, second: bool = False):
         self.rt = rt
         self.ctx = zmq.Context.instance()
-        self.peer = peer or "server"
-        identity = rt.instance if peer is None else f"{rt.instance}>{peer}"
+        self.peer = peer
+        identity = f"{rt.instance}>{peer}" if second else rt.instance
         self.ep = Endpoint(self.ctx, zmq.DEALER, address, bind=False, identity=identity,
                            on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "tx" else "down", t.label, n))
         self.timeout = rt.spec.training.reply_timeout_s

@@ -88,7 +88,7 @@ def run(args) -> int:
         if paradigm.aggregates:
             if not args.aggregator:
                 raise RoleFailed(f"{paradigm.name} needs --aggregator (the aggregator's address)", code=2)
-            agg = PeerLink(rt, args.aggregator, peer="aggregator")
+            agg = PeerLink(rt, args.aggregator, "aggregator", second=True)
             agg.call(Message(Kind.HELLO))
             hello_tx, hello_rx = agg.ep.tx.copy(), agg.ep.rx.copy()
         worker = paradigm.server(aggregate=agg.call if agg else None)

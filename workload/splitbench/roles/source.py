@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import time
-
 from collections import Counter
 
 import torch
@@ -46,13 +45,12 @@ def run(args) -> int:
         if hasattr(paradigm, "power_of"):
             paradigm.power_of = rt.power_meter(load)
         # the primary peer: the server, or the aggregator itself where there is no server
-        link = PeerLink(rt, args.connect)
-        link.peer = "server" if paradigm.uses_server else "aggregator"
+        link = PeerLink(rt, args.connect, "server" if paradigm.uses_server else "aggregator")
         links = [link]
         if paradigm.aggregates and paradigm.uses_server:
             if not args.aggregator:
                 raise RoleFailed(f"{paradigm.name} needs --aggregator (the aggregator's address)", code=2)
-            links.append(PeerLink(rt, args.aggregator, peer="aggregator"))
+            links.append(PeerLink(rt, args.aggregator, "aggregator", second=True))
         aggregate = links[-1].call if paradigm.aggregates else None
         hello = Message(Kind.HELLO).add("samples", torch.tensor([len(mine)], dtype=torch.int64), Traffic.CONTROL)
         for peer in links:
