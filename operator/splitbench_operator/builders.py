@@ -39,6 +39,11 @@ def labels(exp: Experiment, role: str | None = None) -> dict[str, str]:
     return out
 
 
+def labels_selector(experiment: str) -> str:
+    """The label selector of every child of the experiment."""
+    return f"splitbench.dev/experiment={experiment}"
+
+
 def owner_reference(exp_uid: str, name: str) -> dict:
     kind_version = API_VERSION
     return {"apiVersion": kind_version, "kind": "Experiment", "name": name, "uid": exp_uid,

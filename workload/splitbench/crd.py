@@ -91,7 +91,7 @@ def spec_schema() -> dict:
 def crd() -> dict:
     status = {"type": "object", "properties": {
         "phase": {"type": "string", "enum": ["Pending", "Running", "Succeeded", "Failed"]},
-        "progress": {"type": "string", "description": "steps done / planned, e.g. 120/512"},
+        "progress": {"type": "string", "description": "sources finished / sources (the trainer for centralized), e.g. 1/4"},
         "message": {"type": "string"},
         "children": {"type": "array", "items": {"type": "string"}},
     }}

@@ -1,0 +1,91 @@
+"""kopf handlers: the Experiment's lifecycle. Run with
+`kopf run -m splitbench_operator.handlers --all-namespaces` (the Helm chart does).
+
+create/resume  validate the spec with the same pydantic model as `splitbench validate`,
+               build the children (pure builders) and create them; existing ones are kept
+timer          roll the pods' and the Job's state up into status.phase / progress / message
+delete         remove every child (owner references let the garbage collector do the same)
+"""
+from __future__ import annotations
+
+import os
+
+import kopf
+from pydantic import ValidationError
+
+from splitbench.crd import GROUP, PLURAL, VERSION
+from splitbench.spec import Experiment, SpecError, format_errors
+
+from . import kube
+from .builders import Images, build
+from .status import TERMINAL, rollup
+
+INTERVAL = float(os.environ.get("SPLITBENCH_STATUS_INTERVAL", "5"))
+
+
+def images() -> Images:
+    """Images and GPU runtime class, as the Helm chart's values set them on the Deployment."""
+    return Images(edge=os.environ.get("SPLITBENCH_EDGE_IMAGE", Images.edge),
+                  gpu=os.environ.get("SPLITBENCH_GPU_IMAGE", Images.gpu),
+                  pull_policy=os.environ.get("SPLITBENCH_PULL_POLICY", Images.pull_policy),
+                  runtime_class=os.environ.get("SPLITBENCH_RUNTIME_CLASS") or None)
+
+
+def experiment(body: kopf.Body) -> Experiment:
+    """The custom resource as the validated spec; a bad spec is a permanent error (retrying
+    will not fix it) with the same one-line-per-problem text as `splitbench validate`."""
+    doc = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+           "metadata": {"name": body.metadata.name, "labels": dict(body.metadata.labels or {})},
+           "spec": dict(body.spec)}
+    try:
+        return Experiment.model_validate(doc)
+    except ValidationError as err:
+        raise kopf.PermanentError(format_errors(err, body.metadata.name).replace("\n", "; ")) from None
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_) -> None:
+    settings.persistence.finalizer = "splitbench.dev/cleanup"
+    settings.posting.level = 30  # warnings and errors as Kubernetes events; info stays in the log
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+def apply(body: kopf.Body, uid: str, namespace: str, patch: kopf.Patch, logger, **_) -> None:
+    status = body.get("status") or {}
+    if status.get("phase") in TERMINAL:
+        return  # a finished run resumed after an operator restart: nothing to start again
+    try:
+        exp = experiment(body)
+        objects = build(exp, uid, namespace, images())
+    except SpecError as err:
+        raise kopf.PermanentError(str(err).replace("\n", "; ")) from None
+    except kopf.PermanentError as err:
+        patch.status.update(phase="Failed", message=f"invalid spec: {err}")
+        raise
+    created = [o["metadata"]["name"] for o in objects if kube.create(o)]
+    names = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
+    logger.info(f"{len(created)} created, {len(objects) - len(created)} already there: {', '.join(names)}")
+    patch.status.update(children=names, phase=status.get("phase") or "Pending",
+                        progress=status.get("progress") or f"0/{_sources(exp)}",
+                        message=status.get("message") or "children created")
+
+
+def _sources(exp: Experiment) -> int:
+    return exp.spec.sources.replicas if exp.spec.uses_network else 0
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=INTERVAL,
+            when=lambda status, **_: (status or {}).get("phase") not in TERMINAL and bool((status or {}).get("children")))
+def roll_up(body: kopf.Body, name: str, namespace: str, status, patch: kopf.Patch, logger, **_) -> None:
+    pods, job = kube.children(namespace, name)
+    new = rollup(pods, job, _sources(experiment(body)))
+    if any(status.get(k) != v for k, v in new.items()):
+        patch.status.update(new)
+        if new["phase"] != status.get("phase"):
+            logger.info(f"{new['phase']}: {new['message']}")
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def clean_up(name: str, namespace: str, logger, **_) -> None:
+    logger.info(f"deleted {kube.delete_children(namespace, name)} children")
