@@ -5,14 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import kmock
+import kubernetes
+import pytest
 import yaml
 
 from splitbench.crd import GROUP, KIND, PLURAL, VERSION
+from splitbench.executors.kubeapi import api_client
 
 EXPERIMENTS = f"{GROUP}/{VERSION}/{PLURAL}"
+NS = "bench"
+
+
+class _ApiServer(kmock.KubernetesEmulator):
+    """kmock keeps what it is sent; an API server also gives each new object a namespace, a
+    uid and a resourceVersion, which kopf and owner references rely on."""
+
+    async def _handle(self, request):
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            meta.setdefault("namespace", request.namespace)
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("resourceVersion", "1")
+        return await super()._handle(request)
 
 
 class Emulator:
@@ -38,7 +57,7 @@ class Emulator:
 
     async def _serve(self, ready: threading.Event) -> None:
         self._stop = asyncio.Event()
-        async with kmock.KubernetesEmulator() as api, kmock.Server(api) as server:
+        async with _ApiServer() as api, kmock.Server(api) as server:
             api.resources.load_bundled()
             api.resources[EXPERIMENTS] = kmock.ResourceInfo(
                 kind=KIND, singular="experiment", namespaced=True, subresources={"status"},
@@ -50,3 +69,26 @@ class Emulator:
     def __exit__(self, *exc) -> None:
         self.loop.call_soon_threadsafe(self._stop.set)
         self.thread.join(10)
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    with Emulator(tmp_path) as emu:
+        monkeypatch.setenv("KUBECONFIG", str(emu.kubeconfig))
+        # the client reads $KUBECONFIG once, at import; kopf's login goes through it
+        monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(emu.kubeconfig))
+        monkeypatch.setenv("SPLITBENCH_STATUS_INTERVAL", "0.3")
+        api_client.cache_clear()
+        kubernetes.config.load_kube_config(config_file=str(emu.kubeconfig))
+        yield emu
+        api_client.cache_clear()
+
+
+def wait(what, check, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -3,42 +3,15 @@ an Experiment becomes its children with owner references, their states roll up i
 status, applying twice creates nothing twice, a bad spec fails with a one-line message, and
 deleting the Experiment deletes the children."""
 import time
-import uuid
 
 import kubernetes
-import pytest
 from kopf.testing import KopfRunner
 
 from splitbench.crd import GROUP, PLURAL, VERSION
-from splitbench_operator import kube
 from conftest import experiment_doc
-from kube_emulator import Emulator
+from kube_emulator import NS, cluster, wait  # noqa: F401 (cluster: a fixture)
 
-NS = "bench"
 KOPF = ["run", "--standalone", "--all-namespaces", "-m", "splitbench_operator.handlers"]
-
-
-@pytest.fixture
-def cluster(tmp_path, monkeypatch):
-    with Emulator(tmp_path) as emu:
-        monkeypatch.setenv("KUBECONFIG", str(emu.kubeconfig))
-        # the client reads $KUBECONFIG once, at import; kopf's login goes through it
-        monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(emu.kubeconfig))
-        monkeypatch.setenv("SPLITBENCH_STATUS_INTERVAL", "0.3")
-        kube._api.cache_clear()
-        kubernetes.config.load_kube_config(config_file=str(emu.kubeconfig))
-        yield emu
-        kube._api.cache_clear()
-
-
-def wait(what, check, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def custom():
@@ -71,8 +44,6 @@ def children(name):
 
 
 def submit(doc):
-    # what the API server adds and the emulator does not: namespace, uid, resourceVersion
-    doc["metadata"].update(namespace=NS, uid=str(uuid.uuid4()), resourceVersion="1")
     return custom().create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, doc)
 
 
@@ -91,7 +62,7 @@ def test_an_experiment_becomes_owned_children_whose_state_rolls_up_and_goes_with
         wait("the children", lambda: status("exp").get("children"))
         kids = children("exp")
         assert {k: len(v) for k, v in kids.items()} == {"ConfigMap": 1, "Service": 2, "Pod": 2, "Job": 1}
-        uid = doc["metadata"]["uid"]
+        uid = get_experiment("exp")["metadata"]["uid"]
         for obj in kids["Service"] + kids["Pod"] + kids["Job"]:
             (ref,) = obj.metadata.owner_references
             assert (ref.kind, ref.name, ref.uid, ref.controller) == ("Experiment", "exp", uid, True)

@@ -78,6 +78,8 @@ def _container(name: str, image: str, args: list[str], resources: dict, pull: st
          "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
          "volumeMounts": [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
                           {"name": "run", "mountPath": RUN_DIR}],
+         # a pod's files die with it: its events also go to its log, read back by the executor
+         "env": [{"name": "SPLITBENCH_EVENTS_STDOUT", "value": "1"}],
          "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False}}
     if ports:
         c["ports"].insert(0, {"name": "zmq", "containerPort": PORT})
@@ -179,7 +181,7 @@ def sources_job(exp: Experiment, uid: str, namespace: str, images: Images, relay
     args = ["source", "--index", "$(SOURCE_INDEX)", "--connect", first,
             *(["--aggregator", relay or agg] if second_peer else [])]
     c = _container("source", images.edge, args, _resources(spec.sources.device), images.pull_policy, False)
-    c["env"] = [{"name": "SOURCE_INDEX", "valueFrom": {"fieldRef": {
+    c["env"] += [{"name": "SOURCE_INDEX", "valueFrom": {"fieldRef": {
         "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}]
     if first == "$(SERVER_ADDRESS)":
         c["env"].append({"name": "SERVER_ADDRESS", "value": _address(exp, "server-$(SOURCE_INDEX)", namespace)})

@@ -4,35 +4,20 @@ Creation is idempotent: an object that already exists (409) counts as done, so a
 retried after a crash, or resumed when the operator restarts, creates nothing twice."""
 from __future__ import annotations
 
-import os
-from functools import cache
-
 import kubernetes
 from kubernetes.client.exceptions import ApiException
+
+from splitbench.executors.kubeapi import api_client, plain
 
 from .builders import labels_selector
 
 
-@cache
-def _api() -> kubernetes.client.ApiClient:
-    try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    return kubernetes.client.ApiClient()
-
-
 def core() -> kubernetes.client.CoreV1Api:
-    return kubernetes.client.CoreV1Api(_api())
+    return kubernetes.client.CoreV1Api(api_client())
 
 
 def batch() -> kubernetes.client.BatchV1Api:
-    return kubernetes.client.BatchV1Api(_api())
-
-
-def plain(obj) -> dict:
-    """A client model as the JSON dict the API server sent."""
-    return _api().sanitize_for_serialization(obj)
+    return kubernetes.client.BatchV1Api(api_client())
 
 
 _CREATE = {

@@ -14,6 +14,9 @@ Events (column `event`):
   launch   when the executor started the roles
   session  role start/stop, limits in force, errors
   outage   the link emulator took the link down (state=down) or brought it back (state=up)
+On Kubernetes a pod's files die with it, so each role also prints every event to its log,
+one line each behind EVENT_PREFIX (SPLITBENCH_EVENTS_STDOUT=1, set by the operator's
+builders); the Kubernetes executor reads the pods' logs back into the same files.
 Column t is seconds since training began (the start of the first step), so times to an
 accuracy compare paradigms, not process start-up; setup before that has negative t.
 Bytes columns: up_<kind>_bytes / down_<kind>_bytes, kinds as in transport.Traffic.
@@ -21,6 +24,7 @@ Bytes columns: up_<kind>_bytes / down_<kind>_bytes, kinds as in transport.Traffi
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -34,15 +38,22 @@ BYTE_COLUMNS = [f"{d}_{k}_bytes" for d in ("up", "down") for k in KINDS]
 TRAINING_KINDS = [t.label for t in Traffic if t is not Traffic.EVAL]
 
 
+EVENT_PREFIX = "@splitbench-event "
+
+
 class EventLog:
-    def __init__(self, path: Path, experiment: str, role: str, instance: str):
+    def __init__(self, path: Path, experiment: str, role: str, instance: str, echo: bool | None = None):
         self.path = path
         self.fixed = {"experiment": experiment, "role": role, "instance": instance}
         self._f = open(path, "a", buffering=1)
+        self.echo = os.environ.get("SPLITBENCH_EVENTS_STDOUT") == "1" if echo is None else echo
 
     def write(self, event: str, **fields: Any) -> None:
         row = {"event": event, "time": time.time(), **self.fixed, **fields}
-        self._f.write(json.dumps(row, default=_plain) + "\n")
+        line = json.dumps(row, default=_plain)
+        self._f.write(line + "\n")
+        if self.echo:
+            print(EVENT_PREFIX + line, flush=True)
 
     def close(self) -> None:
         self._f.close()
@@ -52,6 +63,12 @@ def _plain(v: Any) -> Any:
     if hasattr(v, "item"):
         return v.item()
     return str(v)
+
+
+def events_from_log(text: str) -> str:
+    """The event lines a role printed among its other output, as an events.jsonl text."""
+    n = len(EVENT_PREFIX)
+    return "".join(line[n:] + "\n" for line in text.splitlines() if line.startswith(EVENT_PREFIX))
 
 
 def byte_fields(up: dict, down: dict) -> dict[str, int]:
