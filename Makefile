@@ -1,4 +1,5 @@
 # make bench | test | regress | benchmarks | report | clean
+# on a cluster: make cluster | images | load | deploy, then make bench EXECUTOR=kubernetes
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,15 +8,20 @@ SUITE ?= benchmarks/suites/default.yaml
 EXECUTOR ?= local
 OUT ?= report
 RUNS ?= runs
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+ARGS ?=
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml tools/install_helm.py | cksum | cut -d' ' -f1)
+CLUSTER ?= kind
+NAMESPACE ?= splitbench
+TAG ?= latest
+HELM := $(shell [ -x $(BIN)/helm ] && echo $(BIN)/helm || echo helm)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: bench test regress benchmarks report deps dataset clean
+.PHONY: bench test regress benchmarks report deps dataset test-tools clean cluster images load deploy
 
 bench: deps dataset  ## run a suite (default: benchmarks/suites/default.yaml) and write report/
-	$(BIN)/splitbench bench $(SUITE) --executor $(EXECUTOR) --runs $(RUNS) --out $(OUT)
+	$(BIN)/splitbench bench $(SUITE) --executor $(EXECUTOR) --runs $(RUNS) --out $(OUT) $(ARGS)
 
-test: deps dataset  ## unit and integration tests, including the network-usage regression
+test: deps dataset test-tools  ## unit and integration tests, including the network-usage regression
 	$(BIN)/python -m pytest -q -ra
 
 regress: deps dataset  ## bytes per sample of the default suite vs benchmarks/baselines/
@@ -40,6 +46,7 @@ $(STAMP): requirements.lock pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	$(BIN)/python tools/install_helm.py --dest $(BIN)
 	touch $@
 
 dataset:
@@ -49,6 +56,33 @@ dataset:
 	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	  else echo "note: Fashion-MNIST missing; run 'sudo apt-get install dataset-fashion-mnist' (the default suite needs it)"; fi; \
 	fi
+
+test-tools:  ## a Prometheus server for the dashboard tests (Debian's package)
+	@command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's prometheus package (the dashboard tests query a real one)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "note: no prometheus binary; the dashboard tests will be skipped (sudo apt-get install prometheus)"; fi; }
+
+cluster:  ## a local kind cluster from cluster/kind.yaml (k3s: see README, "On a cluster")
+	kind create cluster --config cluster/kind.yaml
+
+images: dataset  ## the edge (CPU) and GPU images; Fashion-MNIST is baked in from this machine
+	rm -rf build/datasets && mkdir -p build/datasets
+	[ ! -d /usr/share/datasets/fashion-mnist ] || cp -r /usr/share/datasets/fashion-mnist build/datasets/
+	docker build -f Dockerfile.edge -t splitbench-edge:$(TAG) .
+	docker build -f Dockerfile.gpu -t splitbench-gpu:$(TAG) .
+
+load:  ## put the images into the cluster's nodes (CLUSTER=kind or k3s)
+ifeq ($(CLUSTER),k3s)
+	docker save splitbench-edge:$(TAG) splitbench-gpu:$(TAG) | sudo k3s ctr images import -
+else
+	kind load docker-image splitbench-edge:$(TAG) splitbench-gpu:$(TAG) --name splitbench
+endif
+
+deploy: deps  ## install or upgrade the chart (CRD, operator, RBAC, dashboards) into NAMESPACE
+	$(HELM) upgrade --install splitbench helm/splitbench --namespace $(NAMESPACE) --create-namespace \
+	  --set image.edge=splitbench-edge:$(TAG) --set image.gpu=splitbench-gpu:$(TAG) --wait
 
 clean:
 	rm -rf $(RUNS) $(OUT) .pytest_cache

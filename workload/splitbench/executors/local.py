@@ -7,6 +7,7 @@ happened, so nothing already recorded is lost.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -98,7 +99,9 @@ class LocalExecutor:
         progress = Progress(exp.name, run_dir)
         ok, message = False, ""
         try:
-            for instance, argv in self.plan(exp, run_dir):
+            plan = self.plan(exp, run_dir)
+            write_targets(run_dir / "targets.json", plan)
+            for instance, argv in plan:
                 log = open(run_dir / f"{instance}.log", "w")
                 logs.append(log)
                 procs[instance] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -149,6 +152,15 @@ class LocalExecutor:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def write_targets(path: Path, plan: list[tuple[str, list[str]]]) -> None:
+    """The roles' metrics endpoints as a Prometheus file_sd target list, so a Prometheus on
+    this machine scrapes local runs as it would the operator's pods (file_sd_configs with
+    files: [runs/<suite>/<experiment>/targets.json], and honor_labels: true)."""
+    targets = [{"targets": [f"127.0.0.1:{argv[argv.index('--metrics-port') + 1]}"]}
+               for _, argv in plan if "--metrics-port" in argv]
+    path.write_text(json.dumps(targets, indent=1))
 
 
 def _last_line(path: Path) -> str:
