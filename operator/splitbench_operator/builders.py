@@ -1,9 +1,9 @@
 """Pure object builders: an Experiment (the validated spec) -> every Kubernetes object its
 run needs, as plain dicts. No API calls here; the handlers create what these return.
 
-One ConfigMap holds the spec; each role is a Pod (servers, aggregator, link) or an Indexed
-Job (the sources, one completion per source) running `splitbench role ...`, as the local
-executor does. Servers, the aggregator and the link get a Service each, so peers find them
+The roles come from the role plan (splitbench.roleplan), as for every executor. One
+ConfigMap holds the spec; each role is a Pod (servers, aggregator, link) or an Indexed Job
+(the sources, one completion per source) running `splitbench role ...`. Servers, the aggregator and the link get a Service each, so peers find them
 by DNS. Device profiles become resources.limits (the role detects the inherited quota);
 a GPU server asks for nvidia.com/gpu and, if given, a runtimeClassName. Every object is
 owned by the Experiment, so deleting it deletes them.
@@ -14,13 +14,11 @@ from dataclasses import dataclass
 
 import yaml
 
-from splitbench.devices import resolve_device
-from splitbench.link import resolve_network
-from splitbench.executors.topology import topology
+from splitbench.roleplan import METRICS_PORT, PORT, SPEC_FILE, Role, plan_roles
 from splitbench.spec import API_VERSION, Experiment
 
-PORT, METRICS_PORT = 5555, 9100
 SPEC_DIR, RUN_DIR = "/etc/splitbench", "/var/run/splitbench"
+MOUNTS = {"spec": SPEC_DIR, "run": RUN_DIR}
 
 
 @dataclass(frozen=True)
@@ -61,27 +59,25 @@ def _child(exp: Experiment, suffix: str) -> str:
     return f"{exp.name[:40].rstrip('-')}-{suffix}"
 
 
-def _resources(device_spec) -> dict:
-    device = resolve_device(device_spec)
+def _resources(role: Role) -> dict:
     limits = {}
-    if device.cpu:
-        limits["cpu"] = f"{int(round(device.cpu * 1000))}m"
-    if device.memory:
-        limits["memory"] = device.memory
+    if role.cpu:
+        limits["cpu"] = f"{int(round(role.cpu * 1000))}m"
+    if role.memory:
+        limits["memory"] = role.memory
+    if role.gpu:
+        limits["nvidia.com/gpu"] = str(role.gpu)
     return {"limits": limits, "requests": dict(limits)} if limits else {}
 
 
-def _container(name: str, image: str, args: list[str], resources: dict, pull: str, ports: bool) -> dict:
-    c = {"name": name, "image": image, "imagePullPolicy": pull,
-         "args": ["role", *args, "--spec", f"{SPEC_DIR}/spec.yaml", "--run-dir", RUN_DIR,
-                  "--metrics-port", str(METRICS_PORT), "--metrics-addr", "0.0.0.0"],
+def _container(role: Role, image: str, args: list[str], resources: dict, pull: str) -> dict:
+    c = {"name": role.kind, "image": image, "imagePullPolicy": pull, "args": args,
          "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
-         "volumeMounts": [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
-                          {"name": "run", "mountPath": RUN_DIR}],
+         "volumeMounts": [{"name": v.name, "mountPath": MOUNTS[v.name], "readOnly": v.read_only} for v in role.volumes],
          # a pod's files die with it: its events also go to its log, read back by the executor
-         "env": [{"name": "SPLITBENCH_EVENTS_STDOUT", "value": "1"}],
+         "env": [{"name": k, "value": v} for k, v in (*role.env, ("SPLITBENCH_EVENTS_STDOUT", "1"))],
          "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False}}
-    if ports:
+    if role.listens:
         c["ports"].insert(0, {"name": "zmq", "containerPort": PORT})
     if resources:
         c["resources"] = resources
@@ -102,10 +98,15 @@ def _address(exp: Experiment, suffix: str, namespace: str) -> str:
     return f"tcp://{_child(exp, suffix)}.{namespace}.svc:{PORT}"
 
 
+def suffix(role: Role) -> str:
+    """A role's child-name suffix: its kind for the one-of-a-kind roles, else its name."""
+    return role.kind if role.kind in ("link", "aggregator", "trainer") else role.name
+
+
 def spec_configmap(exp: Experiment, uid: str, namespace: str) -> dict:
     doc = exp.model_dump(by_alias=True, exclude_none=True, mode="json")
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(exp, _child(exp, "spec"), None, uid, namespace),
-            "data": {"spec.yaml": yaml.safe_dump(doc, sort_keys=False)}}
+            "data": {SPEC_FILE: yaml.safe_dump(doc, sort_keys=False)}}
 
 
 def _service(exp: Experiment, suffix: str, role: str, uid: str, namespace: str, selector: dict) -> dict:
@@ -114,79 +115,71 @@ def _service(exp: Experiment, suffix: str, role: str, uid: str, namespace: str, 
 
 
 def _pod(exp: Experiment, suffix: str, role: str, uid: str, namespace: str, container: dict,
-         extra_labels: dict | None = None, runtime_class: str | None = None) -> dict:
+         extra_labels: dict | None = None, runtime_class: str | None = None, restart: str = "Never") -> dict:
     meta = _meta(exp, _child(exp, suffix), role, uid, namespace)
     meta["labels"].update(extra_labels or {})
     meta["annotations"] = _annotations()
-    spec = _pod_spec(exp, container, "Never")
+    spec = _pod_spec(exp, container, restart)
     if runtime_class:
         spec["runtimeClassName"] = runtime_class
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
+def role_args(role: Role, address) -> list[str]:
+    """The container's arguments for a role of the plan (the image's entrypoint is splitbench)."""
+    return role.args(address, bind=f"tcp://*:{PORT}", spec_path=f"{SPEC_DIR}/{SPEC_FILE}", run_dir=RUN_DIR,
+                     metrics_port=METRICS_PORT, metrics_addr="0.0.0.0")
+
+
+def _role_container(role: Role, images: Images, args: list[str]) -> dict:
+    resources = _resources(role)
+    return _container(role, images.gpu if role.image == "gpu" else images.edge, args, resources, images.pull_policy)
+
+
 def build(exp: Experiment, uid: str, namespace: str = "default", images: Images = Images()) -> list[dict]:
-    """Every object of the experiment's run, in creation order."""
-    spec = exp.spec
-    if not spec.uses_network:
-        c = _container("trainer", images.edge, ["trainer"], _resources(spec.server.device), images.pull_policy, False)
-        return [spec_configmap(exp, uid, namespace), _pod(exp, "trainer", "trainer", uid, namespace, c)]
-    top = topology(spec)
-    k = spec.sources.replicas
-    servers = top.servers
-    emulated = resolve_network(spec.network).emulated
+    """Every object of the experiment's run, in creation order: the role plan, each
+    listener behind a Service, the sources as one Indexed Job."""
+    plan = plan_roles(exp)
+    by_name = {r.name: r for r in plan}
+
+    def address(name: str) -> str:
+        return _address(exp, suffix(by_name[name]), namespace)
+
     objects = [spec_configmap(exp, uid, namespace)]
-    agg = _address(exp, "aggregator", namespace) if top.aggregator else None
-    relay = _address(exp, "link", namespace) if emulated else None
-    server_at = [_address(exp, f"server-{j}", namespace) for j in range(servers)]
-    direct = top.routes(k, server_at, agg)
-    if agg:  # the high-computational device: the CUDA image where the experiment has GPUs (DESIGN.md)
-        c = _container("aggregator", images.gpu if spec.server.gpu else images.edge,
-                       ["aggregator", "--bind", f"tcp://*:{PORT}"],
-                       _resources(spec.aggregator.device), images.pull_policy, True)
-        objects += [_service(exp, "aggregator", "aggregator", uid, namespace, labels(exp, "aggregator")),
-                    _pod(exp, "aggregator", "aggregator", uid, namespace, c)]
-    for j in range(servers):
-        gpu = spec.server.gpu
-        c = _container("server", images.gpu if gpu else images.edge,
-                       ["server", "--index", str(j), "--bind", f"tcp://*:{PORT}",
-                        *(["--aggregator", relay or agg] if agg else [])],
-                       _resources(spec.server.device), images.pull_policy, True)
-        if gpu:
-            c.setdefault("resources", {"limits": {}, "requests": {}})
-            c["resources"]["limits"]["nvidia.com/gpu"] = str(gpu)
-            c["resources"].setdefault("requests", {})["nvidia.com/gpu"] = str(gpu)
-        index = {"splitbench.dev/index": str(j)}
-        objects += [_service(exp, f"server-{j}", "server", uid, namespace, {**labels(exp, "server"), **index}),
-                    _pod(exp, f"server-{j}", "server", uid, namespace, c, index,
-                         images.runtime_class if gpu else None)]
-    if relay:
-        routes = [f"--route={rid}={addr}" for rid, addr in direct.items()]
-        c = _container("link", images.edge, ["link", "--bind", f"tcp://*:{PORT}", "--connect",
-                                             server_at[0] if servers else agg, *routes],
-                       {}, images.pull_policy, True)
-        objects += [_service(exp, "link", "link", uid, namespace, labels(exp, "link")),
-                    _pod(exp, "link", "link", uid, namespace, c)]
-    objects.append(sources_job(exp, uid, namespace, images, relay or None, direct, top.second_peer, agg))
+    for role in plan:
+        if role.kind == "source":
+            continue
+        c = _role_container(role, images, role_args(role, address))
+        index = {"splitbench.dev/index": str(role.index)} if role.kind == "server" else {}
+        if role.listens:
+            objects.append(_service(exp, suffix(role), role.kind, uid, namespace, {**labels(exp, role.kind), **index}))
+        objects.append(_pod(exp, suffix(role), role.kind, uid, namespace, c, index,
+                            images.runtime_class if role.gpu else None, role.restart))
+    sources = plan.of_kind("source")
+    if sources:
+        objects.append(sources_job(exp, uid, namespace, images, sources, address))
     return objects
 
 
-def sources_job(exp: Experiment, uid: str, namespace: str, images: Images, relay: str | None, direct: dict,
-                second_peer: bool, agg: str | None) -> dict:
-    """The K sources as one Indexed Job: completion i runs source i."""
-    spec = exp.spec
-    k = spec.sources.replicas
-    first = relay or direct["source-0"]
-    if relay is None and len(set(v for key, v in direct.items() if ">" not in key)) > 1:
-        first = "$(SERVER_ADDRESS)"  # hfsl without emulation: each source has its own server
-    args = ["source", "--index", "$(SOURCE_INDEX)", "--connect", first,
-            *(["--aggregator", relay or agg] if second_peer else [])]
-    c = _container("source", images.edge, args, _resources(spec.sources.device), images.pull_policy, False)
+def sources_job(exp: Experiment, uid: str, namespace: str, images: Images, sources: list[Role], address) -> dict:
+    """The K sources as one Indexed Job: completion i runs source i. The plan's sources differ
+    only in their index and, where each has its own server (hfsl without emulation), their
+    first peer: both come from the completion index."""
+    first = sources[0]
+    peers = {r.connect for r in sources}
+    render = address
+    if len(peers) > 1:  # each source has its own server: its address from the completion index
+        def render(name: str) -> str:
+            return "$(SERVER_ADDRESS)" if name == first.connect else address(name)
+    args = role_args(first, render)
+    args[args.index("--index") + 1] = "$(SOURCE_INDEX)"
+    c = _role_container(first, images, args)
     c["env"] += [{"name": "SOURCE_INDEX", "valueFrom": {"fieldRef": {
         "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}]
-    if first == "$(SERVER_ADDRESS)":
+    if len(peers) > 1:
         c["env"].append({"name": "SERVER_ADDRESS", "value": _address(exp, "server-$(SOURCE_INDEX)", namespace)})
     template = {"metadata": {"labels": labels(exp, "source"), "annotations": _annotations()},
-                "spec": _pod_spec(exp, c, "Never")}
+                "spec": _pod_spec(exp, c, first.restart)}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(exp, _child(exp, "sources"), "source", uid, namespace),
-            "spec": {"completions": k, "parallelism": k, "completionMode": "Indexed", "backoffLimit": 0,
-                     "template": template}}
+            "spec": {"completions": len(sources), "parallelism": len(sources), "completionMode": "Indexed",
+                     "backoffLimit": 0, "template": template}}

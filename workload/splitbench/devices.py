@@ -14,8 +14,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from .resources import load_profiles
 from .spec import DeviceSpec, SpecError, cpu_cores
 
@@ -47,6 +45,8 @@ def resolve_device(spec: DeviceSpec) -> Device:
 
 def set_torch_threads(cores: float | None) -> int:
     """torch's intra-op threads follow the quota, not the host's core count."""
+    import torch  # here, not at import: the role plan reads device profiles without torch
+
     n = max(1, math.floor(cores)) if cores else (os.cpu_count() or 1)
     torch.set_num_threads(n)
     return n

@@ -1,20 +1,55 @@
+"""splitbench: the command line. Each command is one module of this package; only the chosen
+one is imported, so `splitbench --help` answers without loading torch."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from ..spec import SpecError
-from . import bench, crd, plan, profile, regress, report, role, run, schema, validate
+# name -> one line of help; `role` is internal (executors start it) and stays out of --help
+COMMANDS = {
+    "validate": "check Experiment/Suite YAML files",
+    "schema": "print the JSON schema of an Experiment or Suite",
+    "crd": "write the Experiment CRD generated from the spec",
+    "profile": "per-block cost of a model and bytes at each cut",
+    "plan": "predict time per epoch for each cut and choose the separation point",
+    "run": "run an experiment with an executor",
+    "bench": "run a suite and build its report",
+    "report": "build a report from run folders",
+    "regress": "compare bytes per sample with the committed baseline",
+    "role": None,
+}
 
-COMMANDS = [validate, schema, crd, profile, plan, run, bench, report, regress, role]
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
+    try:
+        return dist_version("splitbench")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def parser_for(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="splitbench", description="split-learning benchmark testbed")
+    parser.add_argument("--version", action="version", version=f"splitbench {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, help_text in COMMANDS.items():
+        if name == chosen:
+            importlib.import_module(f"{__package__}.{name}").add_parser(sub)
+        elif help_text:
+            sub.add_parser(name, help=help_text)
+        else:
+            sub.add_parser(name)  # listed nowhere, still accepted
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="splitbench", description=__doc__ or "split-learning benchmark testbed")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for module in COMMANDS:
-        module.add_parser(sub)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser_for(argv).parse_args(argv)
+    from ..spec import SpecError
+
     try:
         return int(args.func(args) or 0)
     except SpecError as err:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..executors import EXECUTORS
 from ..spec import load_suite
 
 
@@ -16,14 +15,21 @@ def add_parser(sub) -> None:
 
 
 def add_executor_args(p) -> None:
-    p.add_argument("--executor", choices=sorted(EXECUTORS), default="local")
+    p.add_argument("--executor", choices=EXECUTOR_NAMES, default="local",
+                   help="local: processes here; docker: containers (Docker or podman, DOCKER_HOST); "
+                        "kubernetes: an Experiment for the operator")
     p.add_argument("--runs", default="runs", help="folder for run records")
     p.add_argument("--cpu-limit", choices=["auto", "cgroup", "throttle", "off"], default="auto")
     p.add_argument("--timeout", type=float, default=None, help="give up on one experiment after this many s")
     p.add_argument("--quick", action="store_true", help="1 epoch, a few steps per epoch (smoke runs, CI)")
 
 
+EXECUTOR_NAMES = ["docker", "kubernetes", "local"]
+
+
 def make_executor(args):
+    from ..executors import EXECUTORS
+
     return EXECUTORS[args.executor](Path(args.runs), cpu_limit=args.cpu_limit, timeout_s=args.timeout)
 
 

@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 from ..devices import remove_cgroups
-from ..link import resolve_network
 from ..record import merge
+from ..roleplan import SPEC_FILE, Role, plan_roles
 from ..spec import Experiment
 from .base import RunResult
 from .progress import Progress
-from .topology import topology
 
 _PR_SET_PDEATHSIG = 1
 
@@ -50,62 +49,39 @@ class LocalExecutor:
         self.timeout_s = timeout_s
         self.quiet = quiet
 
-    def plan(self, exp: Experiment, run_dir: Path) -> list[tuple[str, list[str]]]:
-        """(instance, argv) of every role process, in start order."""
-        spec_file = str(run_dir / "spec.yaml")
-        common = ["--spec", spec_file, "--run-dir", str(run_dir), "--cpu-limit", self.cpu_limit]
-
-        def role(name: str, *extra: str) -> list[str]:
-            port = ["--metrics-port", str(free_port())] if self.metrics else []
-            return [sys.executable, "-m", "splitbench", "role", name, *common, *port, *extra]
-
-        if not exp.spec.uses_network:
-            return [("trainer-0", role("trainer"))]
-        top = topology(exp.spec)
-        k = exp.spec.sources.replicas
-
-        def address() -> str:
-            return f"tcp://127.0.0.1:{free_port()}"
-
-        procs = []
-        aggregator = address() if top.aggregator else None
-        if aggregator:
-            procs.append(("aggregator-0", role("aggregator", "--bind", aggregator)))
-        server_at = [address() for _ in range(top.servers)]
-        direct = top.routes(k, server_at, aggregator)
-        relay = address() if resolve_network(exp.spec.network).emulated else None
-        if relay:
-            procs.append(("link-0", role("link", "--bind", relay, "--connect", server_at[0] if server_at else aggregator,
-                                         *[f"--route={rid}={addr}" for rid, addr in direct.items()])))
-        for j in range(top.servers):
-            via = ["--aggregator", relay or aggregator] if aggregator else []
-            procs.append((f"server-{j}", role("server", "--index", str(j), "--bind", server_at[j], *via)))
-        for i in range(k):
-            via = ["--aggregator", relay or aggregator] if top.second_peer else []
-            procs.append((f"source-{i}", role("source", "--index", str(i), "--connect", relay or direct[f"source-{i}"],
-                                              *via)))
-        return procs
+    def processes(self, exp: Experiment, run_dir: Path) -> list[tuple[Role, list[str]]]:
+        """(role, argv) of every role process, in start order: the role plan, each
+        listener on a free loopback port."""
+        plan = plan_roles(exp)
+        at = {r.name: f"tcp://127.0.0.1:{free_port()}" for r in plan if r.listens}
+        out = []
+        for r in plan:
+            argv = r.args(at.__getitem__, bind=at.get(r.name, ""), spec_path=str(run_dir / SPEC_FILE),
+                          run_dir=str(run_dir), metrics_port=free_port() if self.metrics else None,
+                          extra=["--cpu-limit", self.cpu_limit])
+            out.append((r, [sys.executable, "-m", "splitbench", *argv]))
+        return out
 
     def run(self, exp: Experiment) -> RunResult:
         run_dir = (self.out_dir / exp.name).resolve()
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        (run_dir / "spec.yaml").write_text(exp.to_yaml())
+        (run_dir / SPEC_FILE).write_text(exp.to_yaml())
         t0 = time.time()
         procs: dict[str, subprocess.Popen] = {}
         logs = []
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         progress = Progress(exp.name, run_dir)
         ok, message = False, ""
         try:
-            plan = self.plan(exp, run_dir)
-            write_targets(run_dir / "targets.json", plan)
-            for instance, argv in plan:
+            procs_plan = self.processes(exp, run_dir)
+            write_targets(run_dir / "targets.json", procs_plan)
+            for role, argv in procs_plan:
+                instance = role.name
                 log = open(run_dir / f"{instance}.log", "w")
                 logs.append(log)
-                procs[instance] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                   preexec_fn=_die_with_parent)
+                procs[instance] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                                   env={**os.environ, **dict(role.env)}, preexec_fn=_die_with_parent)
             ok, message = self._watch(procs, run_dir, progress, t0)
         except KeyboardInterrupt:
             message = "interrupted (Ctrl-C): roles stopped, partial record kept"
@@ -154,7 +130,7 @@ class LocalExecutor:
                 p.wait()
 
 
-def write_targets(path: Path, plan: list[tuple[str, list[str]]]) -> None:
+def write_targets(path: Path, plan: list[tuple[Role, list[str]]]) -> None:
     """The roles' metrics endpoints as a Prometheus file_sd target list, so a Prometheus on
     this machine scrapes local runs as it would the operator's pods (file_sd_configs with
     files: [runs/<suite>/<experiment>/targets.json], and honor_labels: true)."""

@@ -6,6 +6,7 @@ import time
 
 import zmq
 
+from ..roleplan import routing_id
 from ..transport import Endpoint, Kind, Message, PeerTimeout
 from .runtime import RoleFailed, Runtime
 
@@ -14,13 +15,13 @@ _STATS = ("loss", "correct", "t_arrival", "t_start", "forward_s", "backward_s", 
 
 class PeerLink:
     """One DEALER to one peer (named in errors). Its routing id is the role's instance, or
-    "instance>peer" for a second peer (executors/topology.py; the link emulator routes on it)."""
+    "instance>peer" for a second peer (roleplan.routing_id; the link emulator routes on it)."""
 
     def __init__(self, rt: Runtime, address: str, peer: str, second: bool = False):
         self.rt = rt
         self.ctx = zmq.Context.instance()
         self.peer = peer
-        identity = f"{rt.instance}>{peer}" if second else rt.instance
+        identity = routing_id(rt.instance, peer if second else None)
         self.ep = Endpoint(self.ctx, zmq.DEALER, address, bind=False, identity=identity,
                            on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "tx" else "down", t.label, n))
         self.timeout = rt.spec.training.reply_timeout_s

@@ -1,0 +1,185 @@
+"""The role plan: the pure list of roles an experiment needs, and the one home of role names,
+routing ids and ports.
+
+Every executor translates this plan and nothing else: the local executor into processes on
+loopback, the docker executor into containers on one network per experiment, the operator's
+builders into Pods, Services and an Indexed Job. Addresses are the one thing a translation
+decides (a loopback port, a container name, a Service's DNS name); the plan names peers by
+role name and each translation renders them through its `address` function.
+
+Pure: no sockets, no processes, no torch (the CLI's --help and the operator import it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from .devices import resolve_device
+from .link.profiles import resolve_network
+from .spec import Experiment, ExperimentSpec
+
+PORT = 5555            # the experiment port, in a container or pod (local runs pick free ports)
+METRICS_PORT = 9100    # the metrics port, likewise
+SPEC_FILE = "spec.yaml"
+KINDS = ("source", "server", "aggregator", "link", "trainer")
+
+
+@dataclass(frozen=True)
+class ParadigmShape:
+    """Which roles a paradigm needs besides its sources. A test keeps this in step with the
+    paradigm classes (paradigms/base.py), which import torch; the plan must not."""
+    uses_server: bool = True
+    aggregates: bool = False
+
+
+SHAPES: dict[str, ParadigmShape] = {
+    "centralized": ParadigmShape(uses_server=False),
+    "full_offload": ParadigmShape(),
+    "split": ParadigmShape(),
+    "compressed_split": ParadigmShape(),
+    "early_exit": ParadigmShape(),
+    "fedavg": ParadigmShape(uses_server=False, aggregates=True),
+    "hfsl": ParadigmShape(aggregates=True),
+}
+
+
+def role_name(kind: str, index: int = 0) -> str:
+    """A role's instance name: `source-3`, `server-0`, `aggregator-0`, `link-0`, `trainer-0`."""
+    return f"{kind}-{index}"
+
+
+def routing_id(instance: str, peer: str | None = None) -> str:
+    """The routing id of a connection: the instance itself for its first peer, and
+    `instance>peer` for a second one (a source or server that also talks to the aggregator).
+    The link emulator forwards each routing id to its peer."""
+    return f"{instance}>{peer}" if peer else instance
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str          # "spec" (the experiment, read-only), "run" (the record, read-write)
+    read_only: bool
+
+
+VOLUMES = (Volume("spec", True), Volume("run", False))
+
+
+@dataclass(frozen=True)
+class Role:
+    """One process of an experiment: what it runs, whom it talks to, what it may use."""
+    name: str                                   # instance name, also its routing id
+    kind: str                                   # one of KINDS
+    index: int
+    image: str                                  # "edge" (CPU) or "gpu"
+    listens: bool                               # binds the experiment port
+    connect: str | None = None                  # role name of its first peer
+    aggregator: str | None = None               # role name through which it reaches the aggregator
+    routes: tuple[tuple[str, str], ...] = ()    # link only: routing id -> role name of that peer
+    cpu: float | None = None                    # cores; None: no quota
+    memory: str | None = None                   # Kubernetes quantity, e.g. "1Gi"
+    gpu: int = 0
+    env: tuple[tuple[str, str], ...] = (("PYTHONUNBUFFERED", "1"),)
+    volumes: tuple[Volume, ...] = VOLUMES
+    restart: str = "Never"
+
+    def args(self, address: Callable[[str], str], *, bind: str, spec_path: str, run_dir: str,
+             metrics_port: int | None = None, metrics_addr: str | None = None,
+             extra: Iterable[str] = ()) -> list[str]:
+        """The `splitbench ...` arguments of this role, with peers rendered by `address`."""
+        out = ["role", self.kind]
+        if self.kind in ("source", "server"):
+            out += ["--index", str(self.index)]
+        if self.listens:
+            out += ["--bind", bind]
+        if self.connect:
+            out += ["--connect", address(self.connect)]
+        if self.aggregator:
+            out += ["--aggregator", address(self.aggregator)]
+        out += [f"--route={rid}={address(peer)}" for rid, peer in self.routes]
+        out += ["--spec", spec_path, "--run-dir", run_dir]
+        if metrics_port is not None:
+            out += ["--metrics-port", str(metrics_port)]
+        if metrics_addr is not None:
+            out += ["--metrics-addr", metrics_addr]
+        return out + list(extra)
+
+    @property
+    def peers(self) -> list[str]:
+        """Role names this role connects to."""
+        return [p for p in (self.connect, self.aggregator, *(peer for _, peer in self.routes)) if p]
+
+
+@dataclass(frozen=True)
+class RolePlan:
+    experiment: str
+    roles: tuple[Role, ...] = field(default_factory=tuple)
+
+    def __iter__(self):
+        return iter(self.roles)
+
+    def __len__(self) -> int:
+        return len(self.roles)
+
+    def __getitem__(self, name: str) -> Role:
+        for r in self.roles:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.roles]
+
+    def of_kind(self, kind: str) -> list[Role]:
+        return [r for r in self.roles if r.kind == kind]
+
+
+def plan_roles(exp: Experiment) -> RolePlan:
+    """Every role of the experiment, in start order (listeners before those who connect)."""
+    spec = exp.spec
+    sources = resolve_device(spec.sources.device)
+    if not spec.uses_network:  # one process trains the whole model on all the data
+        server = resolve_device(spec.server.device)
+        return RolePlan(exp.name, (Role(role_name("trainer"), "trainer", 0, "edge", False,
+                                        cpu=server.cpu, memory=server.memory),))
+    shape = SHAPES[spec.paradigm.name]
+    servers = spec.server_count if shape.uses_server else 0
+    k = spec.sources.replicas
+    gpu_image = "gpu" if spec.server.gpu else "edge"
+    agg = role_name("aggregator") if shape.aggregates else None
+    relay = role_name("link") if resolve_network(spec.network).emulated else None
+    second_peer = bool(agg and servers)  # sources and servers also talk to the aggregator
+    roles: list[Role] = []
+    if agg:  # the high-computational device: the CUDA image where the experiment has GPUs
+        device = resolve_device(spec.aggregator.device)
+        roles.append(Role(agg, "aggregator", 0, gpu_image, True, cpu=device.cpu, memory=device.memory))
+    direct = _direct_routes(spec, servers, agg, second_peer)
+    if relay:
+        first_hop = role_name("server") if servers else agg
+        roles.append(Role(relay, "link", 0, "edge", True, connect=first_hop, routes=tuple(direct.items())))
+    server_device = resolve_device(spec.server.device)
+    for j in range(servers):
+        roles.append(Role(role_name("server", j), "server", j, gpu_image, True,
+                          aggregator=(relay or agg) if agg else None, cpu=server_device.cpu,
+                          memory=server_device.memory, gpu=spec.server.gpu))
+    for i in range(k):
+        name = role_name("source", i)
+        roles.append(Role(name, "source", i, "edge", False, connect=relay or direct[name],
+                          aggregator=(relay or agg) if second_peer else None,
+                          cpu=sources.cpu, memory=sources.memory))
+    return RolePlan(exp.name, tuple(roles))
+
+
+def _direct_routes(spec: ExperimentSpec, servers: int, agg: str | None, second_peer: bool) -> dict[str, str]:
+    """routing id -> role name of the peer it reaches: a source's server (hfsl: its own
+    medium device), or the aggregator where there is no server; second peers to the aggregator."""
+    k = spec.sources.replicas
+    out: dict[str, str] = {}
+    for i in range(k):
+        peer = role_name("server", i * servers // k) if servers else agg
+        assert peer is not None
+        out[role_name("source", i)] = peer
+    if second_peer and agg:
+        out.update({routing_id(role_name("source", i), "aggregator"): agg for i in range(k)})
+        out.update({routing_id(role_name("server", j), "aggregator"): agg for j in range(servers)})
+    return out
