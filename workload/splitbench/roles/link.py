@@ -19,6 +19,7 @@ import zmq
 
 from ..link import Medium, resolve_network
 from ..transport.wire import _FIXED, Kind, zmtp_overhead
+from ..roleplan import role_name
 from .runtime import Runtime
 
 # Sleeps and polls overshoot by 0.1-0.2 ms on a small VM, and zmq's poll counts whole
@@ -69,7 +70,7 @@ def run(args) -> int:
         pending: list = []
         seq = itertools.count()
         # every peer says BYE through here once: the sources and every other routed identity
-        byes, expected = 0, len({f"source-{i}" for i in range(spec.sources.replicas)} | set(routes))
+        byes, expected = 0, len({role_name("source", i) for i in range(spec.sources.replicas)} | set(routes))
         rt.log.write("session", status="listening", address=front.getsockopt_string(zmq.LAST_ENDPOINT),
                      medium=cfg.medium, profile=cfg.name)
 

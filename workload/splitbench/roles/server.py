@@ -22,6 +22,7 @@ from ..paradigms import Setup, get_paradigm
 from ..transport import Endpoint, Kind, Message, Traffic, WireError
 from ..transport.wire import error_message
 from ..record import byte_fields
+from ..roleplan import role_name
 from .peer import PeerLink
 from .runtime import RoleFailed, Runtime
 
@@ -71,7 +72,7 @@ class ServerIO(threading.Thread):
 
 def run(args) -> int:
     index = args.index
-    rt = Runtime(args, "server", f"server-{index}")
+    rt = Runtime(args, "server", role_name("server", index))
     spec = rt.spec
 
     def body():

@@ -13,6 +13,7 @@ from ..data import DatasetMissing, load_dataset
 from ..devices import resolve_device
 from ..paradigms import Setup, get_paradigm
 from ..record import byte_fields
+from ..roleplan import role_name
 from ..schedule import batches, evaluation_due, source_indices, steps_per_epoch, test_subset
 from ..transport import Kind, Message, Traffic
 from .peer import PeerLink
@@ -23,7 +24,7 @@ EVAL_BATCH = 256
 
 def run(args) -> int:
     index = args.index
-    rt = Runtime(args, "source", f"source-{index}")
+    rt = Runtime(args, "source", role_name("source", index))
     spec = rt.spec
 
     def body():
@@ -37,7 +38,7 @@ def run(args) -> int:
         try:
             steps = steps_per_epoch(len(mine), spec)
         except ValueError as err:
-            raise RoleFailed(f"source-{index}: {err}", code=2) from None
+            raise RoleFailed(f"{rt.instance}: {err}", code=2) from None
         paradigm = get_paradigm(Setup(rt.experiment, data.meta, rt.run_dir, rt.instance, steps_per_epoch=steps))
         rt.limit(resolve_device(spec.sources.device))
         load = spec.sources.device.load

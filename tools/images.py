@@ -1,0 +1,188 @@
+"""Build the edge and GPU images through the Docker Engine API (the `docker` SDK), here and
+anywhere: Docker, or podman's API service (tools/container_engine.py starts one).
+
+    python tools/images.py [--edge] [--gpu] [--tag latest] [--base auto|IMAGE] [--force]
+
+Base image: the official python:3.11-slim where it can be pulled; else a Debian bookworm
+base built here with mmdebstrap and imported as localhost/splitbench-base:bookworm (about
+90 s once). Torch: from the CPU wheel index where it is reachable; else from a wheelhouse
+that this host fills with `pip download -r requirements.lock` (build/wheelhouse) and the
+build installs offline. An image whose inputs have not changed is not rebuilt: the hash of
+every file that goes into it is a label on it.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+import container_engine  # noqa: E402
+
+OFFICIAL_BASE = "python:3.11-slim"
+LOCAL_BASE = "localhost/splitbench-base:bookworm"
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+HASH_LABEL = "splitbench.dev/inputs"
+WHEELHOUSE = ROOT / "build" / "wheelhouse"
+DATASETS = ROOT / "build" / "datasets"
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+INPUTS = ["requirements.lock", "pyproject.toml", "README.md", "workload", "operator", "benchmarks"]
+
+
+def say(msg: str) -> None:
+    print(f"images: {msg}", file=sys.stderr, flush=True)
+
+
+def reachable(url: str, timeout: float = 5) -> bool:
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
+        return True
+    except Exception:
+        return False
+
+
+def inputs_hash(dockerfile: str, build_args: dict) -> str:
+    h = hashlib.sha256()
+    files = [ROOT / dockerfile]
+    for name in INPUTS:
+        p = ROOT / name
+        files += sorted(f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts) if p.is_dir() else [p]
+    for f in files:
+        h.update(str(f.relative_to(ROOT)).encode())
+        h.update(f.read_bytes())
+    h.update(repr(sorted(build_args.items())).encode())
+    h.update(repr(sorted(p.name for p in WHEELHOUSE.glob("*.whl"))).encode())
+    return h.hexdigest()[:16]
+
+
+def ensure_base(client, base: str) -> str:
+    if base != "auto":
+        return base
+    try:
+        client.images.get(OFFICIAL_BASE)
+        return OFFICIAL_BASE
+    except Exception:
+        pass
+    if reachable("https://registry-1.docker.io/v2/"):
+        try:
+            say(f"pulling {OFFICIAL_BASE}")
+            client.images.pull(OFFICIAL_BASE)
+            return OFFICIAL_BASE
+        except Exception as err:
+            say(f"cannot pull {OFFICIAL_BASE} ({type(err).__name__}); building a local base")
+    try:
+        client.images.get(LOCAL_BASE)
+        return LOCAL_BASE
+    except Exception:
+        pass
+    if not shutil.which("mmdebstrap"):
+        raise SystemExit(f"images: {OFFICIAL_BASE} cannot be pulled and mmdebstrap is missing to build "
+                         f"{LOCAL_BASE} (apt-get install mmdebstrap)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tar = Path(tmp) / "base.tar"
+        say(f"building {LOCAL_BASE} with mmdebstrap (Debian bookworm, about 90 s)")
+        subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase",
+                        "--include=python3,python3-venv,python3-pip,ca-certificates", "bookworm", str(tar)],
+                       check=True)
+        repo, tag = LOCAL_BASE.rsplit(":", 1)
+        # an imported image has no PATH of its own: without one nothing is found
+        client.api.import_image(src=str(tar), repository=repo, tag=tag,
+                                changes=["ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+    return LOCAL_BASE
+
+
+def fill_wheelhouse(use_index: bool) -> None:
+    """Offline wheels for the build where the CPU index is unreachable (else leave it empty)."""
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    if use_index:
+        for w in WHEELHOUSE.glob("*.whl"):
+            w.unlink()
+        return
+    stamp = WHEELHOUSE / ".lock"
+    lock = (ROOT / "requirements.lock").read_text()
+    if stamp.exists() and stamp.read_text() == lock:
+        return
+    say("the CPU wheel index is unreachable: filling build/wheelhouse with `pip download` (PyPI's torch)")
+    for w in WHEELHOUSE.glob("*.whl"):
+        w.unlink()
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+                    "-r", str(ROOT / "requirements.lock"), "-d", str(WHEELHOUSE)], check=True)
+    stamp.write_text(lock)
+
+
+def copy_datasets() -> None:
+    DATASETS.mkdir(parents=True, exist_ok=True)
+    if FASHION.is_dir() and not (DATASETS / FASHION.name).exists():
+        shutil.copytree(FASHION, DATASETS / FASHION.name)
+
+
+def build(client, dockerfile: str, tag: str, build_args: dict, force: bool) -> tuple[str, float, bool]:
+    """(image id, seconds, cached) of one image, its build log streamed as progress lines."""
+    digest = inputs_hash(dockerfile, build_args)
+    if not force:
+        try:
+            image = client.images.get(tag)
+            if image.labels.get(HASH_LABEL) == digest:
+                say(f"{tag}: up to date (inputs {digest})")
+                return image.id, 0.0, True
+        except Exception:
+            pass
+    say(f"{tag}: building {dockerfile} ({', '.join(f'{k}={v}' for k, v in build_args.items())})")
+    t0 = time.time()
+    stream = client.api.build(path=str(ROOT), dockerfile=dockerfile, tag=tag, buildargs=build_args,
+                              labels={HASH_LABEL: digest}, rm=True, forcerm=True, decode=True)
+    image_id = None
+    for chunk in stream:
+        if "error" in chunk:
+            raise SystemExit(f"images: {tag}: {chunk['error'].strip()}")
+        line = chunk.get("stream", "").rstrip()
+        if line.startswith("STEP") or line.startswith("[") or line.startswith("Step"):
+            say(f"{tag}: {line[:120]}")
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+    image = client.images.get(tag)
+    return image_id or image.id, time.time() - t0, False
+
+
+def image_size(client, tag: str) -> int:
+    return int(client.images.get(tag).attrs.get("Size", 0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--edge", action="store_true")
+    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--tag", default="latest")
+    p.add_argument("--base", default="auto", help="base image of both (auto: python:3.11-slim, else a local one)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the inputs have not changed")
+    args = p.parse_args(argv)
+    which = [n for n in ("edge", "gpu") if getattr(args, n)] or ["edge", "gpu"]
+    import docker
+
+    client = docker.DockerClient(base_url=container_engine.start(), timeout=3600)
+    copy_datasets()
+    for name in which:
+        if name == "edge":
+            use_index = reachable(CPU_INDEX + "/")
+            fill_wheelhouse(use_index)
+            build_args = {"BASE": ensure_base(client, args.base)}
+            if use_index:
+                build_args["TORCH_INDEX"] = CPU_INDEX
+        else:
+            build_args = {}
+        tag = f"splitbench-{name}:{args.tag}"
+        _, seconds, cached = build(client, f"Dockerfile.{name}", tag, build_args, args.force)
+        say(f"{tag}: {image_size(client, tag) / 2**30:.2f} GiB, "
+            + ("cached" if cached else f"built in {seconds:.0f} s"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
