@@ -1,4 +1,5 @@
 # make bench | test | regress | benchmarks | report | clean
+# in containers: make images, then make bench EXECUTOR=docker (Docker, or podman's API service)
 # on a cluster: make cluster | images | load | deploy, then make bench EXECUTOR=kubernetes
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -10,6 +11,7 @@ OUT ?= report
 RUNS ?= runs
 ARGS ?=
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml tools/install_helm.py | cksum | cut -d' ' -f1)
+TEST_STAMP := $(VENV)/.test-tools-$(shell cat requirements-test.lock | cksum | cut -d' ' -f1)
 CLUSTER ?= kind
 NAMESPACE ?= splitbench
 TAG ?= latest
@@ -19,9 +21,11 @@ FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 .PHONY: bench test regress benchmarks report deps dataset test-tools clean cluster images load deploy
 
 bench: deps dataset  ## run a suite (default: benchmarks/suites/default.yaml) and write report/
+	@if [ "$(EXECUTOR)" = docker ]; then $(MAKE) --no-print-directory images IMAGES=--edge; fi
+	$(if $(filter docker,$(EXECUTOR)),export $$($(BIN)/python tools/container_engine.py start);) \
 	$(BIN)/splitbench bench $(SUITE) --executor $(EXECUTOR) --runs $(RUNS) --out $(OUT) $(ARGS)
 
-test: deps dataset test-tools  ## unit and integration tests, including the network-usage regression
+test: deps dataset test-tools  ## unit and integration tests, including the network-usage regression and containers
 	$(BIN)/python -m pytest -q -ra
 
 regress: deps dataset  ## bytes per sample of the default suite vs benchmarks/baselines/
@@ -57,7 +61,13 @@ dataset:
 	  else echo "note: Fashion-MNIST missing; run 'sudo apt-get install dataset-fashion-mnist' (the default suite needs it)"; fi; \
 	fi
 
-test-tools:  ## a Prometheus server for the dashboard tests (Debian's package)
+test-tools: deps $(TEST_STAMP)  ## test tools (requirements-test.lock) and a Prometheus server for the dashboard tests
+
+$(TEST_STAMP): requirements-test.lock
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-test.lock
+	touch $@
+
+test-tools:
 	@command -v prometheus >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian's prometheus package (the dashboard tests query a real one)"; \
@@ -67,11 +77,9 @@ test-tools:  ## a Prometheus server for the dashboard tests (Debian's package)
 cluster:  ## a local kind cluster from cluster/kind.yaml (k3s: see README, "On a cluster")
 	kind create cluster --config cluster/kind.yaml
 
-images: dataset  ## the edge (CPU) and GPU images; Fashion-MNIST is baked in from this machine
-	rm -rf build/datasets && mkdir -p build/datasets
-	[ ! -d /usr/share/datasets/fashion-mnist ] || cp -r /usr/share/datasets/fashion-mnist build/datasets/
-	docker build -f Dockerfile.edge -t splitbench-edge:$(TAG) .
-	docker build -f Dockerfile.gpu -t splitbench-gpu:$(TAG) .
+IMAGES ?=
+images: deps dataset  ## the edge (CPU) and GPU images through the Docker Engine API (IMAGES=--edge: only the edge one)
+	$(BIN)/python tools/images.py --tag $(TAG) $(IMAGES)
 
 load:  ## put the images into the cluster's nodes (CLUSTER=kind or k3s)
 ifeq ($(CLUSTER),k3s)

@@ -33,3 +33,37 @@ def write_spec(tmp_path):
         p.write_text(yaml.safe_dump(doc))
         return p
     return write
+
+
+@pytest.fixture(scope="session")
+def container_engine():
+    """A Docker Engine API (Docker, or a podman service started and stopped here) and the
+    edge image, built once: an image whose inputs have not changed is reused (tools/images.py).
+    Skipped with the reason where no engine can be had (not root, no apt, no Docker)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import container_engine as engine_tool
+    import images as images_tool
+
+    started_here = not engine_tool.PIDFILE.exists()
+    try:
+        host = engine_tool.start()
+    except engine_tool.NoEngine as err:
+        pytest.skip(f"no container engine: {err}")
+    previous = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = host
+    import docker
+
+    client = docker.DockerClient(base_url=host, timeout=600)
+    try:
+        images_tool.main(["--edge"])
+        yield client
+    finally:
+        client.close()
+        if previous is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = previous
+        if started_here:
+            engine_tool.stop()

@@ -81,8 +81,9 @@ def start() -> str:
     if PIDFILE.exists() and SOCKET.exists() and _reachable(host):
         return host
     SOCKET.unlink(missing_ok=True)
+    env = podman_env()
     log = open(STATE / "service.log", "ab")
-    proc = subprocess.Popen(["podman", "system", "service", "--time=0", host], env=podman_env(),
+    proc = subprocess.Popen(["podman", "system", "service", "--time=0", host], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     PIDFILE.write_text(str(proc.pid))
     for _ in range(100):  # bounded: 20 s

@@ -6,19 +6,25 @@ anywhere: Docker, or podman's API service (tools/container_engine.py starts one)
 Base image: the official python:3.11-slim where it can be pulled; else a Debian bookworm
 base built here with mmdebstrap and imported as localhost/splitbench-base:bookworm (about
 90 s once). Torch: from the CPU wheel index where it is reachable; else from a wheelhouse
-that this host fills with `pip download -r requirements.lock` (build/wheelhouse) and the
-build installs offline. An image whose inputs have not changed is not rebuilt: the hash of
-every file that goes into it is a label on it.
+that this host fills with `pip download -r requirements.lock` (build/wheelhouse) and serves
+to the build on loopback (host networking), so no wheel enters the build context or a
+layer. An image whose inputs have not changed is not rebuilt: the hash of every file that
+goes into it is a label on it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import hashlib
+import http.server
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -33,6 +39,7 @@ HASH_LABEL = "splitbench.dev/inputs"
 WHEELHOUSE = ROOT / "build" / "wheelhouse"
 DATASETS = ROOT / "build" / "datasets"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+WHEELHOUSE_PORT = 47381
 INPUTS = ["requirements.lock", "pyproject.toml", "README.md", "workload", "operator", "benchmarks"]
 
 
@@ -44,6 +51,8 @@ def reachable(url: str, timeout: float = 5) -> bool:
     try:
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
         return True
+    except urllib.error.HTTPError:
+        return True  # it answered (a registry says 401 to anonymous HEAD)
     except Exception:
         return False
 
@@ -117,6 +126,30 @@ def fill_wheelhouse(use_index: bool) -> None:
     stamp.write_text(lock)
 
 
+@contextlib.contextmanager
+def serve_wheelhouse():
+    """The wheelhouse as a find-links URL on loopback, for the length of a build. The port is
+    fixed: the URL is a build argument, and a new one would void the cached install layer."""
+    handler = functools.partial(_QuietHandler, directory=str(WHEELHOUSE))
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", WHEELHOUSE_PORT), handler)
+    except OSError as err:
+        raise SystemExit(f"images: cannot serve build/wheelhouse on 127.0.0.1:{WHEELHOUSE_PORT} ({err.strerror}); "
+                         "free that port or run with the CPU wheel index reachable") from None
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
 def copy_datasets() -> None:
     DATASETS.mkdir(parents=True, exist_ok=True)
     if FASHION.is_dir() and not (DATASETS / FASHION.name).exists():
@@ -125,7 +158,7 @@ def copy_datasets() -> None:
 
 def build(client, dockerfile: str, tag: str, build_args: dict, force: bool) -> tuple[str, float, bool]:
     """(image id, seconds, cached) of one image, its build log streamed as progress lines."""
-    digest = inputs_hash(dockerfile, build_args)
+    digest = inputs_hash(dockerfile, {k: v for k, v in build_args.items() if k != "WHEELS_URL"})
     if not force:
         try:
             image = client.images.get(tag)
@@ -137,13 +170,17 @@ def build(client, dockerfile: str, tag: str, build_args: dict, force: bool) -> t
     say(f"{tag}: building {dockerfile} ({', '.join(f'{k}={v}' for k, v in build_args.items())})")
     t0 = time.time()
     stream = client.api.build(path=str(ROOT), dockerfile=dockerfile, tag=tag, buildargs=build_args,
-                              labels={HASH_LABEL: digest}, rm=True, forcerm=True, decode=True)
-    image_id = None
+                              labels={HASH_LABEL: digest}, rm=True, forcerm=True, decode=True,
+                              network_mode="host" if "WHEELS_URL" in build_args else None)
+    image_id, tail = None, []
     for chunk in stream:
         if "error" in chunk:
+            print("\n".join(tail[-20:]), file=sys.stderr)
             raise SystemExit(f"images: {tag}: {chunk['error'].strip()}")
         line = chunk.get("stream", "").rstrip()
-        if line.startswith("STEP") or line.startswith("[") or line.startswith("Step"):
+        if line and not line.startswith("WARNING: Location"):
+            tail.append(line)
+        if line.startswith(("STEP", "Step", "[", "--> Using cache")):
             say(f"{tag}: {line[:120]}")
         if "aux" in chunk and "ID" in chunk["aux"]:
             image_id = chunk["aux"]["ID"]
@@ -168,7 +205,13 @@ def main(argv: list[str] | None = None) -> int:
 
     client = docker.DockerClient(base_url=container_engine.start(), timeout=3600)
     copy_datasets()
+    failed = []
     for name in which:
+        if name == "gpu" and not _gpu_base_available(client):
+            say("splitbench-gpu: its CUDA base image cannot be pulled from here (no registry reachable); "
+                "skipped: build it where Docker Hub is reachable")
+            failed.append(name)
+            continue
         if name == "edge":
             use_index = reachable(CPU_INDEX + "/")
             fill_wheelhouse(use_index)
@@ -176,12 +219,24 @@ def main(argv: list[str] | None = None) -> int:
             if use_index:
                 build_args["TORCH_INDEX"] = CPU_INDEX
         else:
-            build_args = {}
+            use_index, build_args = True, {}
         tag = f"splitbench-{name}:{args.tag}"
-        _, seconds, cached = build(client, f"Dockerfile.{name}", tag, build_args, args.force)
+        with serve_wheelhouse() if name == "edge" and not use_index else contextlib.nullcontext() as url:
+            if url:
+                build_args["WHEELS_URL"] = url
+            _, seconds, cached = build(client, f"Dockerfile.{name}", tag, build_args, args.force)
         say(f"{tag}: {image_size(client, tag) / 2**30:.2f} GiB, "
             + ("cached" if cached else f"built in {seconds:.0f} s"))
-    return 0
+    return 1 if "edge" in failed or (failed and len(which) == 1) else 0
+
+
+def _gpu_base_available(client) -> bool:
+    base = "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04"
+    try:
+        client.images.get(base)
+        return True
+    except Exception:
+        return reachable("https://registry-1.docker.io/v2/")
 
 
 if __name__ == "__main__":

@@ -53,21 +53,34 @@ def set_torch_threads(cores: float | None) -> int:
 
 
 def _existing_quota() -> float | None:
-    """A quota set on our cgroup by someone else (kubelet, docker --cpus)."""
+    """A quota set on our cgroup by someone else (kubelet, docker --cpus). Inside a
+    container the hierarchy is often mounted at our own cgroup, so /proc/self/cgroup's path
+    does not exist there: the mount's root is our cgroup then."""
     try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            if controllers == "":  # cgroup v2
-                quota, period = (CGROUP_V2 / path.lstrip("/") / "cpu.max").read_text().split()
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2
+            for base in (CGROUP_V2 / path.lstrip("/"), CGROUP_V2):
+                try:
+                    quota, period = (base / "cpu.max").read_text().split()
+                except (OSError, ValueError):
+                    continue
                 if quota != "max":
                     return int(quota) / int(period)
-            elif "cpu" in controllers.split(","):
-                base = CGROUP_V1_CPU / path.lstrip("/")
-                quota = int((base / "cpu.cfs_quota_us").read_text())
+                break
+        elif "cpu" in controllers.split(","):
+            for base in (CGROUP_V1_CPU / path.lstrip("/"), CGROUP_V1_CPU):
+                try:
+                    quota = int((base / "cpu.cfs_quota_us").read_text())
+                    period = int((base / "cpu.cfs_period_us").read_text())
+                except (OSError, ValueError):
+                    continue
                 if quota > 0:
-                    return quota / int((base / "cpu.cfs_period_us").read_text())
-    except (OSError, ValueError):
-        pass
+                    return quota / period
+                break
     return None
 
 

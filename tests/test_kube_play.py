@@ -1,0 +1,116 @@
+"""The operator's pods run for real: the objects its builders make for a quick split
+experiment (spec ConfigMap, link and server Pods, the sources' Job) are played by podman
+(`podman kube play`) on one network, and the run completes with the payload bytes of the
+local executor.
+
+What kube play cannot express, and what this test does instead (the same settings the
+operator sets, only delivered differently):
+- Services: a Service's DNS name (`<child>.<namespace>.svc`) does not resolve on a podman
+  network, but a pod's name does, and every Service here is named as the pod it selects;
+  so the test writes each peer address as the pod's name.
+- Jobs: kube play runs Pods only; the Indexed Job's template becomes one Pod per completion,
+  with SOURCE_INDEX given as a value instead of the downward API's completion index.
+- NetworkPolicy, owner references and the garbage collector: not played (no API server).
+The record comes back as on a cluster: from each pod's log (SPLITBENCH_EVENTS_STDOUT=1).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from splitbench.executors import LocalExecutor
+from splitbench.record import events_from_log, merge
+from splitbench.spec import Experiment
+from splitbench_operator.builders import Images, build
+from conftest import experiment_doc
+from test_docker_executor import payload_per_sample
+
+pytestmark = [pytest.mark.integration, pytest.mark.containers]
+
+NAMESPACE = "kubeplay"
+
+
+def playable(objs: list[dict]) -> list[dict]:
+    """The builders' objects as kube play takes them (see the module's docstring)."""
+    svc = re.compile(rf"tcp://([a-z0-9-]+)\.{NAMESPACE}\.svc:")
+    out = []
+    for o in objs:
+        o = copy.deepcopy(o)
+        if o["kind"] == "Service":
+            continue
+        if o["kind"] == "Job":
+            for i in range(o["spec"]["completions"]):
+                pod_spec = copy.deepcopy(o["spec"]["template"]["spec"])
+                c = pod_spec["containers"][0]
+                c["env"] = [e for e in c["env"] if e["name"] != "SOURCE_INDEX"] + [
+                    {"name": "SOURCE_INDEX", "value": str(i)}]
+                c["args"] = [a.replace("$(SOURCE_INDEX)", str(i)) for a in c["args"]]
+                meta = {"name": f"{o['metadata']['name']}-{i}", "labels": o["spec"]["template"]["metadata"]["labels"]}
+                out.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec})
+            continue
+        o["metadata"].pop("ownerReferences", None)
+        out.append(o)
+    for o in out:
+        if o["kind"] == "Pod":
+            c = o["spec"]["containers"][0]
+            c["args"] = [svc.sub(r"tcp://\1:", a) for a in c["args"]]
+    return out
+
+
+def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ}
+    from container_engine import podman_env  # the project's containers.conf (runc, ulimits)
+
+    env.update(podman_env())
+    return subprocess.run(["podman", *args], env=env, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def test_the_operators_pods_run_under_podman_kube_play(container_engine, tmp_path):
+    doc = experiment_doc(name="kubeplay", network={"profile": "wifi6"})
+    doc["spec"]["training"]["maxStepsPerEpoch"] = 3
+    exp = Experiment.model_validate(doc)
+    objs = build(exp, "uid-kubeplay", NAMESPACE, Images(edge=container_engine.images.get("splitbench-edge:latest").tags[0], pull_policy="Never"))
+    manifest = tmp_path / "experiment.yaml"
+    manifest.write_text(yaml.safe_dump_all(playable(objs), sort_keys=False))
+    network = "sb-kubeplay-test"
+    podman("network", "create", network, check=False)
+    pods = [o["metadata"]["name"] for o in playable(objs) if o["kind"] == "Pod"]
+    try:
+        podman("kube", "play", "--network", network, str(manifest))
+        deadline = time.time() + 240
+        while time.time() < deadline:  # bounded: every role exits, or the test fails below
+            states = podman("ps", "-a", "--filter", f"network={network}", "--format", "{{.Names}} {{.State}}").stdout
+            running = [l for l in states.splitlines() if l and "infra" not in l and "exited" not in l.lower()]
+            if not running:
+                break
+            time.sleep(2)
+        run_dir = tmp_path / "run"
+        run_dir.mkdir()
+        for pod in pods:
+            log = podman("logs", f"{pod}-{_container(objs, pod)}", check=False).stdout
+            (run_dir / f"{pod}.log").write_text(log)
+            (run_dir / f"{pod}.events.jsonl").write_text(events_from_log(log))
+        codes = podman("ps", "-a", "--filter", f"network={network}", "--format", "{{.Names}} {{.ExitCode}}").stdout
+        assert all(l.endswith(" 0") for l in codes.splitlines() if l and "infra" not in l), codes
+        rec = merge(run_dir)
+    finally:
+        podman("kube", "down", str(manifest), check=False)
+        podman("network", "rm", "-f", network, check=False)
+    local = LocalExecutor(tmp_path / "local", quiet=True, timeout_s=240).run(exp)
+    assert local.ok, local.message
+    assert payload_per_sample(rec) == payload_per_sample(pd.read_parquet(local.run_dir / "record.parquet"))
+    assert len(rec[rec["event"] == "step"]) == 6
+
+
+def _container(objs: list[dict], pod: str) -> str:
+    for o in objs:
+        if o["kind"] == "Pod" and o["metadata"]["name"] == pod:
+            return o["spec"]["containers"][0]["name"]
+    return "source"
