@@ -10,6 +10,8 @@ operator sets, only delivered differently):
   so the test writes each peer address as the pod's name.
 - Jobs: kube play runs Pods only; the Indexed Job's template becomes one Pod per completion,
   with SOURCE_INDEX given as a value instead of the downward API's completion index.
+- containerPort: podman 4.3 publishes each declared port on the host, so two pods with the
+  metrics port collide; ports are dropped (pods reach each other on the network directly).
 - NetworkPolicy, owner references and the garbage collector: not played (no API server).
 The record comes back as on a cluster: from each pod's log (SPLITBENCH_EVENTS_STDOUT=1).
 """
@@ -61,6 +63,7 @@ def playable(objs: list[dict]) -> list[dict]:
         if o["kind"] == "Pod":
             c = o["spec"]["containers"][0]
             c["args"] = [svc.sub(r"tcp://\1:", a) for a in c["args"]]
+            c.pop("ports", None)
     return out
 
 
@@ -69,7 +72,10 @@ def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.C
     from container_engine import podman_env  # the project's containers.conf (runc, ulimits)
 
     env.update(podman_env())
-    return subprocess.run(["podman", *args], env=env, capture_output=True, text=True, check=check, timeout=timeout)
+    done = subprocess.run(["podman", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode:
+        raise AssertionError(f"podman {' '.join(args[:2])} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done
 
 
 def test_the_operators_pods_run_under_podman_kube_play(container_engine, tmp_path):
@@ -84,21 +90,23 @@ def test_the_operators_pods_run_under_podman_kube_play(container_engine, tmp_pat
     pods = [o["metadata"]["name"] for o in playable(objs) if o["kind"] == "Pod"]
     try:
         podman("kube", "play", "--network", network, str(manifest))
+        containers = {pod: f"{pod}-{_container(objs, pod)}" for pod in pods}
         deadline = time.time() + 240
+        states: dict[str, str] = {}
         while time.time() < deadline:  # bounded: every role exits, or the test fails below
-            states = podman("ps", "-a", "--filter", f"network={network}", "--format", "{{.Names}} {{.State}}").stdout
-            running = [l for l in states.splitlines() if l and "infra" not in l and "exited" not in l.lower()]
-            if not running:
+            states = {c: podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", c).stdout.strip()
+                      for c in containers.values()}
+            if all(s.startswith("exited") for s in states.values()):
                 break
             time.sleep(2)
+        assert all(s == "exited 0" for s in states.values()), states
         run_dir = tmp_path / "run"
         run_dir.mkdir()
-        for pod in pods:
-            log = podman("logs", f"{pod}-{_container(objs, pod)}", check=False).stdout
+        for pod, c in containers.items():
+            out = podman("logs", c)
+            log = out.stdout + out.stderr
             (run_dir / f"{pod}.log").write_text(log)
             (run_dir / f"{pod}.events.jsonl").write_text(events_from_log(log))
-        codes = podman("ps", "-a", "--filter", f"network={network}", "--format", "{{.Names}} {{.ExitCode}}").stdout
-        assert all(l.endswith(" 0") for l in codes.splitlines() if l and "infra" not in l), codes
         rec = merge(run_dir)
     finally:
         podman("kube", "down", str(manifest), check=False)
