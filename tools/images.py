@@ -67,7 +67,6 @@ def inputs_hash(dockerfile: str, build_args: dict) -> str:
         h.update(str(f.relative_to(ROOT)).encode())
         h.update(f.read_bytes())
     h.update(repr(sorted(build_args.items())).encode())
-    h.update(repr(sorted(p.name for p in WHEELHOUSE.glob("*.whl"))).encode())
     return h.hexdigest()[:16]
 
 
@@ -156,17 +155,15 @@ def copy_datasets() -> None:
         shutil.copytree(FASHION, DATASETS / FASHION.name)
 
 
-def build(client, dockerfile: str, tag: str, build_args: dict, force: bool) -> tuple[str, float, bool]:
-    """(image id, seconds, cached) of one image, its build log streamed as progress lines."""
-    digest = inputs_hash(dockerfile, {k: v for k, v in build_args.items() if k != "WHEELS_URL"})
-    if not force:
-        try:
-            image = client.images.get(tag)
-            if image.labels.get(HASH_LABEL) == digest:
-                say(f"{tag}: up to date (inputs {digest})")
-                return image.id, 0.0, True
-        except Exception:
-            pass
+def up_to_date(client, tag: str, digest: str) -> bool:
+    try:
+        return client.images.get(tag).labels.get(HASH_LABEL) == digest
+    except Exception:
+        return False
+
+
+def build(client, dockerfile: str, tag: str, build_args: dict, digest: str) -> tuple[str, float]:
+    """(image id, seconds) of one image, its build log streamed as progress lines."""
     say(f"{tag}: building {dockerfile} ({', '.join(f'{k}={v}' for k, v in build_args.items())})")
     t0 = time.time()
     stream = client.api.build(path=str(ROOT), dockerfile=dockerfile, tag=tag, buildargs=build_args,
@@ -185,7 +182,7 @@ def build(client, dockerfile: str, tag: str, build_args: dict, force: bool) -> t
         if "aux" in chunk and "ID" in chunk["aux"]:
             image_id = chunk["aux"]["ID"]
     image = client.images.get(tag)
-    return image_id or image.id, time.time() - t0, False
+    return image_id or image.id, time.time() - t0
 
 
 def image_size(client, tag: str) -> int:
@@ -212,21 +209,26 @@ def main(argv: list[str] | None = None) -> int:
                 "skipped: build it where Docker Hub is reachable")
             failed.append(name)
             continue
+        tag = f"splitbench-{name}:{args.tag}"
+        use_index, build_args = True, {}
         if name == "edge":
             use_index = reachable(CPU_INDEX + "/")
-            fill_wheelhouse(use_index)
             build_args = {"BASE": ensure_base(client, args.base)}
             if use_index:
                 build_args["TORCH_INDEX"] = CPU_INDEX
-        else:
-            use_index, build_args = True, {}
-        tag = f"splitbench-{name}:{args.tag}"
+        digest = inputs_hash(f"Dockerfile.{name}", build_args)
+        if not args.force and up_to_date(client, tag, digest):
+            say(f"{tag}: up to date (inputs {digest}), {image_size(client, tag) / 2**30:.2f} GiB")
+            continue
+        if name == "edge":
+            fill_wheelhouse(use_index)
         with serve_wheelhouse() if name == "edge" and not use_index else contextlib.nullcontext() as url:
             if url:
                 build_args["WHEELS_URL"] = url
-            _, seconds, cached = build(client, f"Dockerfile.{name}", tag, build_args, args.force)
-        say(f"{tag}: {image_size(client, tag) / 2**30:.2f} GiB, "
-            + ("cached" if cached else f"built in {seconds:.0f} s"))
+            _, seconds = build(client, f"Dockerfile.{name}", tag, build_args, digest)
+        say(f"{tag}: {image_size(client, tag) / 2**30:.2f} GiB, built in {seconds:.0f} s")
+        # the image this one replaced, now untagged: gigabytes of disk otherwise
+        client.images.prune(filters={"dangling": True, "label": HASH_LABEL})
     return 1 if "edge" in failed or (failed and len(which) == 1) else 0
 
 
