@@ -62,12 +62,17 @@ def inputs_hash(dockerfile: str, build_args: dict) -> str:
     files = [ROOT / dockerfile]
     for name in INPUTS:
         p = ROOT / name
-        files += sorted(f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts) if p.is_dir() else [p]
+        files += sorted(f for f in p.rglob("*") if f.is_file() and not _ignored(f)) if p.is_dir() else [p]
     for f in files:
         h.update(str(f.relative_to(ROOT)).encode())
         h.update(f.read_bytes())
     h.update(repr(sorted(build_args.items())).encode())
     return h.hexdigest()[:16]
+
+
+def _ignored(f: Path) -> bool:
+    """Files .dockerignore keeps out of the build (bytecode, install metadata)."""
+    return any(part == "__pycache__" or part.endswith(".egg-info") for part in f.parts)
 
 
 def ensure_base(client, base: str) -> str:
