@@ -22,57 +22,73 @@ from .runtime import RoleFailed, Runtime
 EVAL_BATCH = 256
 
 
-def run(args) -> int:
-    index = args.index
-    rt = Runtime(args, "source", role_name("source", index))
-    spec = rt.spec
+class Source:
+    """One data source. Its one entry point is run(); setup() loads the partition and
+    connects, train() runs every epoch, finish() says goodbye and records the session bytes."""
 
-    def body():
+    def __init__(self, args):
+        self.args, self.index = args, args.index
+        self.rt = Runtime(args, "source", role_name("source", args.index))
+        self.spec = self.rt.spec
+
+    def run(self) -> int:
+        return self.rt.run(self.body)
+
+    def body(self) -> None:
+        self.setup()
+        self.train()
+        self.finish()
+
+    def setup(self) -> None:
+        rt, spec, index, args = self.rt, self.spec, self.index, self.args
         if not 0 <= index < spec.sources.replicas:
             raise RoleFailed(f"source index {index} outside 0..{spec.sources.replicas - 1}", code=2)
         try:
-            data = load_dataset(spec.dataset, spec.seed)
+            self.data = load_dataset(spec.dataset, spec.seed)
         except DatasetMissing as err:
             raise RoleFailed(str(err), code=2) from None
-        mine = source_indices(spec, data)[index]
+        self.mine = source_indices(spec, self.data)[index]
         try:
-            steps = steps_per_epoch(len(mine), spec)
+            self.steps = steps_per_epoch(len(self.mine), spec)
         except ValueError as err:
             raise RoleFailed(f"{rt.instance}: {err}", code=2) from None
-        paradigm = get_paradigm(Setup(rt.experiment, data.meta, rt.run_dir, rt.instance, steps_per_epoch=steps))
+        paradigm = get_paradigm(Setup(rt.experiment, self.data.meta, rt.run_dir, rt.instance,
+                                      steps_per_epoch=self.steps))
         rt.limit(resolve_device(spec.sources.device))
-        load = spec.sources.device.load
-        rt.load_for_round(load, 0)
+        self.load = spec.sources.device.load
+        rt.load_for_round(self.load, 0)
         if hasattr(paradigm, "power_of"):
-            paradigm.power_of = rt.power_meter(load)
+            paradigm.power_of = rt.power_meter(self.load)
         # the primary peer: the server, or the aggregator itself where there is no server
-        link = PeerLink(rt, args.connect, "server" if paradigm.uses_server else "aggregator")
-        links = [link]
+        self.link = PeerLink(rt, args.connect, "server" if paradigm.uses_server else "aggregator")
+        self.links = [self.link]
         if paradigm.aggregates and paradigm.uses_server:
             if not args.aggregator:
                 raise RoleFailed(f"{paradigm.name} needs --aggregator (the aggregator's address)", code=2)
-            links.append(PeerLink(rt, args.aggregator, "aggregator", second=True))
-        aggregate = links[-1].call if paradigm.aggregates else None
-        hello = Message(Kind.HELLO).add("samples", torch.tensor([len(mine)], dtype=torch.int64), Traffic.CONTROL)
-        for peer in links:
+            self.links.append(PeerLink(rt, args.aggregator, "aggregator", second=True))
+        aggregate = self.links[-1].call if paradigm.aggregates else None
+        hello = Message(Kind.HELLO).add("samples", torch.tensor([len(self.mine)], dtype=torch.int64), Traffic.CONTROL)
+        for peer in self.links:
             peer.call(hello)
-        worker = paradigm.source(link.call, send=link.send, aggregate=aggregate)
-        evaluates = paradigm.evaluators == "all" or index == 0
-        test_x, test_y = test_subset(spec, data)
-        rt.log.write("plan", planned_steps=steps * spec.training.epochs, samples=len(mine),
+        self.worker = paradigm.source(self.link.call, send=self.link.send, aggregate=aggregate)
+        self.evaluates = paradigm.evaluators == "all" or index == 0
+        self.test_x, self.test_y = test_subset(spec, self.data)
+        rt.log.write("plan", planned_steps=self.steps * spec.training.epochs, samples=len(self.mine),
                      epochs=spec.training.epochs, edge_blocks=paradigm.edge_blocks())
+        self.start_tx, self.start_rx = self.moved()  # HELLO/WELCOME so far
 
-        def moved() -> tuple[Counter, Counter]:
-            return sum((p.ep.tx for p in links), Counter()), sum((p.ep.rx for p in links), Counter())
+    def moved(self) -> tuple[Counter, Counter]:
+        return sum((p.ep.tx for p in self.links), Counter()), sum((p.ep.rx for p in self.links), Counter())
 
+    def train(self) -> None:
+        rt, spec, worker, link, data = self.rt, self.spec, self.worker, self.link, self.data
         step = 0
-        start_tx, start_rx = moved()  # HELLO/WELCOME so far
         for epoch in range(spec.training.epochs):
             rt.metrics.epoch.labels(**rt.metrics.base).set(epoch)
-            rt.load_for_round(load, epoch // getattr(spec.paradigm, "local_epochs", 1))
-            for s, idx in batches(mine, spec, epoch, index, steps):
+            rt.load_for_round(self.load, epoch // getattr(spec.paradigm, "local_epochs", 1))
+            for s, idx in batches(self.mine, spec, epoch, self.index, self.steps):
                 x, y = data.train_x[idx], data.train_y[idx]
-                up0, down0 = moved()
+                up0, down0 = self.moved()
                 t0 = time.perf_counter()
                 out = worker.train_step(x, y, epoch, step, ids=torch.from_numpy(idx))
                 duration = time.perf_counter() - t0
@@ -80,31 +96,36 @@ def run(args) -> int:
                 loss = link.last.get("loss", out.loss)
                 correct = int(link.last.get("correct", out.correct))
                 rt.metrics.step(out.samples, phases, None if math.isnan(loss) else loss)
-                up1, down1 = moved()
+                up1, down1 = self.moved()
                 rt.log.write("step", epoch=epoch, step=step, samples=out.samples, loss=loss, **worker.tags(epoch),
                              accuracy=correct / out.samples, duration_s=duration,
                              **{f"phase_{k}_s": v for k, v in phases.items()},
                              **byte_fields(up1 - up0, down1 - down0))
                 step += 1
-            up0, down0 = moved()
+            up0, down0 = self.moved()
             t0 = time.perf_counter()
             round_phases = worker.after_epoch(epoch)
             if round_phases is not None:
-                up1, down1 = moved()
+                up1, down1 = self.moved()
                 rt.log.write("round", epoch=epoch, step=step, duration_s=time.perf_counter() - t0,
                              **{f"phase_{k}_s": v for k, v in round_phases.items()},
                              **byte_fields(up1 - up0, down1 - down0))
-            if evaluates and evaluation_due(spec, epoch):
-                evaluate(rt, worker, link, test_x, test_y, epoch, step)
-        worker.finish()
-        end_tx, end_rx = moved()
-        for peer in links:
+            if self.evaluates and evaluation_due(spec, epoch):
+                evaluate(rt, worker, link, self.test_x, self.test_y, epoch, step)
+
+    def finish(self) -> None:
+        self.worker.finish()
+        end_tx, end_rx = self.moved()
+        for peer in self.links:
             peer.call(Message(Kind.BYE))
         # bytes of the session messages, so that the record's totals equal the counters'
-        after_tx, after_rx = moved()
-        rt.log.write("control", **byte_fields(start_tx + (after_tx - end_tx), start_rx + (after_rx - end_rx)))
+        after_tx, after_rx = self.moved()
+        self.rt.log.write("control", **byte_fields(self.start_tx + (after_tx - end_tx),
+                                                    self.start_rx + (after_rx - end_rx)))
 
-    return rt.run(body)
+
+def run(args) -> int:
+    return Source(args).run()
 
 
 def evaluate(rt: Runtime, worker, link: PeerLink, x, y, epoch: int, step: int) -> None:

@@ -12,14 +12,22 @@ from ..devices import resolve_device
 from ..paradigms import Setup
 from ..paradigms.base import correct_count, make_optimizer, train_on_server, whole_model
 from ..schedule import batches, evaluation_due, source_indices, steps_per_epoch, test_subset
+from ..roleplan import role_name
 from .runtime import RoleFailed, Runtime
 
 
-def run(args) -> int:
-    rt = Runtime(args, "trainer", "trainer-0")
-    spec = rt.spec
+class Trainer:
+    """The centralized reference. Its one entry point is run()."""
 
-    def body():
+    def __init__(self, args):
+        self.rt = Runtime(args, "trainer", role_name("trainer"))
+
+    def run(self) -> int:
+        return self.rt.run(self.body)
+
+    def body(self) -> None:
+        rt = self.rt
+        spec = rt.spec
         try:
             data = load_dataset(spec.dataset, spec.seed)
         except DatasetMissing as err:
@@ -60,4 +68,6 @@ def run(args) -> int:
             rt.log.write("eval", epoch=epoch, step=step, samples=len(test_y), loss=loss, accuracy=acc,
                          exit="final", duration_s=time.perf_counter() - t0)
 
-    return rt.run(body)
+
+def run(args) -> int:
+    return Trainer(args).run()
