@@ -35,6 +35,7 @@ benchmarks: deps  ## transport, link and overhead micro-benchmarks (numbers to q
 	$(BIN)/python benchmarks/transport_bench.py
 	$(BIN)/python benchmarks/link_bench.py
 	$(BIN)/python benchmarks/overhead_bench.py
+	$(BIN)/python benchmarks/scale_bench.py --sizes $(SCALE_SIZES)
 
 report: deps  ## rebuild report/ from the records of the last bench
 	$(BIN)/splitbench report $(RUNS)/*/ --out $(OUT)
@@ -78,6 +79,7 @@ cluster:  ## a local kind cluster from cluster/kind.yaml (k3s: see README, "On a
 	kind create cluster --config cluster/kind.yaml
 
 IMAGES ?=
+SCALE_SIZES ?= 1,4,16,32
 images: deps dataset  ## the edge (CPU) and GPU images through the Docker Engine API (IMAGES=--edge: only the edge one)
 	$(BIN)/python tools/images.py --tag $(TAG) $(IMAGES)
 

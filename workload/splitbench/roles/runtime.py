@@ -3,6 +3,8 @@ clean end (on success, on an error, or on SIGTERM/SIGINT) that keeps what was re
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import signal
 import sys
 import time
@@ -27,6 +29,22 @@ class RoleFailed(RuntimeError):
 
 def _terminate(signum, frame):
     raise SystemExit(128 + signum)
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (the kernel's start time, so the interpreter's
+    start-up and imports count): what a role costs before it can work."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Runtime:
@@ -59,7 +77,7 @@ class Runtime:
         self.limits = {"cpu_quota": device.cpu, "cpu_limit": mechanism, "torch_threads": threads,
                        "device_profile": device.profile}
         self.device, self.busy = device, 0.0
-        self.log.write("session", status="limited", **self.limits)
+        self.log.write("session", status="limited", ready_s=process_age_s(), rss_mb=peak_rss_mb(), **self.limits)
 
     def power_meter(self, load):
         """round -> this device's remaining computational power (GFLOPS): its profile's
@@ -102,7 +120,8 @@ class Runtime:
         # A second Ctrl-C or the executor's SIGTERM must not cut the final record short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        self.log.write("session", status=status, error=error, duration_s=time.time() - self.started, **self.limits)
+        self.log.write("session", status=status, error=error, duration_s=time.time() - self.started,
+                       rss_peak_mb=peak_rss_mb(), **self.limits)
         self.metrics.dump(self.run_dir / f"{self.instance}.prom")
         self.log.close()
         if error and status == "failed":

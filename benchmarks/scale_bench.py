@@ -1,0 +1,113 @@
+"""How many sources one machine holds: split learning of `small_cnn` over `ethernet-1g`, one
+server, N sources of 100m CPU each (one process per source), a few steps per source.
+
+For each N: server throughput (samples/s the server trained, first to last request), each
+source's step time p50 and p99, peak resident memory and start-up time (process start to
+ready to train) per role kind, and messages lost (training steps the sources recorded that
+the server never served: must be 0). A run that fails (the kernel's OOM killer, a timeout)
+is a row with its reason, and larger N are not tried.
+
+    python benchmarks/scale_bench.py [--sizes 1,4,16,32,64] [--steps 3] [--out build/scale]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from splitbench.executors import LocalExecutor
+from splitbench.spec import Experiment
+
+
+def experiment(n: int, steps: int) -> Experiment:
+    return Experiment.model_validate({
+        "metadata": {"name": f"scale-{n}"},
+        "spec": {"model": {"name": "small_cnn"},
+                 "dataset": {"name": "synthetic", "samplesPerSource": 32 * steps, "testSamples": 32},
+                 "paradigm": {"name": "split", "splitAfter": 4},
+                 "training": {"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": steps,
+                              "evaluate": "end", "replyTimeoutS": 600},
+                 "network": {"profile": "ethernet-1g"},
+                 "sources": {"replicas": n, "device": {"cpu": "100m"}}}})
+
+
+def measure(n: int, steps: int, runs: Path, timeout_s: float) -> dict:
+    exp = experiment(n, steps)
+    t0 = time.time()
+    result = LocalExecutor(runs, quiet=True, timeout_s=timeout_s).run(exp)
+    row = {"sources": n, "ok": result.ok, "wall_s": round(time.time() - t0, 1),
+           "message": "" if result.ok else result.message}
+    rec_path = result.run_dir / "record.parquet"
+    if not rec_path.exists():
+        return row
+    rec = pd.read_parquet(rec_path)
+    steps_rec = rec[rec["event"] == "step"]
+    served = rec[rec["event"] == "server"]
+    if len(served):
+        span = served["time"].max() - served["time"].min()
+        row["server_samples_per_s"] = round(32 * len(served) / span, 1) if span > 0 else None
+    if len(steps_rec):
+        row["step_p50_s"] = round(steps_rec["duration_s"].quantile(0.5), 3)
+        row["step_p99_s"] = round(steps_rec["duration_s"].quantile(0.99), 3)
+    sessions = rec[rec["event"] == "session"]
+    for kind in ("source", "server", "link"):
+        mine = sessions[sessions["role"] == kind]
+        if "rss_peak_mb" in mine:
+            row[f"{kind}_rss_mb_max"] = round(mine["rss_peak_mb"].max(), 0)
+        ready = mine["ready_s"].dropna() if "ready_s" in mine else pd.Series(dtype=float)
+        if len(ready):
+            row[f"{kind}_ready_s_max"] = round(ready.max(), 1)
+    row["lost_messages"] = int(len(steps_rec) - len(served))
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1,4,16,32,64", help="source counts, in increasing order")
+    ap.add_argument("--steps", type=int, default=3, help="training steps per source")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
+    ap.add_argument("--out", default="build/scale", help="folder for scale.csv and scale.png")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            print(f"scale: {n} sources ...", file=sys.stderr, flush=True)
+            row = measure(n, args.steps, Path(tmp), args.timeout)
+            rows.append(row)
+            print(pd.DataFrame([row]).to_string(index=False), flush=True)
+            if not row["ok"]:
+                print(f"scale: {n} sources failed ({row['message']}); larger sizes not tried", file=sys.stderr)
+                break
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "scale.csv", index=False)
+    print(table.to_string(index=False))
+    _plot(table, out / "scale.png")
+    return 0
+
+
+def _plot(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = table[table["ok"]]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), constrained_layout=True)
+    for ax, col, label in zip(axes, ["server_samples_per_s", "step_p50_s", "source_rss_mb_max"],
+                              ["server samples/s", "source step p50 (s)", "source peak RSS (MB)"]):
+        if col in ok:
+            ax.plot(ok["sources"], ok[col], marker="o")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sources")
+        ax.set_title(label)
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
