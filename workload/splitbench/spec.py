@@ -255,6 +255,13 @@ class AggregatorSpec(_Model):
     device: DeviceSpec = DeviceSpec()
 
 
+class TransportSpec(_Model):
+    auth: Literal["curve", "none"] = Field(
+        "curve", description="curve: every socket is CurveZMQ with one keypair per role, and each listener "
+                             "accepts only this experiment's keys; none: plain TCP (anyone who reaches a port "
+                             "can speak)")
+
+
 class ExperimentSpec(_Model):
     model: ModelSpec
     dataset: DatasetSpec
@@ -264,6 +271,7 @@ class ExperimentSpec(_Model):
     sources: SourcesSpec = SourcesSpec()
     server: ServerSpec = ServerSpec()
     aggregator: AggregatorSpec = AggregatorSpec()
+    transport: TransportSpec = TransportSpec()
     seed: int = Field(0, ge=0)
 
     @property

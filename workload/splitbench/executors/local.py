@@ -92,6 +92,10 @@ class LocalExecutor:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         (run_dir / "spec.yaml").write_text(exp.to_yaml())
+        if exp.spec.transport.auth == "curve":  # issue 14: one keypair per role, 0600, never in the record
+            from ..roles.peer import role_instances
+            from ..transport import make_keys
+            make_keys(run_dir / "keys", role_instances(exp.spec))
         t0 = time.time()
         procs: dict[str, subprocess.Popen] = {}
         logs = []
