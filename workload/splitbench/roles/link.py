@@ -73,8 +73,6 @@ def check_upstream(limits: Limits, routes: set[str], rid: str, user: str | None,
     owner = rid.split(">", 1)[0]
     if curve and user != owner:
         raise Rejected("identity", f"key of {user or 'nobody'} cannot speak as {rid[:64]!r}")
-    if rid not in routes:
-        raise Rejected("route", f"no route for {rid[:64]!r}")
     try:
         msg = decode(frames)
     except WireError as err:
@@ -85,6 +83,8 @@ def check_upstream(limits: Limits, routes: set[str], rid: str, user: str | None,
         raise Rejected("experiment", f"message for experiment {msg.experiment[:64]!r}")
     if msg.sender and msg.sender != owner:
         raise Rejected("identity", f"{owner} claims to be {msg.sender[:64]!r}")
+    if rid not in routes:  # last: an unknown id never gets a socket of its own (the table stays bounded)
+        raise Rejected("route", f"no route for {rid[:64]!r}")
 
 
 def run(args) -> int:

@@ -56,7 +56,10 @@ class ServerIO(threading.Thread):
     def reply(self, to: bytes, msg: Message) -> None:
         self.outbox.append((to, msg))
         with self._wake_lock:
-            self._wake_tx.send(b"", zmq.NOBLOCK)
+            try:
+                self._wake_tx.send(b"", zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # wake-ups already queued: the I/O thread will find this reply too
 
     def run(self) -> None:
         poller = zmq.Poller()
