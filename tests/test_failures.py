@@ -66,7 +66,7 @@ def test_server_answers_garbage_with_errors_and_keeps_serving(tmp_path, write_sp
             if p.poll() is None:
                 p.kill()
     reasons = {s.labels["reason"]: s.value for s in prom_samples(tmp_path / "server-0.prom",
-                                                                 "splitbench_malformed_messages")
+                                                                 "splitbench_rejected_messages")
                if s.name.endswith("_total")}
     assert reasons == {"wire": len(garbage), "content": 1, "unexpected": 1}
 

@@ -18,7 +18,7 @@ import zmq.utils.monitor
 
 from splitbench.executors import LocalExecutor
 from splitbench.spec import Experiment
-from splitbench.transport import Endpoint, Kind, Message, Security, Traffic, load_keyring
+from splitbench.transport import Endpoint, Kind, Message, Security, Traffic, bound_socket, load_keyring
 from conftest import experiment_doc
 from helpers import prom_samples
 
@@ -282,7 +282,9 @@ def test_an_unkeyed_peer_never_gets_in_and_changes_nothing(tmp_path):
                training={"epochs": 1, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60}, network={"profile": "wifi6"})
     clean_t, clean, _ = start(tmp_path / "clean", "plain", **doc)
     clean_t.join(240)
-    t, out, run_dir = start(tmp_path / "attacked", "plain", **doc)
+    run = Staged(tmp_path / "attacked", "plain", **doc)  # the sources start once the intruders tried
+    run_dir = run.run_dir
+    run.start(sources=False)
     addr = listening(run_dir, ["aggregator-0", "link-0"])
     ctx = zmq.Context()
     outcomes = []
@@ -303,19 +305,22 @@ def test_an_unkeyed_peer_never_gets_in_and_changes_nothing(tmp_path):
             s.close()
         # a key of another experiment (a finished run's) is refused by ZAP and counted
         stranger = Security("curve", load_keyring(clean["result"].run_dir / "keys", "source-0"))
-        old = Endpoint(ctx, zmq.DEALER, addr["aggregator-0"], bind=False, identity="source-0x", security=stranger,
-                       peer="aggregator-0", sndtimeo_s=0.5)
-        mon = old.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-        outcomes.append(_handshakes(mon, 1.5))
-        old.sock.disable_monitor()
+        old = bound_socket(ctx, zmq.DEALER, bind=False, security=stranger, peer="aggregator-0", identity=b"source-0")
+        mon = old.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        old.connect(addr["aggregator-0"])
+        events, deadline = [], time.time() + 20
+        while zmq.EVENT_HANDSHAKE_FAILED_AUTH not in events and time.time() < deadline:
+            events += _handshakes(mon, 0.5)
+        outcomes.append(events)
+        old.disable_monitor()
         mon.close()
-        old.close()
+        old.close(linger=0)
     finally:
         ctx.destroy(linger=0)
-    t.join(240)
+    run.start(sources=True)
+    assert set(run.finish().values()) == {0}
     assert all(zmq.EVENT_HANDSHAKE_SUCCEEDED not in events for events in outcomes), outcomes
     assert zmq.EVENT_HANDSHAKE_FAILED_AUTH in outcomes[-1]
-    assert out["result"].ok, out["result"].message
     assert rejected(run_dir, ["aggregator-0"]).get("auth", 0) >= 1
     a = pd.read_parquet(clean["result"].run_dir / "record.parquet")
     b = pd.read_parquet(run_dir / "record.parquet")
