@@ -304,7 +304,9 @@ def test_an_unkeyed_peer_never_gets_in_and_changes_nothing(tmp_path):
             mon.close()
             s.close()
         # a key of another experiment (a finished run's) is refused by ZAP and counted
+        # a finished run's source key, aimed at this run's aggregator (its public key is no secret)
         stranger = Security("curve", load_keyring(clean["result"].run_dir / "keys", "source-0"))
+        stranger.keyring.publics["aggregator-0"] = load_keyring(run_dir / "keys", "aggregator-0").public
         old = bound_socket(ctx, zmq.DEALER, bind=False, security=stranger, peer="aggregator-0", identity=b"source-0")
         mon = old.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
         old.connect(addr["aggregator-0"])
