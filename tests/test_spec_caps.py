@@ -56,3 +56,13 @@ def test_a_huge_suite_matrix_needs_allow_large(monkeypatch):
         suite.experiments()
     monkeypatch.setenv("SPLITBENCH_ALLOW_LARGE", "1")
     assert len(suite.experiments()) == MAX_SUITE_RUNS + 1
+
+
+@pytest.mark.parametrize("cpu", ["1" + "0" * 400, "0.0001", 0.0001, "0m", "-1", 5000])
+def test_cpu_must_be_a_sane_quantity(write_spec, cpu):
+    refused(write_spec, "cpu", sources={"replicas": 1, "device": {"cpu": cpu}})
+
+
+def test_cpu_quantities_parse_as_kubernetes_does():
+    from splitbench.spec import cpu_cores
+    assert cpu_cores("400m") == 0.4 and cpu_cores("2") == 2.0 and cpu_cores(0.5) == 0.5

@@ -30,6 +30,8 @@ _MEM = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 MAX_EPOCHS = 10_000
 MAX_SAMPLES = 10_000_000
 MAX_TIMEOUT_S = 86_400.0
+MAX_CPU = 1024        # cores of one device
+MAX_MEMORY = 1 << 44  # 16 TiB
 MAX_SUITE_RUNS = 500  # experiments in one suite's matrix, unless --allow-large (SPLITBENCH_ALLOW_LARGE=1)
 DATA_ROOTS_ENV = "SPLITBENCH_DATA_ROOTS"  # os.pathsep-separated folders dataset.root may be in
 
@@ -251,14 +253,10 @@ class DeviceSpec(_Model):
     def _cpu(cls, v: Any) -> Any:
         if v is None:
             return v
-        if isinstance(v, (int, float)):
-            if v <= 0:
-                raise ValueError("must be positive")
-            return v
-        if not _CPU.match(v):
+        if isinstance(v, str) and not _CPU.match(v):
             raise ValueError("expected cores (0.4) or millicores ('400m')")
-        if cpu_cores(v) <= 0:
-            raise ValueError("must be positive")
+        # at least one millicore (Kubernetes' resolution: 0.0001 would become 0m), at most MAX_CPU cores
+        quantity(v, "cpu", 0.001, MAX_CPU)
         return v
 
     @field_validator("memory")
@@ -266,6 +264,8 @@ class DeviceSpec(_Model):
     def _mem(cls, v: str | None) -> str | None:
         if v is not None and not _MEM.match(v):
             raise ValueError("expected a Kubernetes quantity such as '1Gi' or '512Mi'")
+        if v is not None:
+            quantity(v, "memory", 1 << 20, MAX_MEMORY)
         return v
 
 
@@ -494,12 +494,23 @@ def _label(field: str, value: Any) -> str:
 
 
 def cpu_cores(value: str | float | None) -> float | None:
-    """'400m' -> 0.4, '2' -> 2.0, 0.5 -> 0.5."""
+    """'400m' -> 0.4, '2' -> 2.0, 0.5 -> 0.5 (Kubernetes quantity rules: kubernetes.utils.parse_quantity)."""
     if value is None:
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    return int(value[:-1]) / 1000 if value.endswith("m") else float(value)
+    from kubernetes.utils import parse_quantity
+    return float(parse_quantity(value))
+
+
+def quantity(value: str | float, what: str, lo: float, hi: float) -> float:
+    """A Kubernetes quantity within [lo, hi], or ValueError in one line naming `what`."""
+    from kubernetes.utils import parse_quantity
+    try:
+        q = parse_quantity(value)
+    except (ValueError, TypeError, ArithmeticError):
+        raise ValueError(f"{what}: {str(value)[:40]!r} is not a Kubernetes quantity") from None
+    if not lo <= q <= hi:
+        raise ValueError(f"{what}: {str(value)[:40]!r} is outside {lo:g}..{hi:g}")
+    return float(q)
 
 
 def format_errors(err: ValidationError, where: str) -> str:
