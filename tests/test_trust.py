@@ -339,3 +339,47 @@ def test_an_unkeyed_peer_never_gets_in_and_changes_nothing(tmp_path):
     for f in run_dir.iterdir():
         if f.is_file() and f.suffix in (".jsonl", ".log", ".yaml", ".prom", ".txt", ".json"):
             assert secret not in f.read_text(errors="replace"), f.name
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_gibibyte_flood_keeps_the_server_within_its_memory_bound(tmp_path):
+    """1.1 GiB of 1 MiB messages from an insider's key, as fast as it can send: the server's
+    peak RSS stays under its idle peak plus what its bounded queues can hold
+    ((INBOX_MAX + 2 x HWM) messages) plus 64 MiB of slack."""
+    from splitbench.roles.server import INBOX_MAX
+    from splitbench.transport.endpoint import DEFAULT_HWM
+    run = Staged(tmp_path, "flood", **HFSL)
+    run.start(sources=False)
+    addr = listening(run.run_dir, ["server-0"])
+    pid = run.procs["server-0"].pid
+    time.sleep(1.0)
+    idle = _peak_rss_mib(pid)
+    ctx = zmq.Context()
+    mib = 1 << 20
+    count = 1100
+    bad = Message(Kind.TRAIN, "flood", "source-0", 0, 0).add("act", torch.full((4, mib // 16), float("nan")),
+                                                              Traffic.ACTIVATION)
+    bad.add("y", torch.zeros(4, dtype=torch.uint8), Traffic.LABEL)
+    try:
+        ep = keyed(ctx, run.run_dir, "source-0", addr["server-0"], "server-0", "flood")
+        t0 = time.time()
+        blast(ep, iter(lambda: bad, None), count, run.ports["server-0"])
+        seconds = time.time() - t0
+        peak = _peak_rss_mib(pid)
+        close(ep)
+    finally:
+        ctx.destroy(linger=0)
+        for p in run.procs.values():
+            p.kill()
+            p.wait()
+    bound = idle + (INBOX_MAX + 2 * DEFAULT_HWM) * 1.0 + 64
+    print(f"flood: {count} MiB in {seconds:.1f} s; server peak RSS {idle:.0f} MiB idle -> {peak:.0f} MiB "
+          f"(bound {bound:.0f} MiB)")
+    assert count * mib >= 1 << 30
+    assert peak <= bound
