@@ -28,8 +28,10 @@ def role(name, spec, run_dir, *extra):
 
 
 def test_server_answers_garbage_with_errors_and_keeps_serving(tmp_path, write_spec):
+    # plain sockets: content checks here; what CURVE keeps out is tests/test_trust.py's
     spec = write_spec(experiment_doc(sources={"replicas": 1}, training={"epochs": 1, "batchSize": 32,
-                                                                        "maxStepsPerEpoch": 2, "replyTimeoutS": 60}))
+                                                                        "maxStepsPerEpoch": 2, "replyTimeoutS": 60},
+                                     transport={"auth": "none"}))
     addr = f"tcp://127.0.0.1:{free_port()}"
     server = role("server", spec, tmp_path, "--bind", addr)
     ctx = zmq.Context()
@@ -47,13 +49,13 @@ def test_server_answers_garbage_with_errors_and_keeps_serving(tmp_path, write_sp
             reply = raw.recv_multipart()
             assert reply[0][3] == Kind.ERROR
         # well-formed, but not what a split server can use
-        ep = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="confused")
-        ep.send(Message(Kind.TRAIN).add("pixels", torch.zeros(2, 2), Traffic.INPUT))
+        ep = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="source-0")
+        ep.send(Message(Kind.TRAIN, "t", "source-0").add("pixels", torch.zeros(2, 2), Traffic.INPUT))
         _, reply, _ = ep.recv(30)
-        assert reply.kind is Kind.ERROR and "KeyError" in reply.error_text() and "'act'" in reply.error_text()
-        ep.send(Message(Kind.WELCOME))
+        assert reply.kind is Kind.ERROR and "unexpected tensors ['pixels']" in reply.error_text()
+        ep.send(Message(Kind.WELCOME, "t", "source-0"))
         _, reply, _ = ep.recv(30)
-        assert "unexpected message kind WELCOME" in reply.error_text()
+        assert "WELCOME is not a message a source sends" in reply.error_text()
         ep.close()
         # and a real source still trains to the end
         source = role("source", spec, tmp_path, "--index", "0", "--connect", addr)
@@ -66,9 +68,9 @@ def test_server_answers_garbage_with_errors_and_keeps_serving(tmp_path, write_sp
             if p.poll() is None:
                 p.kill()
     reasons = {s.labels["reason"]: s.value for s in prom_samples(tmp_path / "server-0.prom",
-                                                                 "splitbench_malformed_messages")
+                                                                 "splitbench_rejected_messages")
                if s.name.endswith("_total")}
-    assert reasons == {"wire": len(garbage), "content": 1, "unexpected": 1}
+    assert reasons == {"wire": len(garbage), "shape": 1, "kind": 1}
 
 
 def test_aggregator_averages_by_sample_count_and_rejects_bad_contributions(tmp_path, write_spec):
@@ -76,33 +78,41 @@ def test_aggregator_averages_by_sample_count_and_rejects_bad_contributions(tmp_p
     a second contribution to an open round and weights of the wrong size are refused with
     ERROR replies; a round's average is weighted by n_k; a missing device ends the role
     with a line naming what it waited for."""
-    spec = write_spec(experiment_doc(paradigm={"name": "fedavg"}, training={"epochs": 1, "replyTimeoutS": 4}))
+    spec = write_spec(experiment_doc(paradigm={"name": "fedavg"}, training={"epochs": 2, "replyTimeoutS": 4},
+                                     transport={"auth": "none"}))
     addr = f"tcp://127.0.0.1:{free_port()}"
     agg = role("aggregator", spec, tmp_path, "--bind", addr)
     ctx = zmq.Context()
     a = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="source-0")
     b = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="source-1")
 
-    def contribution(w, n):
-        return (Message(Kind.TRAIN, epoch=0).add("w_whole", torch.tensor(w), Traffic.WEIGHTS)
+    from splitbench.models import build_model
+    from splitbench.paradigms.federated import state_tensors
+    size = sum(t.numel() for t in state_tensors(build_model("small_cnn")))
+
+    def contribution(w, n, epoch=0, values=size):
+        return (Message(Kind.TRAIN, "t", epoch=epoch).add("w_whole", torch.full((values,), float(w)), Traffic.WEIGHTS)
                 .add("n", torch.tensor([n]), Traffic.CONTROL))
     try:
         a.sock.send_multipart([b"not a message"])
         assert a.recv(30)[1].kind is Kind.ERROR
-        a.send(Message(Kind.TRAIN).add("w_low", torch.zeros(2), Traffic.WEIGHTS).add("n", torch.tensor([1]), Traffic.CONTROL))
+        a.send(Message(Kind.TRAIN, "t").add("w_low", torch.zeros(2), Traffic.WEIGHTS).add("n", torch.tensor([1]),
+                                                                                         Traffic.CONTROL))
         assert "one w_<partition> tensor (w_whole)" in a.recv(30)[1].error_text()
-        a.send(contribution([1.0, 2.0], 1))
-        a.send(contribution([1.0, 2.0], 1))
+        a.send(contribution(1.0, 1))
+        a.send(contribution(1.0, 1))
         assert "sent whole for round 0 twice" in a.recv(30)[1].error_text()
-        b.send(contribution([3.0, 6.0], 3))
+        b.send(contribution(3.0, 3))
         for ep in (a, b):
             _, reply, _ = ep.recv(30)
-            assert reply.tensors["w_whole"].tolist() == [2.5, 5.0]  # 1/4 a + 3/4 b
-        a.send(contribution([1.0, 2.0, 3.0], 1))
-        b.send(contribution([1.0], 1))  # round 1 cannot be averaged: sizes differ
-        assert "differ in size" in a.recv(30)[1].error_text()
-        assert agg.wait(60) == 4, agg.stdout.read()
-        assert "contributions differ in size" in agg.stdout.read()
+            assert set(reply.tensors["w_whole"].tolist()) == {2.5}  # 1/4 a + 3/4 b
+        b.send(contribution(1.0, 1, epoch=1, values=size + 1))  # weights of the wrong size: refused alone
+        assert f"has {size + 1} values, this round's are {size}" in b.recv(30)[1].error_text()
+        b.send(contribution(1.0, 10 ** 15, epoch=1))  # a sample count that would take over the average
+        assert "outside 1..128" in b.recv(30)[1].error_text()
+        a.send(contribution(1.0, 1, epoch=1))
+        assert agg.wait(60) == 3, agg.stdout.read()  # round 1 never completes: b sent nothing usable
+        assert "waiting for whole round 1: 1/2 in" in agg.stdout.read()
     finally:
         a.close()
         b.close()
@@ -115,7 +125,8 @@ def test_aggregator_averages_by_sample_count_and_rejects_bad_contributions(tmp_p
 
 
 def test_a_source_facing_a_dead_server_fails_with_one_line(tmp_path, write_spec):
-    spec = write_spec(experiment_doc(training={"epochs": 1, "batchSize": 32, "replyTimeoutS": 2}))
+    spec = write_spec(experiment_doc(training={"epochs": 1, "batchSize": 32, "replyTimeoutS": 2},
+                                     transport={"auth": "none"}))
     source = role("source", spec, tmp_path, "--index", "0", "--connect", f"tcp://127.0.0.1:{free_port()}")
     out, _ = source.communicate(timeout=120)
     assert source.returncode == 3

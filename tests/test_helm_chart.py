@@ -56,17 +56,39 @@ def test_watching_some_namespaces():
     assert "--namespace=lab" in args and "--namespace=bench" in args and "--all-namespaces" not in args
 
 
+def _granted(rules) -> set:
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+_NEEDED = ({("splitbench.dev", "experiments", v) for v in ("get", "list", "watch", "patch")}
+           | {("splitbench.dev", "experiments/status", "patch")}
+           | {("", kind, v) for kind in ("pods", "services", "configmaps") for v in ("create", "list", "delete")}
+           | {("", "secrets", v) for v in ("get", "create", "delete")}
+           | {("networking.k8s.io", "networkpolicies", v) for v in ("get", "create", "delete")}
+           | {("batch", "jobs", v) for v in ("create", "list", "delete")} | {("", "events", "create")})
+
+
 def test_rbac_grants_what_the_operator_calls_and_no_wildcards():
     (role,) = [d for d in render() if d["kind"] == "ClusterRole"]
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-               for v in rule["verbs"]}
-    needed = {("splitbench.dev", "experiments", v) for v in ("get", "list", "watch", "patch")}
-    needed |= {("splitbench.dev", "experiments/status", "patch")}
-    needed |= {("", kind, v) for kind in ("pods", "services", "configmaps") for v in ("create", "list", "delete")}
-    needed |= {("batch", "jobs", v) for v in ("create", "list", "delete")} | {("", "events", "create")}
-    assert needed <= granted, needed - granted
+    granted = _granted(role["rules"])
+    assert _NEEDED <= granted, _NEEDED - granted
     assert not any("*" in x for triple in granted for x in triple)
-    assert not any(r in ("secrets", "nodes") for _, r, _ in granted)
+    assert not any(r == "nodes" for _, r, _ in granted)
+    assert not any(r == "secrets" and v in ("list", "watch") for _, r, v in granted)  # only its own, by name
+
+
+def test_watching_some_namespaces_grants_namespaced_roles_only():
+    docs = render("--set", "operator.namespaces={lab,bench}")
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
+    assert set(roles) == set(bindings) == {"lab", "bench"}
+    for ns in ("lab", "bench"):
+        assert _NEEDED <= _granted(roles[ns]["rules"])
+        assert bindings[ns]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                           "name": roles[ns]["metadata"]["name"]}
+    (cluster,) = [d for d in docs if d["kind"] == "ClusterRole"]  # only kopf's CRD lookup stays cluster-wide
+    assert _granted(cluster["rules"]) == {("apiextensions.k8s.io", "customresourcedefinitions", v)
+                                          for v in ("get", "list", "watch")}
 
 
 def test_a_podmonitor_only_where_the_prometheus_operator_api_exists():
@@ -75,7 +97,7 @@ def test_a_podmonitor_only_where_the_prometheus_operator_api_exists():
     (pm,) = [d for d in docs if d["kind"] == "PodMonitor"]
     assert pm["metadata"]["labels"]["release"] == "kps"
     (endpoint,) = pm["spec"]["podMetricsEndpoints"]
-    assert endpoint["port"] == "metrics" and endpoint["honorLabels"] is True
+    assert endpoint["port"] == "metrics" and "honorLabels" not in endpoint
     assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "splitbench-operator"}
     off = render("--api-versions", "monitoring.coreos.com/v1/PodMonitor", "--set", "podMonitor.enabled=false")
     assert not [d for d in off if d["kind"] == "PodMonitor"]

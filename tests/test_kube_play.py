@@ -45,7 +45,7 @@ def playable(objs: list[dict]) -> list[dict]:
     out = []
     for o in objs:
         o = copy.deepcopy(o)
-        if o["kind"] == "Service":
+        if o["kind"] in ("Service", "NetworkPolicy"):
             continue
         if o["kind"] == "Job":
             for i in range(o["spec"]["completions"]):

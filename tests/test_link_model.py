@@ -99,12 +99,24 @@ def test_profiles_resolve_and_override(tmp_path):
         assert resolve_network(NetworkSpec(profile=name)).emulated
 
 
-def test_trace_files(tmp_path):
+def test_trace_files(tmp_path, monkeypatch):
     assert load_trace("wifi-fading.trace")[0] == (0.0, 600e6)
     bad = tmp_path / "bad.trace"
-    bad.write_text("0 10\n5 x\n")
-    with pytest.raises(SpecError, match="bad.trace:2: expected 'time_s Mbit/s'"):
+    bad.write_text("0 10\n5 secret-content\n")
+    with pytest.raises(SpecError, match="is not a file in") as err:  # outside the allowed folders: not read
         load_trace(bad)
+    assert "secret" not in str(err.value)
+    with pytest.raises(SpecError, match="is not a file in"):
+        load_trace("/etc/passwd")
+    with pytest.raises(SpecError, match="is not a file in"):
+        load_trace("../../../../etc/passwd")
+    (tmp_path / "escape.trace").symlink_to("/etc/hostname")
+    monkeypatch.setenv("SPLITBENCH_TRACE_DIR", str(tmp_path))  # what --trace-dir sets
+    with pytest.raises(SpecError, match="is not a file in"):
+        load_trace(tmp_path / "escape.trace")  # a link out of the named folder stays outside
+    with pytest.raises(SpecError, match="bad.trace:2: expected 'time_s Mbit/s'") as err:
+        load_trace(bad)
+    assert "secret" not in str(err.value) and "\n" not in str(err.value)
     bad.write_text("1 10\n")
     with pytest.raises(SpecError, match="first point must be at time 0"):
-        load_trace(bad)
+        load_trace("bad.trace")

@@ -44,7 +44,8 @@ def test_every_object_is_valid_kubernetes_and_owned_by_the_experiment(overrides)
 def test_split_run_has_server_link_and_an_indexed_source_job_with_device_limits():
     objs = objects(network={"profile": "wifi6"}, sources={"replicas": 3, "device": {"profile": "paper-source"}})
     names = [o["metadata"]["name"] for o in objs]
-    assert names == ["exp-spec", "exp-link", "exp-link", "exp-server-0", "exp-server-0", "exp-sources"]  # plan order
+    assert names == ["exp-spec", "exp-keys", "exp-policy", "exp-link", "exp-link", "exp-server-0", "exp-server-0",
+                     "exp-sources"]  # plan order
     job = by_kind(objs, "Job")[0]
     assert job["spec"]["completions"] == 3 and job["spec"]["completionMode"] == "Indexed"
     source = job["spec"]["template"]["spec"]["containers"][0]
@@ -75,3 +76,43 @@ def test_a_gpu_server_asks_for_the_gpu_and_the_runtime_class():
     assert server["spec"]["runtimeClassName"] == "nvidia"
     cpu_only = [p for p in by_kind(objects(), "Pod") if p["metadata"]["labels"]["splitbench.dev/role"] == "server"][0]
     assert "runtimeClassName" not in cpu_only["spec"] and cpu_only["spec"]["containers"][0]["image"] == "splitbench-edge:latest"
+
+
+@pytest.mark.parametrize("auth", ["curve", "none"])
+def test_every_pod_is_hardened_and_gets_only_its_own_secret_key(auth):
+    objs = objects(paradigm={"name": "hfsl", "splitAfter": 2}, network={"profile": "wifi6"},
+                   transport={"auth": auth})
+    pods = by_kind(objs, "Pod") + [j["spec"]["template"] for j in by_kind(objs, "Job")]
+    assert len(pods) == 5  # aggregator, link, 2 servers, the sources' template
+    for p in pods:
+        spec = p["spec"]
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        c = spec["containers"][0]
+        ctx = c["securityContext"]
+        assert ctx["readOnlyRootFilesystem"] is True and ctx["capabilities"] == {"drop": ["ALL"]}
+        assert ctx["allowPrivilegeEscalation"] is False
+        assert c["resources"]["requests"]["cpu"]  # every container requests CPU
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        assert {"/tmp", "/var/run/splitbench"} <= mounts  # where a role writes, on a read-only root
+        keys = [v for v in spec["volumes"] if v["name"] == "keys"]
+        if auth == "none":
+            assert keys == []
+            continue
+        private = sorted(i["key"] for i in keys[0]["secret"]["items"] if i["key"].endswith(".key"))
+        role = p["metadata"]["labels"]["splitbench.dev/role"]
+        if role == "source":
+            assert private == ["source-0.key", "source-1.key"]  # one template for every source
+        else:
+            index = p["metadata"]["labels"].get("splitbench.dev/index", "0")
+            assert private == [f"{role}-{index}.key"]
+    kinds = [o["kind"] for o in objs]
+    assert kinds.count("NetworkPolicy") == 1 and kinds.count("Secret") == (auth == "curve")
+
+
+def test_long_experiment_names_give_unique_children_of_at_most_63_characters():
+    exp = Experiment.model_validate(experiment_doc(name="a" * 60, paradigm={"name": "hfsl", "splitAfter": 2}))
+    names = [o["metadata"]["name"] for o in build(exp, UID, "bench") if o["kind"] != "Service"]
+    assert all(len(n) <= 63 for n in names)
+    assert len(names) == len(set(names))

@@ -5,6 +5,8 @@ deleting the Experiment deletes the children."""
 import time
 
 import kubernetes
+from splitbench.spec import Experiment
+from splitbench_operator.security import SPEC_HASH, spec_hash
 from kopf.testing import KopfRunner
 
 from splitbench.crd import GROUP, PLURAL, VERSION
@@ -54,11 +56,16 @@ def set_pod_phase(name, phase):
 def test_an_experiment_becomes_owned_children_whose_state_rolls_up_and_goes_with_it(cluster):
     doc = experiment_doc(name="exp", network={"profile": "wifi6"}, sources={"replicas": 2})
     core = kubernetes.client.CoreV1Api()
-    # one child already there (as after an operator crash mid-apply): kept, not an error
+    # one child already there, owned by this Experiment (as after an operator crash mid-apply):
+    # adopted, not an error
+    submit(doc)
+    owner = {"apiVersion": "splitbench.dev/v1alpha1", "kind": "Experiment", "name": "exp",
+             "uid": get_experiment("exp")["metadata"]["uid"]}
+    built_from = {SPEC_HASH: spec_hash(Experiment.model_validate(doc))}
     core.create_namespaced_config_map(NS, {"metadata": {"name": "exp-spec", "namespace": NS, "labels": {
-        "splitbench.dev/experiment": "exp"}}, "data": {"spec.yaml": "left over"}})
+        "splitbench.dev/experiment": "exp"}, "annotations": built_from, "ownerReferences": [owner]},
+        "data": {"spec.yaml": "left over"}})
     with KopfRunner(KOPF, timeout=60) as runner:
-        submit(doc)
         wait("the children", lambda: status("exp").get("children"))
         kids = children("exp")
         assert {k: len(v) for k, v in kids.items()} == {"ConfigMap": 1, "Service": 2, "Pod": 2, "Job": 1}
@@ -91,7 +98,7 @@ def test_an_experiment_becomes_owned_children_whose_state_rolls_up_and_goes_with
         wait("the experiment gone", lambda: get_experiment("exp") is None)
         assert {k: len(v) for k, v in children("exp").items()} == {"ConfigMap": 0, "Service": 0, "Pod": 0, "Job": 0}
     assert runner.exception is None
-    assert "0 created, 6 already there" in runner.output  # the resumed apply
+    assert "0 created, 8 already there" in runner.output  # the resumed apply (with the keys and the policy)
     assert cluster.api is not None
 
 
@@ -103,3 +110,28 @@ def test_a_bad_spec_fails_the_experiment_with_a_one_line_message_and_creates_not
         assert "sources.replicas" in st["message"] and "\n" not in st["message"]
         assert all(not v for v in children("bad").values())
     assert runner.exception is None
+
+
+def test_a_foreign_object_under_a_childs_name_fails_the_experiment_not_adopted(cluster):
+    """A 409 is success only for this Experiment's own child: an object someone else made
+    under the same name ends the Experiment with a one-line reason, never a retry loop."""
+    kubernetes.client.CoreV1Api().create_namespaced_config_map(NS, {"metadata": {
+        "name": "squat-spec", "namespace": NS}, "data": {"spec.yaml": "not yours"}})
+    with KopfRunner(KOPF, timeout=60) as runner:
+        submit(experiment_doc(name="squat", sources={"replicas": 1}))
+        st = wait("Failed", lambda: status("squat") if status("squat").get("phase") == "Failed" else None)
+        assert "ConfigMap/squat-spec already exists and is not owned by this Experiment" in st["message"]
+        assert "\n" not in st["message"]
+        time.sleep(1)
+        assert status("squat")["phase"] == "Failed"
+    assert runner.exception is None
+
+
+def test_an_overflowing_cpu_fails_with_one_line_and_no_retry(cluster):
+    with KopfRunner(KOPF, timeout=60) as runner:
+        submit(experiment_doc(name="cpu", sources={"replicas": 1, "device": {"cpu": "1" + "0" * 400}}))
+        st = wait("Failed", lambda: status("cpu") if status("cpu").get("phase") == "Failed" else None)
+        assert "cpu" in st["message"] and "\n" not in st["message"] and len(st["message"]) < 400
+        assert all(not v for v in children("cpu").values())
+    assert runner.exception is None
+    assert runner.output.count("invalid spec") <= 3  # reported, not retried in a loop

@@ -82,8 +82,9 @@ def kube_view(exp) -> dict:
             args = [a.replace("$(SOURCE_INDEX)", str(i)) for a in c["args"]] if i is not None else list(c["args"])
             if i is not None:
                 args = [a.replace("$(SERVER_ADDRESS)", role_name("server", i)) for a in args]
+            # where a pod's events and keys are is the translation's (pod logs, a mounted Secret)
             env = {e["name"]: e["value"] for e in c["env"] if "value" in e and e["name"] not in
-                   ("SPLITBENCH_EVENTS_STDOUT", "SERVER_ADDRESS")}
+                   ("SPLITBENCH_EVENTS_STDOUT", "SERVER_ADDRESS", "SPLITBENCH_KEYS")}
             limits = c.get("resources", {}).get("limits", {})
             cpu = int(limits["cpu"][:-1]) / 1000 if "cpu" in limits else None
             kind, index = args[1], (int(args[3]) if args[2:3] == ["--index"] else 0)

@@ -108,7 +108,8 @@ def test_centralized_uses_no_network(tmp_path):
     assert rec[rec["event"] == "eval"]["accuracy"].notna().all()
 
 
-def test_a_crashed_source_is_reported_and_nothing_is_left_running(tmp_path):
+def test_a_crashed_source_is_reported_and_nothing_is_left_running(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPLITBENCH_DATA_ROOTS", str(tmp_path))  # dataset.root must be under an allowed root
     _, result, rec = run(tmp_path, dataset={"name": "fashion_mnist", "root": str(tmp_path / "nowhere")})
     assert not result.ok
     assert result.message.startswith("source-") and "exited with code 2" in result.message

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 
 import yaml
 
-from splitbench.roleplan import METRICS_PORT, PORT, SPEC_FILE, Role, plan_roles
+from splitbench.roleplan import METRICS_PORT, PORT, SPEC_FILE, Role, plan_roles, role_names
 from splitbench.spec import API_VERSION, Experiment
 
+from . import security
+
 SPEC_DIR, RUN_DIR = "/etc/splitbench", "/var/run/splitbench"
+CPU_REQUEST = "250m"
 MOUNTS = {"spec": SPEC_DIR, "run": RUN_DIR}
 
 
@@ -50,16 +53,19 @@ def owner_reference(exp_uid: str, name: str) -> dict:
 
 def _meta(exp: Experiment, name: str, role: str | None, uid: str, namespace: str) -> dict:
     return {"name": name, "namespace": namespace, "labels": labels(exp, role),
+            "annotations": {security.SPEC_HASH: security.spec_hash(exp)},
             "ownerReferences": [owner_reference(uid, exp.name)]}
 
 
 def _child(exp: Experiment, suffix: str) -> str:
-    """A child's name: the experiment's (cut to 40 characters, the same for every child) and
-    the child's role, a DNS label for any suffix up to 22 characters."""
-    return f"{exp.name[:40].rstrip('-')}-{suffix}"
+    """A child's name: unique per experiment and role, a DNS label of at most 63 characters."""
+    return security.child_name(exp.name, suffix)
 
 
 def _resources(role: Role) -> dict:
+    """The plan's quota as limits (requests equal); a role without a CPU quota (servers,
+    the aggregator, the link emulator) requests CPU_REQUEST and gets no CPU limit, so that
+    the testbed does not throttle what it measures."""
     limits = {}
     if role.cpu:
         limits["cpu"] = f"{int(round(role.cpu * 1000))}m"
@@ -67,7 +73,9 @@ def _resources(role: Role) -> dict:
         limits["memory"] = role.memory
     if role.gpu:
         limits["nvidia.com/gpu"] = str(role.gpu)
-    return {"limits": limits, "requests": dict(limits)} if limits else {}
+    requests = dict(limits)
+    requests.setdefault("cpu", CPU_REQUEST)
+    return {"limits": limits, "requests": requests}
 
 
 def _container(role: Role, image: str, args: list[str], resources: dict, pull: str) -> dict:
@@ -84,10 +92,21 @@ def _container(role: Role, image: str, args: list[str], resources: dict, pull: s
     return c
 
 
-def _pod_spec(exp: Experiment, container: dict, restart: str) -> dict:
-    return {"restartPolicy": restart, "containers": [container],
+def _pod_spec(exp: Experiment, container: dict, restart: str, keys: list[str] = ()) -> dict:
+    """A role's pod: the spec and the run folder mounted, its keys where the transport is
+    authenticated, hardened (security.harden_pod: non-root, read-only root, no capabilities,
+    seccomp, no service-account token)."""
+    spec = {"restartPolicy": restart, "containers": [container],
             "volumes": [{"name": "spec", "configMap": {"name": _child(exp, "spec")}},
                         {"name": "run", "emptyDir": {}}]}
+    if keys:
+        volume, mount, env = security.keys_volume(exp, keys[0], role_names(exp.spec))
+        for other in keys[1:]:  # the sources' Job: one template for every source's key
+            volume["secret"]["items"].append({"key": f"{other}.key", "path": f"{other}.key", "mode": 0o400})
+        spec["volumes"].append(volume)
+        container["volumeMounts"].append(mount)
+        container["env"].append(env)
+    return security.harden_pod(spec, container["name"])
 
 
 def _annotations() -> dict:
@@ -115,11 +134,12 @@ def _service(exp: Experiment, suffix: str, role: str, uid: str, namespace: str, 
 
 
 def _pod(exp: Experiment, suffix: str, role: str, uid: str, namespace: str, container: dict,
-         extra_labels: dict | None = None, runtime_class: str | None = None, restart: str = "Never") -> dict:
+         extra_labels: dict | None = None, runtime_class: str | None = None, restart: str = "Never",
+         keys: list[str] = ()) -> dict:
     meta = _meta(exp, _child(exp, suffix), role, uid, namespace)
     meta["labels"].update(extra_labels or {})
-    meta["annotations"] = _annotations()
-    spec = _pod_spec(exp, container, restart)
+    meta["annotations"].update(_annotations())
+    spec = _pod_spec(exp, container, restart, keys)
     if runtime_class:
         spec["runtimeClassName"] = runtime_class
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
@@ -136,7 +156,12 @@ def _role_container(role: Role, images: Images, args: list[str]) -> dict:
     return _container(role, images.gpu if role.image == "gpu" else images.edge, args, resources, images.pull_policy)
 
 
-def build(exp: Experiment, uid: str, namespace: str = "default", images: Images = Images()) -> list[dict]:
+def _keys(exp: Experiment, roles: list[Role]) -> list[str]:
+    return [r.name for r in roles] if exp.spec.transport.auth == "curve" else []
+
+
+def build(exp: Experiment, uid: str, namespace: str = "default", images: Images = Images(),
+          metrics_namespaces: dict | None = None) -> list[dict]:
     """Every object of the experiment's run, in creation order: the role plan, each
     listener behind a Service, the sources as one Indexed Job."""
     plan = plan_roles(exp)
@@ -146,6 +171,9 @@ def build(exp: Experiment, uid: str, namespace: str = "default", images: Images 
         return _address(exp, suffix(by_name[name]), namespace)
 
     objects = [spec_configmap(exp, uid, namespace)]
+    if exp.spec.transport.auth == "curve":
+        objects.append(security.keys_secret(exp, uid, namespace, role_names(exp.spec)))
+    objects.append(security.network_policy(exp, uid, namespace, PORT, METRICS_PORT, metrics_namespaces))
     for role in plan:
         if role.kind == "source":
             continue
@@ -154,7 +182,7 @@ def build(exp: Experiment, uid: str, namespace: str = "default", images: Images 
         if role.listens:
             objects.append(_service(exp, suffix(role), role.kind, uid, namespace, {**labels(exp, role.kind), **index}))
         objects.append(_pod(exp, suffix(role), role.kind, uid, namespace, c, index,
-                            images.runtime_class if role.gpu else None, role.restart))
+                            images.runtime_class if role.gpu else None, role.restart, _keys(exp, [role])))
     sources = plan.of_kind("source")
     if sources:
         objects.append(sources_job(exp, uid, namespace, images, sources, address))
@@ -178,8 +206,10 @@ def sources_job(exp: Experiment, uid: str, namespace: str, images: Images, sourc
         "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}]
     if len(peers) > 1:
         c["env"].append({"name": "SERVER_ADDRESS", "value": _address(exp, "server-$(SOURCE_INDEX)", namespace)})
+    # One template serves every completion, so it carries every source's key: a source
+    # could speak as another source (not as a server, the link or the aggregator).
     template = {"metadata": {"labels": labels(exp, "source"), "annotations": _annotations()},
-                "spec": _pod_spec(exp, c, first.restart)}
+                "spec": _pod_spec(exp, c, first.restart, _keys(exp, sources))}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(exp, _child(exp, "sources"), "source", uid, namespace),
             "spec": {"completions": len(sources), "parallelism": len(sources), "completionMode": "Indexed",
                      "backoffLimit": 0, "template": template}}

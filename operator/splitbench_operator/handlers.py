@@ -58,17 +58,26 @@ def apply(body: kopf.Body, uid: str, namespace: str, patch: kopf.Patch, logger, 
     try:
         exp = experiment(body)
         objects = build(exp, uid, namespace, images())
-    except SpecError as err:
-        raise kopf.PermanentError(str(err).replace("\n", "; ")) from None
     except kopf.PermanentError as err:
-        patch.status.update(phase="Failed", message=f"invalid spec: {err}")
-        raise
-    created = [o["metadata"]["name"] for o in objects if kube.create(o)]
+        fail(patch, f"invalid spec: {err}")
+    except (SpecError, ValueError, ArithmeticError, OverflowError) as err:  # e.g. a quantity builders cannot render
+        fail(patch, f"invalid spec: {err}")
+    try:
+        created = [o["metadata"]["name"] for o in objects if kube.create(o)]
+    except kube.Foreign as err:
+        fail(patch, str(err))
     names = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
     logger.info(f"{len(created)} created, {len(objects) - len(created)} already there: {', '.join(names)}")
     patch.status.update(children=names, phase=status.get("phase") or "Pending",
                         progress=status.get("progress") or f"0/{_sources(exp)}",
                         message=status.get("message") or "children created")
+
+
+def fail(patch: kopf.Patch, message: str):
+    """End the Experiment: status Failed with a one-line message, and no retry (retrying cannot fix it)."""
+    line = " ".join(str(message).split())[:1000]
+    patch.status.update(phase="Failed", message=line)
+    raise kopf.PermanentError(line)
 
 
 def _sources(exp: Experiment) -> int:

@@ -20,23 +20,57 @@ def batch() -> kubernetes.client.BatchV1Api:
     return kubernetes.client.BatchV1Api(api_client())
 
 
+def networking() -> kubernetes.client.NetworkingV1Api:
+    return kubernetes.client.NetworkingV1Api(api_client())
+
+
 _CREATE = {
     "ConfigMap": lambda ns, o: core().create_namespaced_config_map(ns, o),
     "Service": lambda ns, o: core().create_namespaced_service(ns, o),
     "Pod": lambda ns, o: core().create_namespaced_pod(ns, o),
+    "Secret": lambda ns, o: core().create_namespaced_secret(ns, o),
     "Job": lambda ns, o: batch().create_namespaced_job(ns, o),
+    "NetworkPolicy": lambda ns, o: networking().create_namespaced_network_policy(ns, o),
 }
+_READ = {
+    "ConfigMap": lambda ns, n: core().read_namespaced_config_map(n, ns),
+    "Service": lambda ns, n: core().read_namespaced_service(n, ns),
+    "Pod": lambda ns, n: core().read_namespaced_pod(n, ns),
+    "Secret": lambda ns, n: core().read_namespaced_secret(n, ns),
+    "Job": lambda ns, n: batch().read_namespaced_job(n, ns),
+    "NetworkPolicy": lambda ns, n: networking().read_namespaced_network_policy(n, ns),
+}
+SPEC_HASH = "splitbench.dev/spec-hash"  # security.SPEC_HASH
+
+
+class Foreign(RuntimeError):
+    """A child's name is taken by an object that is not this Experiment's; str() is one line."""
 
 
 def create(obj: dict) -> bool:
-    """Create obj; True if created now, False if it already existed."""
+    """Create obj; True if created now, False if it already existed and is ours to adopt: owned
+    by the same Experiment (uid) and, where obj carries a spec hash, built from the same spec.
+    Anything else under that name raises Foreign: never adopt a stranger's object."""
+    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     try:
-        _CREATE[obj["kind"]](obj["metadata"]["namespace"], obj)
+        _CREATE[obj["kind"]](ns, obj)
         return True
     except ApiException as err:
-        if err.status == 409:
-            return False
-        raise
+        if err.status != 409:
+            raise
+    existing = plain(_READ[obj["kind"]](ns, name))
+    meta = existing.get("metadata") or {}
+    want_uids = {r["uid"] for r in obj["metadata"].get("ownerReferences", [])}
+    have_uids = {r.get("uid") for r in meta.get("ownerReferences") or []}
+    if want_uids and not want_uids & have_uids:
+        raise Foreign(f"{obj['kind']}/{name} already exists and is not owned by this Experiment; "
+                      "rename the Experiment or delete that object")
+    want_hash = (obj["metadata"].get("annotations") or {}).get(SPEC_HASH)
+    have_hash = (meta.get("annotations") or {}).get(SPEC_HASH)
+    if want_hash and want_hash != have_hash:
+        raise Foreign(f"{obj['kind']}/{name} exists from another spec of this Experiment (hash {have_hash}, "
+                      f"now {want_hash}); delete it to rebuild")
+    return False
 
 
 def _mine(items: list, experiment: str) -> list:

@@ -1,19 +1,21 @@
 """Live Prometheus metrics of one role. Names start with splitbench_; every series carries
-experiment, role and instance labels, which Grafana's variables select on."""
+experiment, role and role_instance labels, which Grafana's variables select on. The label is
+role_instance, not instance: Prometheus owns `instance` (the scrape target), so the PodMonitor
+needs no honorLabels and a pod cannot overwrite another pod's series."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 
-_LABELS = ("experiment", "role", "instance")
+_LABELS = ("experiment", "role", "role_instance")
 _STEP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class RoleMetrics:
     def __init__(self, experiment: str, role: str, instance: str, paradigm: str = "", network: str = ""):
         self.registry = CollectorRegistry()
-        self.base = {"experiment": experiment, "role": role, "instance": instance}
+        self.base = {"experiment": experiment, "role": role, "role_instance": instance}
         r = self.registry
         self.info = Gauge("splitbench_role_info", "Constant 1; labels describe the run",
                           [*_LABELS, "paradigm", "network"], registry=r)
@@ -27,8 +29,10 @@ class RoleMetrics:
         self.loss = Gauge("splitbench_loss", "Latest training loss", [*_LABELS, "exit"], registry=r)
         self.accuracy = Gauge("splitbench_accuracy", "Latest held-out accuracy", [*_LABELS, "exit"], registry=r)
         self.epoch = Gauge("splitbench_epoch", "Current epoch", _LABELS, registry=r)
-        self.malformed = Counter("splitbench_malformed_messages", "Messages rejected by the wire check",
-                                 [*_LABELS, "reason"], registry=r)
+        self.rejected = Counter("splitbench_rejected_messages", "Received messages refused before use, by reason",
+                                [*_LABELS, "reason"], registry=r)
+        self.transport_bytes = Counter("splitbench_transport_bytes", "All bytes on the wire including CURVE's "
+                                       "per-frame overhead", [*_LABELS, "direction", "auth"], registry=r)
         self.link_queue = Histogram("splitbench_link_queue_seconds", "Time a message waited for its channel",
                                     [*_LABELS, "direction"], buckets=_STEP_BUCKETS, registry=r)
 

@@ -21,6 +21,7 @@ from .spec import Experiment, ExperimentSpec
 PORT = 5555            # the experiment port, in a container or pod (local runs pick free ports)
 METRICS_PORT = 9100    # the metrics port, likewise
 SPEC_FILE = "spec.yaml"
+KEYS_DIR = "keys"       # in the run folder: one CURVE keypair per role (transport/keys.py)
 KINDS = ("source", "server", "aggregator", "link", "trainer")
 
 
@@ -136,19 +137,45 @@ class RolePlan:
 
 def plan_roles(exp: Experiment) -> RolePlan:
     """Every role of the experiment, in start order (listeners before those who connect)."""
-    spec = exp.spec
+    return RolePlan(exp.name, tuple(_roles(exp.spec)))
+
+
+def role_names(spec: ExperimentSpec) -> list[str]:
+    """Every role instance of an experiment (one CURVE keypair each)."""
+    return [r.name for r in _roles(spec)]
+
+
+def route_target(spec: ExperimentSpec, rid: str) -> str:
+    """The role a routing id's messages are for: its source's server (hfsl: its own medium
+    device), or the aggregator (second peers, and paradigms without a server)."""
+    return _direct_routes(spec, *_shape_of(spec))[rid]
+
+
+def first_hop(spec: ExperimentSpec, instance: str, peer: str | None = None) -> str:
+    """The role whose listening socket a connection of `instance` (to its first peer, or to
+    `peer` as a second one) reaches: the link emulator where the network is emulated."""
+    if resolve_network(spec.network).emulated:
+        return role_name("link")
+    return route_target(spec, routing_id(instance, peer))
+
+
+def _shape_of(spec: ExperimentSpec) -> tuple[int, str | None, bool]:
+    """(servers, the aggregator's name or None, whether sources and servers also talk to it)."""
+    shape = SHAPES[spec.paradigm.name]
+    servers = spec.server_count if shape.uses_server else 0
+    agg = role_name("aggregator") if shape.aggregates else None
+    return servers, agg, bool(agg and servers)
+
+
+def _roles(spec: ExperimentSpec) -> list[Role]:
     sources = resolve_device(spec.sources.device)
     if not spec.uses_network:  # one process trains the whole model on all the data
         server = resolve_device(spec.server.device)
-        return RolePlan(exp.name, (Role(role_name("trainer"), "trainer", 0, "edge", False,
-                                        cpu=server.cpu, memory=server.memory),))
-    shape = SHAPES[spec.paradigm.name]
-    servers = spec.server_count if shape.uses_server else 0
+        return [Role(role_name("trainer"), "trainer", 0, "edge", False, cpu=server.cpu, memory=server.memory)]
+    servers, agg, second_peer = _shape_of(spec)
     k = spec.sources.replicas
     gpu_image = "gpu" if spec.server.gpu else "edge"
-    agg = role_name("aggregator") if shape.aggregates else None
     relay = role_name("link") if resolve_network(spec.network).emulated else None
-    second_peer = bool(agg and servers)  # sources and servers also talk to the aggregator
     roles: list[Role] = []
     if agg:  # the high-computational device: the CUDA image where the experiment has GPUs
         device = resolve_device(spec.aggregator.device)
@@ -167,7 +194,7 @@ def plan_roles(exp: Experiment) -> RolePlan:
         roles.append(Role(name, "source", i, "edge", False, connect=relay or direct[name],
                           aggregator=(relay or agg) if second_peer else None,
                           cpu=sources.cpu, memory=sources.memory))
-    return RolePlan(exp.name, tuple(roles))
+    return roles
 
 
 def _direct_routes(spec: ExperimentSpec, servers: int, agg: str | None, second_peer: bool) -> dict[str, str]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -22,6 +24,23 @@ DATASET_NAMES = ("fashion_mnist", "cifar10", "synthetic")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 _MEM = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+
+
+# Caps that validate enforces (issue 14): a spec beyond them is a mistake or an attack on the host.
+MAX_EPOCHS = 10_000
+MAX_SAMPLES = 10_000_000
+MAX_TIMEOUT_S = 86_400.0
+MAX_CPU = 1024        # cores of one device
+MAX_MEMORY = 1 << 44  # 16 TiB
+MAX_SUITE_RUNS = 500  # experiments in one suite's matrix, unless --allow-large (SPLITBENCH_ALLOW_LARGE=1)
+DATA_ROOTS_ENV = "SPLITBENCH_DATA_ROOTS"  # os.pathsep-separated folders dataset.root may be in
+
+
+def data_roots() -> list[Path]:
+    """Where dataset.root may point: the dataset cache, /data, /datasets, and $SPLITBENCH_DATA_ROOTS."""
+    cache = os.environ.get("SPLITBENCH_CACHE") or str(Path.home() / ".cache" / "splitbench")
+    extra = [d for d in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if d]
+    return [Path(d).resolve() for d in (cache, "/data", "/datasets", *extra)]
 
 
 class SpecError(ValueError):
@@ -47,10 +66,22 @@ class DatasetSpec(_Model):
     root: str | None = Field(None, description="where the files are; default depends on the dataset")
     download: bool = Field(False, description="let torchvision download when the files are missing")
     partition: PartitionSpec = PartitionSpec()
-    samples_per_source: int | None = Field(None, ge=1, description="cap each source's partition")
-    test_samples: int = Field(1000, ge=1, description="held-out samples used for accuracy")
+    samples_per_source: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="cap each source's partition")
+    test_samples: int = Field(1000, ge=1, le=MAX_SAMPLES, description="held-out samples used for accuracy")
     image_size: int | None = Field(None, ge=8, le=512, description="synthetic only: side in pixels")
     channels: int | None = Field(None, ge=1, le=4, description="synthetic only")
+
+    @field_validator("root")
+    @classmethod
+    def _root_allowed(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        r = Path(v).expanduser().resolve()
+        roots = data_roots()
+        if not any(r.is_relative_to(d) for d in roots):
+            raise ValueError(f"{v[:200]!r} is outside the allowed data roots ({', '.join(map(str, roots))}); "
+                             f"add one with {DATA_ROOTS_ENV}")
+        return v
 
 
 class _ParadigmBase(_Model):
@@ -157,14 +188,15 @@ ParadigmSpec = Annotated[
 
 
 class TrainingSpec(_Model):
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(32, ge=1, le=65536)
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.01, gt=0)
+    lr: float = Field(0.01, gt=0, allow_inf_nan=False)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short (quick runs)")
-    reply_timeout_s: float = Field(120.0, gt=0, description="a peer silent this long is dead")
+    reply_timeout_s: float = Field(120.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False,
+                                   description="a peer silent this long is dead")
     evaluate: Literal["every_epoch", "end"] = Field(
         "every_epoch", description="held-out evaluation after every epoch, or only after the last one (its "
                                    "traffic then cannot slow training down; train_time_s is training alone)")
@@ -221,14 +253,10 @@ class DeviceSpec(_Model):
     def _cpu(cls, v: Any) -> Any:
         if v is None:
             return v
-        if isinstance(v, (int, float)):
-            if v <= 0:
-                raise ValueError("must be positive")
-            return v
-        if not _CPU.match(v):
+        if isinstance(v, str) and not _CPU.match(v):
             raise ValueError("expected cores (0.4) or millicores ('400m')")
-        if cpu_cores(v) <= 0:
-            raise ValueError("must be positive")
+        # at least one millicore (Kubernetes' resolution: 0.0001 would become 0m), at most MAX_CPU cores
+        quantity(v, "cpu", 0.001, MAX_CPU)
         return v
 
     @field_validator("memory")
@@ -236,6 +264,8 @@ class DeviceSpec(_Model):
     def _mem(cls, v: str | None) -> str | None:
         if v is not None and not _MEM.match(v):
             raise ValueError("expected a Kubernetes quantity such as '1Gi' or '512Mi'")
+        if v is not None:
+            quantity(v, "memory", 1 << 20, MAX_MEMORY)
         return v
 
 
@@ -255,6 +285,13 @@ class AggregatorSpec(_Model):
     device: DeviceSpec = DeviceSpec()
 
 
+class TransportSpec(_Model):
+    auth: Literal["curve", "none"] = Field(
+        "curve", description="curve: every socket is CurveZMQ with one keypair per role, and each listener "
+                             "accepts only this experiment's keys; none: plain TCP (anyone who reaches a port "
+                             "can speak)")
+
+
 class ExperimentSpec(_Model):
     model: ModelSpec
     dataset: DatasetSpec
@@ -264,6 +301,7 @@ class ExperimentSpec(_Model):
     sources: SourcesSpec = SourcesSpec()
     server: ServerSpec = ServerSpec()
     aggregator: AggregatorSpec = AggregatorSpec()
+    transport: TransportSpec = TransportSpec()
     seed: int = Field(0, ge=0)
 
     @property
@@ -382,6 +420,10 @@ class Suite(_Model):
         axes = list(self.spec.matrix.items())
         if self.spec.cases:
             axes.insert(0, (_CASE, self.spec.cases))
+        size = math.prod(len(values) for _, values in axes)
+        if size > MAX_SUITE_RUNS and os.environ.get("SPLITBENCH_ALLOW_LARGE") != "1":
+            raise SpecError(f"suite {self.metadata.name}: its matrix makes {size} runs, more than {MAX_SUITE_RUNS}; "
+                            "pass --allow-large if you mean it")
         seen: dict[str, ExperimentSpec] = {}
         out: list[Experiment] = []
         for combo in itertools.product(*[values for _, values in axes]):
@@ -452,12 +494,23 @@ def _label(field: str, value: Any) -> str:
 
 
 def cpu_cores(value: str | float | None) -> float | None:
-    """'400m' -> 0.4, '2' -> 2.0, 0.5 -> 0.5."""
+    """'400m' -> 0.4, '2' -> 2.0, 0.5 -> 0.5 (Kubernetes quantity rules: kubernetes.utils.parse_quantity)."""
     if value is None:
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    return int(value[:-1]) / 1000 if value.endswith("m") else float(value)
+    from kubernetes.utils import parse_quantity
+    return float(parse_quantity(value))
+
+
+def quantity(value: str | float, what: str, lo: float, hi: float) -> float:
+    """A Kubernetes quantity within [lo, hi], or ValueError in one line naming `what`."""
+    from kubernetes.utils import parse_quantity
+    try:
+        q = parse_quantity(value)
+    except (ValueError, TypeError, ArithmeticError):
+        raise ValueError(f"{what}: {str(value)[:40]!r} is not a Kubernetes quantity") from None
+    if not lo <= q <= hi:
+        raise ValueError(f"{what}: {str(value)[:40]!r} is outside {lo:g}..{hi:g}")
+    return float(q)
 
 
 def format_errors(err: ValidationError, where: str) -> str:

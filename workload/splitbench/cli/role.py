@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--aggregator", default=None, help="the aggregator's address, or the link's (fedavg, hfsl)")
     p.add_argument("--route", action="append", default=[], metavar="ID=ADDRESS",
                    help="link: forward the peer with this routing id here instead of --connect")
+    p.add_argument("--keys", default=None, metavar="DIR",
+                   help="the experiment's CURVE keys (default: $SPLITBENCH_KEYS, else <run-dir>/keys)")
     p.add_argument("--metrics-port", type=int, default=None)
     p.add_argument("--metrics-addr", default="127.0.0.1")
     p.add_argument("--cpu-limit", choices=["auto", "cgroup", "throttle", "off"], default="auto",

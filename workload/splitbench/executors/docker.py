@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..record import merge
-from ..roleplan import METRICS_PORT, PORT, SPEC_FILE, Role, RolePlan, plan_roles
+from ..roleplan import KEYS_DIR, METRICS_PORT, PORT, SPEC_FILE, Role, RolePlan, plan_roles, role_names
+from ..transport import make_keys
 from ..spec import Experiment
 from .base import RunResult
 from .progress import Progress
@@ -125,6 +126,8 @@ class DockerExecutor:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         (run_dir / SPEC_FILE).write_text(exp.to_yaml())
+        if exp.spec.transport.auth == "curve":  # the roles read them from the mounted run folder
+            make_keys(run_dir / KEYS_DIR, role_names(exp.spec))
         t0 = time.time()
         run = run_id(exp, t0)
         plan = plan_roles(exp)
@@ -133,7 +136,7 @@ class DockerExecutor:
         network = None
         ok, message = False, ""
         if os.getuid() == 0:  # the image's user writes the record; the folder is handed back at the end
-            os.chown(run_dir, 10001, 10001)
+            _chown_tree(run_dir, 10001, 10001)
         try:
             network = client.networks.create(f"sb-{run}", driver="bridge", labels={LABEL: exp.name, RUN_LABEL: run})
             args = container_args(plan, run)

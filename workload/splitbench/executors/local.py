@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..devices import remove_cgroups
 from ..record import merge
-from ..roleplan import SPEC_FILE, Role, plan_roles
+from ..roleplan import KEYS_DIR, SPEC_FILE, Role, plan_roles, role_names
+from ..transport import make_keys
 from ..spec import Experiment
 from .base import RunResult
 from .progress import Progress
@@ -68,6 +69,8 @@ class LocalExecutor:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         (run_dir / SPEC_FILE).write_text(exp.to_yaml())
+        if exp.spec.transport.auth == "curve":  # one keypair per role, 0600, never in the record
+            make_keys(run_dir / KEYS_DIR, role_names(exp.spec))
         t0 = time.time()
         procs: dict[str, subprocess.Popen] = {}
         logs = []

@@ -1,6 +1,8 @@
 """Resolve a NetworkSpec (a profile name, explicit fields, or both) into one LinkConfig."""
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,14 +37,39 @@ def _direction(d: DirectionSpec | dict | None) -> Direction:
     return Direction(d.rate_mbit * 1e6 if d.rate_mbit else None, d.delay_ms / 1e3, d.jitter_ms / 1e3, d.loss)
 
 
+TRACE_DIR_ENV = "SPLITBENCH_TRACE_DIR"  # set by --trace-dir; os.pathsep-separated folders
+MAX_TRACE_BYTES = 4 << 20
+
+
+def trace_dirs() -> list[Path]:
+    """Where network.trace files may come from: benchmarks/traces/, and folders named with
+    --trace-dir (SPLITBENCH_TRACE_DIR). Nothing else on disk is read."""
+    dirs = [benchmarks_dir() / "traces"]
+    dirs += [Path(d) for d in os.environ.get(TRACE_DIR_ENV, "").split(os.pathsep) if d]
+    return [d.resolve() for d in dirs]
+
+
+def _locate_trace(path: str | Path) -> Path:
+    p, dirs = Path(path), trace_dirs()
+    candidates = [p] if p.is_absolute() else [Path.cwd() / p, benchmarks_dir() / p, *(d / p for d in dirs),
+                                              *(d / p.name for d in dirs)]
+    for c in candidates:
+        r = c.resolve()  # links resolved first: a link out of an allowed folder is outside it
+        if any(r.is_relative_to(d) for d in dirs) and r.is_file():
+            return r
+    raise SpecError(f"network.trace: {str(path)[:200]!r} is not a file in {', '.join(map(str, dirs))}; "
+                    "name its folder with --trace-dir")
+
+
 def load_trace(path: str | Path) -> tuple[tuple[float, float], ...]:
-    p = Path(path)
-    if not p.is_absolute() and not p.exists():
-        p = benchmarks_dir() / "traces" / p.name if not (benchmarks_dir() / p).exists() else benchmarks_dir() / p
+    """Errors name the file and line, never the file's content."""
+    p = _locate_trace(path)
     try:
-        lines = p.read_text().splitlines()
+        if p.stat().st_size > MAX_TRACE_BYTES:
+            raise SpecError(f"network.trace: {p.name} is larger than {MAX_TRACE_BYTES >> 20} MiB")
+        lines = p.read_text(errors="replace").splitlines()
     except OSError as err:
-        raise SpecError(f"network.trace: cannot read {path}: {err.strerror}") from None
+        raise SpecError(f"network.trace: cannot read {p.name}: {err.strerror}") from None
     points = []
     for n, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip().strip("[]").replace(",", " ")
@@ -51,12 +78,12 @@ def load_trace(path: str | Path) -> tuple[tuple[float, float], ...]:
         try:
             t, rate = (float(v) for v in line.split())
         except ValueError:
-            raise SpecError(f"network.trace: {p}:{n}: expected 'time_s Mbit/s', got {line!r}") from None
-        if rate <= 0 or (points and t <= points[-1][0]):
-            raise SpecError(f"network.trace: {p}:{n}: rates must be positive and times increasing")
+            raise SpecError(f"network.trace: {p.name}:{n}: expected 'time_s Mbit/s' (two numbers)") from None
+        if not (math.isfinite(t) and math.isfinite(rate)) or rate <= 0 or (points and t <= points[-1][0]):
+            raise SpecError(f"network.trace: {p.name}:{n}: rates must be finite and positive, times increasing")
         points.append((t, rate * 1e6))
     if not points or points[0][0] != 0:
-        raise SpecError(f"network.trace: {p}: the first point must be at time 0")
+        raise SpecError(f"network.trace: {p.name}: the first point must be at time 0")
     return tuple(points)
 
 

@@ -11,6 +11,12 @@ partition at that cut. A device that sends a
 second contribution to an open round, weights of the wrong size, or a partition it does
 not train gets an ERROR reply; a round that never completes ends the role with a line that
 says who is missing.
+
+Every message is checked first (roles/checks.py): the contributor is the authenticated key's
+instance (a source's key cannot send a server's partition), n_k is positive and at most a
+round's samples, weights have the size the current cut gives, a round is contributed to once
+and never after it closed, and at most two rounds per partition are open at once. A refused
+message is counted and answered with ERROR; the aggregator goes on.
 """
 from __future__ import annotations
 
@@ -26,39 +32,63 @@ from ..link import resolve_network
 from ..paradigms.base import whole_model
 from ..paradigms.federated import state_tensors, weighted_average
 from ..planning.hfsl import QAgent, candidate_costs
-from ..transport import Endpoint, Kind, Message, PeerTimeout, Traffic, WireError
+from ..transport import Endpoint, Kind, Message, PeerGone, PeerTimeout, Traffic, WireError
 from ..transport.wire import error_message
+from .checks import Limits, Rejected, Rejections, check_contribution, common, identity_of, message_cap
+from .peer import role_security
+from ..roleplan import role_name
 from .runtime import RoleFailed, Runtime
 
 
 def run(args) -> int:
     rt = Runtime(args, "aggregator", "aggregator-0")
     spec = rt.spec
+    rejections = Rejections(rt)
 
     def body():
+        security = role_security(rt, on_denied=lambda text: rejections("?", "auth", text))
         rt.limit(resolve_device(spec.aggregator.device))
         paradigm = get_paradigm(Setup(rt.experiment, dataset_meta(spec.dataset), rt.run_dir, rt.instance))
         k = spec.sources.replicas
         expected = {p: k for p in paradigm.aggregates}  # contributors per partition and round
         peers = sum(expected.values())
-        ep = Endpoint(zmq.Context.instance(), zmq.ROUTER, args.bind, bind=True,
+        sources = {role_name("source", i) for i in range(k)}
+        servers = {role_name("server", j) for j in range(paradigm.servers())}
+        # who may contribute what: sources train "whole" (fedavg) or "low" (hfsl), servers "medium"
+        trains = {p: (servers if p == "medium" else sources) for p in expected}
+        limits = Limits(rt.experiment)
+        ep = Endpoint(zmq.Context.instance(), zmq.ROUTER, args.bind, bind=True, security=security,
+                      max_msg_bytes=message_cap(spec),
                       on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "rx" else "down", t.label, n))
-        rt.log.write("session", status="listening", address=ep.address, partitions=",".join(expected))
-        byes: set[bytes] = set()
+        rt.log.write("session", status="listening", address=ep.address, partitions=",".join(expected),
+                     auth=security.mode)
+        byes: set[str] = set()
         idle = spec.training.reply_timeout_s * 2
+        block_sizes = [sum(t.numel() for t in state_tensors(block)) for block in whole_model(paradigm.setup)]
 
         def reply(to: bytes, msg: Message) -> None:
             msg.experiment, msg.sender = rt.experiment.name, rt.instance
-            ep.send(msg, to=to)
+            try:
+                ep.send(msg, to=to)
+            except PeerGone:
+                pass  # a ROUTER drops what it cannot route; a gone peer shows up as a missing contribution
 
-        def reject(to: bytes | None, reason: str, text: str) -> None:
-            rt.metrics.malformed.labels(**rt.metrics.base, reason=reason).inc()
-            rt.log.write("session", status="rejected", reason=reason, error=text)
+        def reject(to: bytes | None, who: str, reason: str, text: str) -> None:
+            rejections(who, reason, text)
             if to is not None:
-                ep.send(error_message(text, rt.experiment.name, rt.instance), to=to)
+                reply(to, error_message(text, rt.experiment.name, rt.instance))
+
+        def sizes() -> dict[str, int]:
+            """Values each partition's contribution has this round (the cut may have moved)."""
+            if "whole" in expected:
+                return {"whole": sum(block_sizes)}
+            cut = mover.cut if mover else spec.paradigm.split_after
+            return {"low": sum(block_sizes[:cut]), "medium": sum(block_sizes[cut:])}
 
         pending: dict[tuple[str, int], dict[bytes, tuple[torch.Tensor, int, float | None]]] = {}
         opened: dict[tuple[str, int], float] = {}
+        closed: dict[str, int] = {}
+        whos: dict[tuple[str, int], set[str]] = {}  # who contributed to each open round  # per partition: rounds below this are averaged and sent
         done: dict[tuple[str, int], tuple[dict, torch.Tensor, float | None]] = {}  # averaged, not yet sent
         mover = SplitMover(rt, paradigm) if getattr(spec.paradigm, "candidates", None) else None
 
@@ -68,9 +98,7 @@ def run(args) -> int:
             try:
                 avg = weighted_average([w for w, _, _ in contributions.values()],
                                        [n for _, n, _ in contributions.values()])
-            except ValueError as err:
-                for to in contributions:
-                    reject(to, "content", f"{part} round {round_}: {err}")
+            except ValueError as err:  # checked contributions cannot get here; if they do, say so and stop
                 raise RoleFailed(f"{part} round {round_}: {err}", code=4) from None
             powers = [p for _, _, p in contributions.values() if p is not None]
             rt.log.write("aggregate", partition=part, round=round_, contributors=len(contributions),
@@ -94,45 +122,60 @@ def run(args) -> int:
         while len(byes) < peers:
             try:
                 sender, msg, _ = ep.recv(idle)
+                user = ep.last_user
             except PeerTimeout:
                 waiting = "; ".join(f"{p} round {r}: {len(c)}/{expected[p]} in" for (p, r), c in pending.items())
                 raise RoleFailed(f"no message for {idle:.0f} s; {len(byes)}/{peers} devices finished"
                                  + (f"; waiting for {waiting}" if waiting else ""), code=3) from None
             except WireError as err:
-                reject(getattr(err, "sender", None), "wire", f"malformed message: {err}")
+                sender, user, msg = getattr(err, "sender", None), getattr(err, "user", None), err
+            who = (sender or b"?").decode("utf-8", "replace")
+            try:
+                who = identity_of(sender, user, security.curve)
+                if isinstance(msg, WireError):
+                    raise Rejected("wire", f"malformed message: {msg}")
+                if who not in sources | servers or (who in servers and not paradigm.servers()):
+                    raise Rejected("sender", f"{who[:64]!r} is not a device of this experiment")
+                if msg.kind not in (Kind.HELLO, Kind.TRAIN, Kind.BYE):
+                    raise Rejected("kind", f"unexpected message kind {msg.kind.name} at the aggregator")
+                common(limits, who, msg)
+                if msg.kind == Kind.TRAIN:
+                    part = check_contribution(limits, trains, sizes(), who, msg, len(pending), 2 * len(expected))
+                    if who in whos.get((part, msg.epoch), set()):
+                        raise Rejected("step", f"{who} sent {part} for round {msg.epoch} twice")
+                    if (part, msg.epoch) in done or msg.epoch < closed.get(part, 0):
+                        raise Rejected("step", f"{who} sent {part} for round {msg.epoch}, which is closed")
+                    if mover and "power" not in msg.tensors:
+                        raise Rejected("shape", f"{who}: a moving split needs each device's power")
+            except Rejected as err:
+                reject(sender, who, err.reason, str(err))
                 continue
             if msg.kind == Kind.HELLO:
                 reply(sender, Message(Kind.WELCOME))
             elif msg.kind == Kind.BYE:
-                byes.add(sender)
+                byes.add(who)
                 reply(sender, Message(Kind.BYE))
-            elif msg.kind == Kind.TRAIN:
-                names = [n for n in msg.tensors if n.startswith("w_")]
-                part = names[0][2:] if len(names) == 1 else None
-                if part not in expected or "n" not in msg.tensors:
-                    reject(sender, "content", f"{msg.sender!r}: a contribution needs one w_<partition> tensor "
-                                              f"({', '.join('w_' + p for p in expected)}) and n")
-                    continue
+            else:
                 key = (part, msg.epoch)
                 round_ = pending.setdefault(key, {})
-                if sender in round_:
-                    reject(sender, "content", f"{msg.sender!r} sent {part} for round {msg.epoch} twice")
-                    continue
+                whos.setdefault(key, set()).add(who)
                 opened.setdefault(key, time.time())
                 power = float(msg.tensors["power"][0]) if "power" in msg.tensors else None
-                if mover and power is None:
-                    reject(sender, "content", f"{msg.sender!r}: a moving split needs each device's power")
-                    continue
-                round_[sender] = (msg.tensors[f"w_{part}"], int(msg.tensors["n"][0]), power)
+                # copies: the received frame is not kept, and the average must not alias a peer's buffer
+                round_[sender] = (msg.tensors[f"w_{part}"].clone(), int(msg.tensors["n"][0]), power)
                 if len(round_) < expected[part]:
                     continue
+                closed[part] = msg.epoch + 1
+                whos.pop(key, None)
                 done[key] = average(part, msg.epoch, pending.pop(key), opened.pop(key))
                 if not mover:
                     send_round(msg.epoch, {part: done.pop(key)})
                 elif all((p, msg.epoch) in done for p in expected):
                     send_round(msg.epoch, {p: done.pop((p, msg.epoch)) for p in expected})
-            else:
-                reject(sender, "unexpected", f"unexpected message kind {msg.kind.name} at the aggregator")
+        for d, n in ep.transport.items():
+            rt.metrics.transport_bytes.labels(**rt.metrics.base, direction=d, auth=security.mode).inc(n)
+        rt.log.write("session", status="aggregated", auth=security.mode, transport_rx_bytes=ep.transport["rx"],
+                     transport_tx_bytes=ep.transport["tx"], rejected=rejections.total)
 
     return rt.run(body)
 

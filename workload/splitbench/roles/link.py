@@ -8,6 +8,14 @@ Several destinations share one relay, and so one medium (--route ID=ADDRESS: hfs
 source-k to server-k, and every device to the aggregator).
 Outages (network.outages) count from the first training message; the relay records an
 `outage` event (state down, then up) when each begins and ends.
+
+Identity through the relay (transport.auth curve): sources authenticate to the relay with
+their own keys; the relay accepts a routing id only if it belongs to that key ("source-1" or
+"source-1>aggregator" for source-1's key) and is one the plan routes, then opens its DEALER to
+the server under that routing id, authenticated with the relay's own key (link-0). A server
+or aggregator therefore believes a routing id only when the connection's key is the relay's
+(roles/checks.py identity_of). Bounds: at most PENDING_MAX messages / PENDING_BYTES_MAX bytes
+in flight, one back socket per routed id, an idle timeout of twice the reply timeout.
 """
 from __future__ import annotations
 
@@ -18,9 +26,12 @@ import time
 import zmq
 
 from ..link import Medium, resolve_network
-from ..transport.wire import _FIXED, Kind, zmtp_overhead
-from ..roleplan import role_name
-from .runtime import Runtime
+from ..transport import WireError, bound_socket, decode, encode, user_id
+from ..transport.wire import _FIXED, Kind, error_message, zmtp_overhead
+from .checks import Limits, Rejected, Rejections, message_cap
+from ..roleplan import role_name, route_target
+from .peer import role_security
+from .runtime import RoleFailed, Runtime
 
 # Sleeps and polls overshoot by 0.1-0.2 ms on a small VM, and zmq's poll counts whole
 # milliseconds: wake up _EARLY_S before a delivery is due, then spin for the rest. The spin
@@ -51,52 +62,113 @@ def _kind(frames) -> int:
     return head[3] if len(head) >= _FIXED.size else -1
 
 
+PENDING_MAX = 1024             # messages in flight on the emulated link
+PENDING_BYTES_MAX = 256 << 20  # and their bytes; beyond either the relay stops reading sources
+_UP_KINDS = (Kind.HELLO, Kind.TRAIN, Kind.EVAL, Kind.BYE)
+
+
+def check_upstream(limits: Limits, routes: set[str], rid: str, user: str | None, curve: bool, frames) -> None:
+    """What the relay checks before it forwards a peer's message: the routing id is one the
+    plan routes and belongs to the peer's own key (with CURVE), the message is well-formed,
+    for this experiment, a kind a device sends, and says it is from whom its key says."""
+    owner = rid.split(">", 1)[0]
+    if curve and user != owner:
+        raise Rejected("identity", f"key of {user or 'nobody'} cannot speak as {rid[:64]!r}")
+    try:
+        msg = decode(frames)
+    except WireError as err:
+        raise Rejected("wire", f"malformed message: {err}") from None
+    if msg.kind not in _UP_KINDS:
+        raise Rejected("kind", f"{msg.kind.name} is not a message a device sends")
+    if msg.experiment != limits.experiment:
+        raise Rejected("experiment", f"message for experiment {msg.experiment[:64]!r}")
+    if msg.sender and msg.sender != owner:
+        raise Rejected("identity", f"{owner} claims to be {msg.sender[:64]!r}")
+    if rid not in routes:  # last: an unknown id never gets a socket of its own (the table stays bounded)
+        raise Rejected("route", f"no route for {rid[:64]!r}")
+
+
 def run(args) -> int:
     rt = Runtime(args, "link", "link-0")
     spec = rt.spec
+    rejections = Rejections(rt)
 
     def body():
+        security = role_security(rt, on_denied=lambda text: rejections("?", "auth", text))
         cfg = resolve_network(spec.network)
         routes = dict(r.split("=", 1) for r in args.route)
+        allowed = set(routes) | {role_name("source", i) for i in range(spec.sources.replicas)}
+        limits = Limits(rt.experiment)
+        cap = message_cap(spec)
         medium = Medium(cfg, seed=spec.seed, t0=time.monotonic())
         ctx = zmq.Context.instance()
-        front = ctx.socket(zmq.ROUTER)
-        front.setsockopt(zmq.LINGER, 2000)
+        # the relay never blocks on a send: a peer that stopped reading loses what it did not read
+        front = bound_socket(ctx, zmq.ROUTER, bind=True, security=security, max_msg_bytes=cap, sndtimeo_s=0)
         front.bind(args.bind)
-        backs: dict[bytes, zmq.Socket] = {}
+        backs: dict[bytes, zmq.Socket] = {}  # one per allowed routing id: bounded by the plan
         by_sock: dict[zmq.Socket, bytes] = {}
         poller = zmq.Poller()
         poller.register(front, zmq.POLLIN)
+        reading = True
         pending: list = []
+        pending_bytes = 0
         seq = itertools.count()
         # every peer says BYE through here once: the sources and every other routed identity
-        byes, expected = 0, len({role_name("source", i) for i in range(spec.sources.replicas)} | set(routes))
+        byes, expected = 0, len(allowed)
+        idle_s = spec.training.reply_timeout_s * 2
+        last_heard = time.monotonic()
         rt.log.write("session", status="listening", address=front.getsockopt_string(zmq.LAST_ENDPOINT),
-                     medium=cfg.medium, profile=cfg.name)
+                     medium=cfg.medium, profile=cfg.name, auth=security.mode)
 
         boundaries: list[tuple[float, str]] = []  # outage starts and ends still to be recorded
 
         def admit(source: bytes, direction: str, frames) -> None:
+            nonlocal pending_bytes
             now = time.monotonic()
             if medium.outage_t0 is None and direction == "up" and _kind(frames) == Kind.TRAIN:
                 medium.start_outages(now)
                 boundaries.extend((t, state) for w in medium.outage_windows() for t, state in zip(w, ("down", "up")))
             n = _nbytes(frames)
             tx = medium.transmit(now, source.decode(errors="replace"), direction, n)
+            pending_bytes += n
             heapq.heappush(pending, (tx.deliver, next(seq), source, direction, frames, tx))
 
+        def send(sock: zmq.Socket, frames) -> bool:
+            try:
+                sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                return False
+
         while byes < expected or pending:
+            room = len(pending) < PENDING_MAX and pending_bytes < PENDING_BYTES_MAX
+            if room != reading:  # full: stop reading sources; their sockets' high-water marks hold them back
+                (poller.register(front, zmq.POLLIN) if room else poller.unregister(front))
+                reading = room
             due = min(([pending[0][0]] if pending else []) + [b[0] for b in boundaries[:1]], default=None)
             events = dict(poller.poll(_timeout_ms(due)))
+            if events:
+                last_heard = time.monotonic()
+            elif not pending and time.monotonic() - last_heard > idle_s:
+                raise RoleFailed(f"no message for {idle_s:.0f} s; {byes}/{expected} peers said goodbye", code=3)
             if front in events:
-                while front.poll(0):
+                while len(pending) < PENDING_MAX and front.poll(0):
                     source, *frames = front.recv_multipart(copy=False)
+                    user = user_id(frames[-1]) if security.curve and frames else None
                     source = source.bytes
+                    rid = source.decode("utf-8", "replace")
+                    try:
+                        check_upstream(limits, allowed, rid, user, security.curve, frames)
+                    except Rejected as err:
+                        rejections(user or rid, err.reason, str(err))
+                        send(front, [source, *encode(error_message(str(err), rt.experiment.name, rt.instance))])
+                        continue
                     if source not in backs:
-                        back = ctx.socket(zmq.DEALER)
-                        back.setsockopt(zmq.ROUTING_ID, source)
-                        back.setsockopt(zmq.LINGER, 2000)
-                        back.connect(routes.get(source.decode(errors="replace"), args.connect))
+                        target = routes.get(rid, args.connect)
+                        back = bound_socket(ctx, zmq.DEALER, bind=False, security=security, identity=source,
+                                            peer=route_target(spec, rid), max_msg_bytes=cap,
+                                            sndtimeo_s=spec.training.reply_timeout_s)
+                        back.connect(target)
                         backs[source], by_sock[back] = back, source
                         poller.register(back, zmq.POLLIN)
                     admit(source, "up", frames)
@@ -108,17 +180,23 @@ def run(args) -> int:
                 rt.log.write("outage", state=boundaries.pop(0)[1])
             while pending and pending[0][0] <= now:
                 _, _, source, direction, frames, tx = heapq.heappop(pending)
+                n = _nbytes(frames)
+                pending_bytes -= n
                 if direction == "up":
-                    backs[source].send_multipart(frames, copy=False)
+                    try:
+                        backs[source].send_multipart(frames, copy=False)
+                    except zmq.Again:
+                        raise RoleFailed(f"cannot forward to {source.decode(errors='replace')}'s peer: gone or not "
+                                         f"reading for {spec.training.reply_timeout_s:.0f} s", code=3) from None
                 else:
-                    front.send_multipart([source, *frames], copy=False)
+                    send(front, [source, *frames])
                     if _kind(frames) == Kind.BYE:
                         byes += 1
-                n = _nbytes(frames)
                 rt.metrics.add_bytes(direction, "all", n)
                 rt.metrics.link_queue.labels(**rt.metrics.base, direction=direction).observe(tx.queue_s)
                 rt.log.write("link", source=source.decode(errors="replace"), direction=direction, bytes=n,
                              queue_s=tx.queue_s, transmit_s=tx.end - tx.start, latency_s=now - tx.arrival,
                              lost_packets=tx.lost_packets)
+        rt.log.write("session", status="relayed", auth=security.mode, rejected=rejections.total)
 
     return rt.run(body)

@@ -4,7 +4,11 @@ source, and trading its partition with the aggregator after every round).
 An I/O thread owns the ROUTER socket: it receives and checks every message as soon as it
 arrives (stamping its arrival, so time queued behind other sources is measured) and sends
 replies. The main thread computes, one request at a time, as one accelerator would.
-A malformed or unexpected message gets an ERROR reply and a counted metric; serving goes on.
+Every message is checked before use (roles/checks.py): its sender is the authenticated key's
+instance, never the name it claims; a refused message gets an ERROR reply, a counted
+splitbench_rejected_messages_total{reason} and a rate-limited log line; serving goes on.
+The inbox is bounded (INBOX_MAX): when it is full the I/O thread stops reading and the
+socket's high-water mark holds the senders back.
 """
 from __future__ import annotations
 
@@ -19,22 +23,27 @@ import zmq
 from ..devices import resolve_device
 from ..data import dataset_meta
 from ..paradigms import Setup, get_paradigm
-from ..transport import Endpoint, Kind, Message, Traffic, WireError
+from ..transport import Endpoint, Kind, Message, PeerGone, Security, Traffic, WireError
 from ..transport.wire import error_message
 from ..record import byte_fields
 from ..roleplan import role_name
-from .peer import PeerLink
+from .checks import Limits, Rejected, Rejections, SourceStream, check_server_message, identity_of, message_cap
+from .peer import PeerLink, role_security
 from .runtime import RoleFailed, Runtime
 
 
+INBOX_MAX = 64  # requests waiting for the compute thread; beyond it the socket's HWM holds senders back
+
+
 class ServerIO(threading.Thread):
-    def __init__(self, rt: Runtime, address: str):
+    def __init__(self, rt: Runtime, address: str, security: Security, max_msg_bytes: int):
         super().__init__(name="server-io", daemon=True)
         self.rt = rt
         self.ctx = zmq.Context.instance()
-        self.ep = Endpoint(self.ctx, zmq.ROUTER, address, bind=True,
+        # replies to a peer that stopped reading are dropped by the ROUTER, never block it
+        self.ep = Endpoint(self.ctx, zmq.ROUTER, address, bind=True, security=security, max_msg_bytes=max_msg_bytes,
                            on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "rx" else "down", t.label, n))
-        self.inbox: queue.Queue = queue.Queue()
+        self.inbox: queue.Queue = queue.Queue(maxsize=INBOX_MAX)
         self.outbox: collections.deque = collections.deque()
         wake_addr = f"inproc://wake-{id(self)}"
         self._wake_rx = self.ctx.socket(zmq.PAIR)
@@ -43,31 +52,42 @@ class ServerIO(threading.Thread):
         self._wake_tx.connect(wake_addr)
         self._wake_lock = threading.Lock()
         self.stopping = threading.Event()
+        self.send_errors = 0
 
     def reply(self, to: bytes, msg: Message) -> None:
         self.outbox.append((to, msg))
         with self._wake_lock:
-            self._wake_tx.send(b"", zmq.NOBLOCK)
+            try:
+                self._wake_tx.send(b"", zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # wake-ups already queued: the I/O thread will find this reply too
 
     def run(self) -> None:
         poller = zmq.Poller()
-        poller.register(self.ep.sock, zmq.POLLIN)
         poller.register(self._wake_rx, zmq.POLLIN)
+        reading = False
         while not (self.stopping.is_set() and not self.outbox):
-            events = dict(poller.poll(100))
+            room = not self.inbox.full()  # a full inbox: stop reading, let the socket's HWM push back
+            if room != reading:
+                (poller.register(self.ep.sock, zmq.POLLIN) if room else poller.unregister(self.ep.sock))
+                reading = room
+            events = dict(poller.poll(100 if room else 20))
             if self.ep.sock in events:
-                while self.ep.sock.poll(0):
+                while not self.inbox.full() and self.ep.sock.poll(0):
                     try:
                         sender, msg, _ = self.ep.recv()
-                        self.inbox.put((sender, msg, time.time()))
+                        self.inbox.put((sender, self.ep.last_user, msg, time.time()))
                     except WireError as err:
-                        self.inbox.put((getattr(err, "sender", None), err, time.time()))
+                        self.inbox.put((getattr(err, "sender", None), getattr(err, "user", None), err, time.time()))
             if self._wake_rx in events:
                 while self._wake_rx.poll(0):
                     self._wake_rx.recv()
             while self.outbox:
                 to, msg = self.outbox.popleft()
-                self.ep.send(msg, to=to)
+                try:
+                    self.ep.send(msg, to=to)
+                except PeerGone:
+                    self.send_errors += 1
 
 
 def run(args) -> int:
@@ -75,7 +95,10 @@ def run(args) -> int:
     rt = Runtime(args, "server", role_name("server", index))
     spec = rt.spec
 
+    rejections = rt.rejections = Rejections(rt)
+
     def body():
+        security = role_security(rt, on_denied=lambda text: rejections("?", "auth", text))
         rt.limit(resolve_device(spec.server.device))
         if spec.server.gpu and not torch.cuda.is_available():
             rt.log.write("session", status="note", error="spec asks for a GPU but CUDA is not available; using CPU")
@@ -93,47 +116,52 @@ def run(args) -> int:
             agg.call(Message(Kind.HELLO))
             hello_tx, hello_rx = agg.ep.tx.copy(), agg.ep.rx.copy()
         worker = paradigm.server(aggregate=agg.call if agg else None)
-        io = ServerIO(rt, args.bind)
+        io = ServerIO(rt, args.bind, security, message_cap(spec))
         io.start()
-        rt.log.write("session", status="listening", address=io.ep.address)
-        expected = spec.sources.replicas // paradigm.servers()  # hfsl: one source per medium device
-        said_bye: set[bytes] = set()
+        rt.log.write("session", status="listening", address=io.ep.address, auth=security.mode)
+        k = spec.sources.replicas
+        mine = {role_name("source", i) for i in range(k) if i * paradigm.servers() // k == index}  # hfsl: one each
+        expected = len(mine)
+        limits, stream = Limits(rt.experiment), SourceStream()
+        said_bye: set[str] = set()
         idle_limit = spec.training.reply_timeout_s * 2
         try:
             while len(said_bye) < expected:
                 try:
-                    sender, msg, t_arrival = io.inbox.get(timeout=idle_limit)
+                    sender, user, msg, t_arrival = io.inbox.get(timeout=idle_limit)
                 except queue.Empty:
                     raise RoleFailed(f"no message from any source for {idle_limit:.0f} s; "
                                      f"{len(said_bye)}/{expected} sources finished", code=3) from None
-                if isinstance(msg, WireError):
-                    reject(rt, io, sender, "wire", f"malformed message: {msg}")
-                    continue
+                who = (sender or b"?").decode("utf-8", "replace")
                 t_start = time.time()
                 try:
-                    out = handle(worker, msg)
-                except (KeyError, ValueError, RuntimeError, TypeError) as err:
-                    reject(rt, io, sender, "content", f"cannot use {msg.kind.name} from {msg.sender!r}: "
-                                                      f"{type(err).__name__}: {err}")
+                    who = identity_of(sender, user, security.curve)
+                    if isinstance(msg, WireError):
+                        raise Rejected("wire", f"malformed message: {msg}")
+                    check_server_message(limits, mine, stream, who, msg)
+                    try:
+                        out = handle(worker, msg)
+                    except Exception as err:  # noqa: BLE001 - no message may end the server
+                        raise Rejected("content", f"cannot use {msg.kind.name}: {type(err).__name__}: {err}") from None
+                except Rejected as err:
+                    reject(rt, io, sender, who, err.reason, str(err))
                     continue
-                if out is None:
-                    reject(rt, io, sender, "unexpected", f"unexpected message kind {msg.kind.name} at the server")
-                    continue
+                stream.accept(who, msg, msg.kind == Kind.TRAIN)
                 reply, loss, correct, fwd, bwd = out
                 if msg.kind == Kind.BYE:
-                    said_bye.add(sender)
+                    said_bye.add(who)
                 if reply is not None:
                     stats = torch.tensor([loss, correct, t_arrival, t_start, fwd, bwd, time.time()],
                                          dtype=torch.float64)
                     reply.add("stats", stats, Traffic.CONTROL)
-                    reply.experiment, reply.sender = rt.experiment.name, "server-0"
+                    reply.experiment, reply.sender = rt.experiment.name, rt.instance
                     reply.epoch, reply.step = msg.epoch, msg.step
                     io.reply(sender, reply)
                 if msg.kind == Kind.TRAIN:
-                    rt.log.write("server", source=msg.sender, epoch=msg.epoch, step=msg.step, loss=loss,
+                    rt.log.write("server", source=who, epoch=msg.epoch, step=msg.step, loss=loss,
                                  wait_s=t_start - t_arrival, phase_server_forward_s=fwd, phase_server_backward_s=bwd)
                     if agg is not None:
-                        exchange_round(rt, worker, agg, msg)
+                        exchange_round(rt, worker, agg, msg, who)
             worker.finish()
             if agg is not None:
                 tx, rx = agg.ep.tx.copy(), agg.ep.rx.copy()
@@ -142,13 +170,17 @@ def run(args) -> int:
         finally:
             io.stopping.set()
             io.join(timeout=10)
-            rt.log.write("session", status="served", sources=len(said_bye),
-                         up_bytes=sum(io.ep.rx.values()), down_bytes=sum(io.ep.tx.values()))
+            wire = io.ep.transport + (agg.ep.transport if agg is not None else collections.Counter())
+            for d, n in wire.items():
+                rt.metrics.transport_bytes.labels(**rt.metrics.base, direction=d, auth=security.mode).inc(n)
+            rt.log.write("session", status="served", sources=len(said_bye), auth=security.mode,
+                         up_bytes=sum(io.ep.rx.values()), down_bytes=sum(io.ep.tx.values()),
+                         transport_rx_bytes=wire["rx"], transport_tx_bytes=wire["tx"], rejected=rejections.total)
 
     return rt.run(body)
 
 
-def exchange_round(rt: Runtime, worker, agg: PeerLink, msg: Message) -> None:
+def exchange_round(rt: Runtime, worker, agg: PeerLink, msg: Message, who: str) -> None:
     """After a training request: the worker's weight exchange with the aggregator, if this
     request ended a round, recorded as a `round` event with its bytes."""
     up0, down0 = agg.ep.tx.copy(), agg.ep.rx.copy()
@@ -158,7 +190,7 @@ def exchange_round(rt: Runtime, worker, agg: PeerLink, msg: Message) -> None:
     except ValueError as err:
         raise RoleFailed(f"round after step {msg.step}: {err}", code=4) from None
     if phases is not None:
-        rt.log.write("round", source=msg.sender, epoch=msg.epoch, step=msg.step,
+        rt.log.write("round", source=who, epoch=msg.epoch, step=msg.step,
                      duration_s=time.perf_counter() - t0, **{f"phase_{k}_s": v for k, v in phases.items()},
                      **worker.tags(msg.epoch), **byte_fields(agg.ep.tx - up0, agg.ep.rx - down0))
         rt.load_for_round(rt.spec.server.device.load, msg.epoch // rt.spec.paradigm.local_epochs + 1)
@@ -179,8 +211,8 @@ def handle(worker, msg: Message):
     return None
 
 
-def reject(rt: Runtime, io: ServerIO, sender: bytes | None, reason: str, text: str) -> None:
-    rt.metrics.malformed.labels(**rt.metrics.base, reason=reason).inc()
-    rt.log.write("session", status="rejected", reason=reason, error=text)
+def reject(rt: Runtime, io: ServerIO, sender: bytes | None, who: str, reason: str, text: str) -> None:
+    """Count and (rate-limited) log a refused message; answer ERROR so a real peer learns why."""
+    rt.rejections(who, reason, text)
     if sender is not None:
-        io.reply(sender, error_message(text, rt.experiment.name, "server-0"))
+        io.reply(sender, error_message(text, rt.experiment.name, rt.instance))

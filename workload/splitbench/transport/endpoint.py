@@ -3,6 +3,13 @@
 Sources use a DEALER (one peer: the server, or the link in between); the server uses a
 ROUTER (many sources, told apart by their routing id). Counting happens here, the one
 place every message passes, so the run record and the Prometheus counters cannot drift.
+
+Security (transport.auth: curve, the default): every socket is a CurveZMQ socket with the
+role's own keypair; sockets that bind are CURVE servers whose ZAP handler (one per process,
+Security.start_authenticator) accepts only the experiment's public keys and names the
+client by the instance its key belongs to. That name reaches each received message as the
+frame property "User-Id" (Endpoint.last_user). Every socket is bounded: MAXMSGSIZE,
+send/receive high-water marks and a send timeout (PeerGone when it expires).
 """
 from __future__ import annotations
 
@@ -10,32 +17,149 @@ from collections import Counter
 from typing import Callable
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
-from .wire import Message, Traffic, WireError, decode, encode, wire_bytes
+from .keys import Keyring, curve_wire_bytes
+from .wire import Message, Traffic, WireError, decode, encode, frame_len, wire_bytes, zmtp_overhead
 
 ByteHook = Callable[[str, Traffic, int], None]  # (direction "tx"|"rx", traffic, bytes)
+
+DEFAULT_HWM = 64          # messages queued per peer and direction before senders wait
+DEFAULT_SNDTIMEO_S = 30.0
 
 
 class PeerTimeout(TimeoutError):
     """No message arrived within the reply timeout: the peer is dead or the link is cut."""
 
 
+class PeerGone(ConnectionError):
+    """A send could not be queued within the send timeout: the peer is gone or not reading."""
+
+
+class _KeyAuthenticator(ThreadAuthenticator):
+    """ZAP for one experiment: a key is allowed if it is one of the experiment's; the
+    User-Id handed to the socket is that key's instance, never anything the client says."""
+
+    def __init__(self, ctx: zmq.Context, security: "Security"):
+        super().__init__(ctx)
+        self.security = security
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        return self.security.keyring.owner(z85.encode(client_public_key)) or ""
+
+
+class Security:
+    """The transport security of one role process: 'curve' (with its keyring) or 'none'."""
+
+    def __init__(self, mode: str = "none", keyring: Keyring | None = None, domain: str = "",
+                 on_denied: Callable[[str], None] | None = None):
+        if mode == "curve" and keyring is None:
+            raise ValueError("transport.auth curve needs a keyring")
+        self.mode, self.keyring, self.domain = mode, keyring, domain or "splitbench"
+        self.on_denied = on_denied
+        self.auth: _KeyAuthenticator | None = None
+
+    @property
+    def curve(self) -> bool:
+        return self.mode == "curve"
+
+    def start_authenticator(self, ctx: zmq.Context) -> None:
+        """Run the process's ZAP handler (once, before any CURVE server socket binds)."""
+        if not self.curve or self.auth is not None:
+            return
+        self.auth = _KeyAuthenticator(ctx, self)
+        self.auth.start()
+        self.auth.configure_curve_callback(domain=self.domain, credentials_provider=self)
+
+    def callback(self, domain: str, key: bytes) -> bool:  # zmq.auth credentials provider
+        ok = domain == self.domain and self.keyring.owner(key) is not None
+        if not ok and self.on_denied:
+            self.on_denied(f"CURVE key {key[:8].decode(errors='replace')}... is not one of this experiment's")
+        return ok
+
+    def apply(self, sock: zmq.Socket, bind: bool, peer: str | None) -> None:
+        if not self.curve:
+            return
+        k = self.keyring
+        sock.curve_secretkey, sock.curve_publickey = k.secret, k.public
+        if bind:
+            if self.auth is None:
+                raise RuntimeError("start_authenticator() before binding a CURVE server socket")
+            sock.curve_server = True
+            sock.zap_domain = self.domain.encode()
+        else:
+            if peer is None:
+                raise ValueError("a CURVE client needs the instance it connects to (for its public key)")
+            sock.curve_serverkey = k.public_of(peer)
+
+    def stop(self) -> None:
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
+
+
+NO_SECURITY = Security()
+
+
+def bound_socket(ctx: zmq.Context, kind: int, *, bind: bool, security: Security = NO_SECURITY,
+                 peer: str | None = None, identity: bytes | None = None, max_msg_bytes: int | None = None,
+                 hwm: int = DEFAULT_HWM, sndtimeo_s: float | None = DEFAULT_SNDTIMEO_S) -> zmq.Socket:
+    """A socket with every bound this project sets: linger, message size, queues, send timeout,
+    and the role's CURVE keys (set before bind/connect, as ZeroMQ requires)."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 2000)
+    if max_msg_bytes:
+        sock.setsockopt(zmq.MAXMSGSIZE, int(max_msg_bytes))
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    if sndtimeo_s is not None:
+        sock.setsockopt(zmq.SNDTIMEO, int(sndtimeo_s * 1000))
+    if identity:
+        sock.setsockopt(zmq.ROUTING_ID, identity)
+    security.apply(sock, bind, peer)
+    return sock
+
+
+def user_id(frame) -> str | None:
+    """The ZAP User-Id of the connection a received frame came on (None without CURVE)."""
+    try:
+        uid = frame.get("User-Id")
+    except (zmq.ZMQError, AttributeError):
+        return None
+    return uid or None
+
+
 class Endpoint:
     def __init__(self, ctx: zmq.Context, kind: int, address: str, *, bind: bool, identity: str | None = None,
-                 on_bytes: ByteHook | None = None):
-        self.sock = ctx.socket(kind)
-        self.sock.setsockopt(zmq.LINGER, 2000)
-        if identity:
-            self.sock.setsockopt(zmq.ROUTING_ID, identity.encode())
+                 on_bytes: ByteHook | None = None, security: Security = NO_SECURITY, peer: str | None = None,
+                 max_msg_bytes: int | None = None, hwm: int = DEFAULT_HWM,
+                 sndtimeo_s: float | None = DEFAULT_SNDTIMEO_S):
+        self.security = security
+        self.sock = bound_socket(ctx, kind, bind=bind, security=security, peer=peer,
+                                 identity=identity.encode() if identity else None, max_msg_bytes=max_msg_bytes,
+                                 hwm=hwm, sndtimeo_s=sndtimeo_s)
         (self.sock.bind if bind else self.sock.connect)(address)
         self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT) if bind else address
         self.router = kind == zmq.ROUTER
         self.tx: Counter[Traffic] = Counter()
         self.rx: Counter[Traffic] = Counter()
+        # all bytes on the wire including CURVE's per-frame overhead, apart from the payload counts
+        self.transport: Counter[str] = Counter()
         self.on_bytes = on_bytes
+        self.sndtimeo_s = sndtimeo_s
+        self.last_user: str | None = None  # the authenticated sender of the last received message
+
+    def _transport(self, direction: str, frames) -> None:
+        lengths = [frame_len(f) for f in frames]
+        if self.security.curve:
+            self.transport[direction] += curve_wire_bytes(lengths)
+        else:
+            self.transport[direction] += sum(n + zmtp_overhead(n) for n in lengths)
 
     def _count(self, direction: str, frames, msg: Message) -> dict[Traffic, int]:
         counts = wire_bytes(frames, msg)
+        self._transport(direction, frames)
         total = self.tx if direction == "tx" else self.rx
         for t, n in counts.items():
             total[t] += n
@@ -45,28 +169,36 @@ class Endpoint:
 
     def send(self, msg: Message, to: bytes | None = None) -> dict[Traffic, int]:
         frames = encode(msg)
-        if self.router:
-            if to is None:
-                raise ValueError("a ROUTER endpoint needs a destination routing id")
-            self.sock.send_multipart([to, *frames], copy=False)
-        else:
-            self.sock.send_multipart(frames, copy=False)
+        try:
+            if self.router:
+                if to is None:
+                    raise ValueError("a ROUTER endpoint needs a destination routing id")
+                self.sock.send_multipart([to, *frames], copy=False)
+            else:
+                self.sock.send_multipart(frames, copy=False)
+        except zmq.Again:
+            raise PeerGone(f"cannot send {msg.kind.name} to {self.address}: the peer is gone or has not read "
+                           f"for {self.sndtimeo_s:.0f} s") from None
         return self._count("tx", frames, msg)
 
     def recv(self, timeout_s: float | None = None) -> tuple[bytes | None, Message, dict[Traffic, int]]:
-        """(sender routing id or None, message, bytes by kind). Raises WireError for a bad
-        message (already counted as received) and PeerTimeout when nothing came."""
+        """(sender routing id or None, message, bytes by kind); the authenticated sender is in
+        last_user. Raises WireError for a bad message (already counted as received) and
+        PeerTimeout when nothing came."""
         if timeout_s is not None and not self.sock.poll(int(timeout_s * 1000)):
             raise PeerTimeout(f"nothing from {self.address} in {timeout_s:.0f} s")
         frames = self.sock.recv_multipart(copy=False)
         sender = None
+        self.last_user = user_id(frames[-1]) if self.security.curve else None
         if self.router:
             sender, frames = frames[0].bytes, frames[1:]
         try:
             msg = decode(frames)
         except WireError as err:
             err.sender = sender  # type: ignore[attr-defined]
+            err.user = self.last_user  # type: ignore[attr-defined]
             err.nbytes = sum(len(f) for f in frames)  # type: ignore[attr-defined]
+            self._transport("rx", frames)
             raise
         return sender, msg, self._count("rx", frames, msg)
 
