@@ -10,6 +10,9 @@ operator sets, only delivered differently):
   so the test writes each peer address as the pod's name.
 - Jobs: kube play runs Pods only; the Indexed Job's template becomes one Pod per completion,
   with SOURCE_INDEX given as a value instead of the downward API's completion index.
+- Secrets: podman 4.3 crashes on a Secret volume, so each pod's `keys` volume becomes a
+  hostPath folder holding exactly the items that volume projects (its own secret key and the
+  public keys), owned by the image's user.
 - containerPort: podman 4.3 publishes each declared port on the host, so two pods with the
   metrics port collide; ports are dropped (pods reach each other on the network directly).
 - NetworkPolicy, owner references and the garbage collector: not played (no API server).
@@ -22,6 +25,7 @@ import os
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -39,13 +43,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.containers]
 NAMESPACE = "kubeplay"
 
 
-def playable(objs: list[dict]) -> list[dict]:
+def playable(objs: list[dict], keys_root: Path) -> list[dict]:
     """The builders' objects as kube play takes them (see the module's docstring)."""
     svc = re.compile(rf"tcp://([a-z0-9-]+)\.{NAMESPACE}\.svc:")
+    secrets = {o["metadata"]["name"]: o["stringData"] for o in objs if o["kind"] == "Secret"}
     out = []
     for o in objs:
         o = copy.deepcopy(o)
-        if o["kind"] in ("Service", "NetworkPolicy"):
+        if o["kind"] in ("Service", "NetworkPolicy", "Secret"):
             continue
         if o["kind"] == "Job":
             for i in range(o["spec"]["completions"]):
@@ -61,6 +66,17 @@ def playable(objs: list[dict]) -> list[dict]:
         out.append(o)
     for o in out:
         if o["kind"] == "Pod":
+            for v in o["spec"]["volumes"]:
+                if "secret" in v:
+                    folder = keys_root / o["metadata"]["name"]
+                    folder.mkdir(parents=True)
+                    data = secrets[v["secret"]["secretName"]]
+                    for item in v["secret"]["items"]:
+                        (folder / item["path"]).write_text(data[item["key"]])
+                        os.chown(folder / item["path"], 10001, 10001)
+                    os.chown(folder, 10001, 10001)
+                    del v["secret"]
+                    v["hostPath"] = {"path": str(folder), "type": "Directory"}
             c = o["spec"]["containers"][0]
             c["args"] = [svc.sub(r"tcp://\1:", a) for a in c["args"]]
             c.pop("ports", None)
@@ -84,10 +100,11 @@ def test_the_operators_pods_run_under_podman_kube_play(container_engine, tmp_pat
     exp = Experiment.model_validate(doc)
     objs = build(exp, "uid-kubeplay", NAMESPACE, Images(edge=container_engine.images.get("splitbench-edge:latest").tags[0], pull_policy="Never"))
     manifest = tmp_path / "experiment.yaml"
-    manifest.write_text(yaml.safe_dump_all(playable(objs), sort_keys=False))
+    played = playable(objs, tmp_path / "keys")
+    manifest.write_text(yaml.safe_dump_all(played, sort_keys=False))
     network = "sb-kubeplay-test"
     podman("network", "create", network, check=False)
-    pods = [o["metadata"]["name"] for o in playable(objs) if o["kind"] == "Pod"]
+    pods = [o["metadata"]["name"] for o in played if o["kind"] == "Pod"]
     try:
         podman("kube", "play", "--network", network, str(manifest))
         containers = {pod: f"{pod}-{_container(objs, pod)}" for pod in pods}

@@ -20,7 +20,7 @@ import hashlib
 from splitbench.spec import API_VERSION, Experiment
 from splitbench.transport.keys import KEYS_ENV, secret_data
 
-KEYS_DIR = "/etc/splitbench/keys"
+KEYS_DIR = "/etc/splitbench-keys"  # beside the spec mount, not in it; the images make the mount point
 RUN_AS = 10001  # the images' unprivileged user
 WRITABLE = {"run": "/run/splitbench", "tmp": "/tmp"}  # emptyDirs: the only places a role writes
 SPEC_HASH = "splitbench.dev/spec-hash"  # annotation: which spec a child was built from (409 adoption)
