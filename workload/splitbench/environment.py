@@ -15,7 +15,7 @@ from pathlib import Path
 
 # Fields that decide whether two runs' times may be compared.
 TIMING_FIELDS = ("cpu_model", "cpu_count", "cpu_affinity", "memory_total", "kernel", "python", "torch", "cgroup",
-                 "executor")
+                 "cpu_quota_enforced_by", "executor")
 
 
 def _cpu_model() -> str:

@@ -385,15 +385,17 @@ class Suite(_Model):
         return self
 
     def runs(self, repeats: int | None = None) -> list[Experiment]:
-        """Every setting (experiments()) repeated: repeat k (1-based) has seed + k - 1, and with
+        """Every setting (experiments()) repeated, all settings once per round of repeats: repeat k
+        (1-based) has seed + k - 1, and with
         more than one repeat the name <setting>-r<k>; labels name the setting and the repeat,
         so the report groups repeats without parsing names."""
         n = repeats or self.spec.repeats
         if n < 1:
             raise SpecError(f"suite {self.metadata.name}: repeats must be at least 1, got {n}")
         out = []
-        for exp in self.experiments():
-            for k in range(1, n + 1):
+        settings = self.experiments()
+        for k in range(1, n + 1):  # repeat-major: a slow drift of the machine spreads over every setting
+            for exp in settings:
                 name = _dns_name(exp.name, 63 - len(f"-r{k}")) + f"-r{k}" if n > 1 else exp.name
                 spec = exp.spec.model_copy(update={"seed": exp.spec.seed + k - 1})
                 labels = {**exp.metadata.labels, SETTING_LABEL: exp.name, REPEAT_LABEL: str(k)}

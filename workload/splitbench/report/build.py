@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -144,7 +145,7 @@ def _ranking_html(rank: pd.DataFrame) -> str:
             continue
         rows = "".join(
             "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-                "n/a" if isinstance(x.rank, float) and math.isnan(x.rank) else int(x.rank), names[x.setting],
+                "n/a" if pd.isna(x.rank) else int(x.rank), names[x.setting],
                 units.with_spread(fmt[metric], x.mean, x.ci_low, x.ci_high, x.n), x.n,
                 ", ".join(names.get(s, s) for s in x.tied_with.split(", ") if s), x.note)) + "</tr>" for x in r.itertuples())
         parts.append(f"<h3>{html.escape(what)} ({'higher' if higher else 'lower'} is better)</h3>"
@@ -165,7 +166,7 @@ def ranking_text(rank: pd.DataFrame) -> str:
         r = rank[rank["metric"] == metric]
         lines.append(f"{what} ({'higher' if higher else 'lower'} is better):")
         for x in r.itertuples():
-            rk = "n/a" if isinstance(x.rank, float) and math.isnan(x.rank) else str(int(x.rank))
+            rk = "n/a" if pd.isna(x.rank) else str(int(x.rank))
             tie = f"  tied with {', '.join(names.get(s, s) for s in x.tied_with.split(', '))}" if x.tied_with else ""
             lines.append(f"  {rk:>3}  {names[x.setting]:<34} {units.with_spread(fmt[metric], x.mean, x.ci_low, x.ci_high, x.n):>24}"
                          f"{tie}{'  ' + x.note if x.note else ''}")
@@ -206,7 +207,9 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
         envs[exp.name] = read_environment(d)
     runs = pd.DataFrame(rows)
     summary = aggregate(runs) if not runs.empty else pd.DataFrame()
-    predicted = prediction_table(summary, experiments) if not summary.empty else pd.DataFrame()
+    # progress on stderr: stdout may carry the report as JSON
+    predicted = (prediction_table(summary, experiments, progress=lambda m: print(m, file=sys.stderr))
+                 if not summary.empty else pd.DataFrame())
     if not predicted.empty:
         summary = summary.merge(predicted[["experiment", "predicted_epoch_s"]], on="experiment", how="left")
     rank = ranking(runs) if not runs.empty else pd.DataFrame()

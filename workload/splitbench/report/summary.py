@@ -237,7 +237,9 @@ def ranking(runs: pd.DataFrame) -> pd.DataFrame:
             out.append({"metric": metric, "rank": math.nan, "setting": name, "paradigm": info.at[name, "paradigm"],
                         "network": info.at[name, "network"], "mean": math.nan, "ci_low": math.nan,
                         "ci_high": math.nan, "n": len(v) - missing, "tied_with": "", "note": why})
-    return pd.DataFrame(out)
+    df = pd.DataFrame(out)
+    df["rank"] = df["rank"].astype("Int64")
+    return df
 
 
 RANKING_NOTE = (f"Settings are ordered by their mean over repeats; {TEST_NAME} compares each with the first "

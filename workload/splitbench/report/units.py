@@ -37,7 +37,10 @@ def percent(v) -> str:
 
 
 def number(v) -> str:
-    return "n/a" if missing(v) else f"{float(v):,.4g}"
+    if missing(v):
+        return "n/a"
+    v = float(v)
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
 
 
 def with_spread(fmt, mean, low, high, n) -> str:
