@@ -80,7 +80,7 @@ def test_json_and_csv_hold_the_same_tables(built, tmp_path):
     data = json.loads((out / "report.json").read_text())
     for name in ("runs", "summary", "ranking", "environment"):
         assert len(data[name]) == len(pd.read_csv(out / f"{name}.csv")), name
-    assert data["environment"][0]["runs"] == 10
+    assert data["environment"][0]["runs"] == 10 and data["environment"][0]["field"] == "cpu_model"
     r = subprocess.run([sys.executable, "-m", "splitbench", "report", str(root / "fake"), "--out",
                         str(tmp_path / "r"), "--format", "json"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

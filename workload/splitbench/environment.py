@@ -14,8 +14,10 @@ from importlib import metadata
 from pathlib import Path
 
 # Fields that decide whether two runs' times may be compared.
+# (How the roles' quota was enforced is recorded beside them but is per paradigm: a centralized
+# trainer has none while split's sources do, on the same machine.)
 TIMING_FIELDS = ("cpu_model", "cpu_count", "cpu_affinity", "memory_total", "kernel", "python", "torch", "cgroup",
-                 "cpu_quota_enforced_by", "executor")
+                 "executor")
 
 
 def _cpu_model() -> str:

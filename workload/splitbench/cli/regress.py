@@ -15,6 +15,8 @@ was measured in the same environment (environment.timing_key); otherwise the rep
 why not. `--update` is the only way to change a baseline, and it prints what changed."""
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 import sys
@@ -26,9 +28,8 @@ from ..environment import TIMING_FIELDS, differences
 from ..record import TRAINING_KINDS, load, read_environment
 from ..report.build import find_runs
 from ..report.stats import t_quantile
-from ..report.summary import summarize
 from ..resources import benchmarks_dir
-from ..spec import SETTING_LABEL, load_experiment, load_suite
+from ..spec import REPEAT_LABEL, SETTING_LABEL, load_experiment, load_suite
 from .run import add_executor_args, make_executor, quick
 
 BYTE_METRICS = [f"{d}_{k}" for d in ("up", "down") for k in TRAINING_KINDS]  # per sample, steps only
@@ -66,6 +67,13 @@ def _per_round(rounds: pd.DataFrame) -> dict[str, float]:
 
 def measure_run(run_dir: Path) -> dict[str, dict[str, float]]:
     """Bytes per sample of one run, per stage key (the setting, or setting@budgetB / @splitS)."""
+    p = Path(run_dir) / "record.parquet"
+    return _measure_run(str(run_dir), p.stat().st_mtime_ns if p.exists() else 0)
+
+
+@functools.lru_cache(maxsize=4096)  # a record is read once per process, however many baselines it meets
+def _measure_run(run_dir: str, _mtime: int) -> dict[str, dict[str, float]]:
+    run_dir = Path(run_dir)
     exp = load_experiment(run_dir / "spec.yaml")
     setting = exp.metadata.labels.get(SETTING_LABEL, exp.name)
     rec = load(run_dir)
@@ -91,7 +99,7 @@ def measure(run_dirs: list[Path]) -> tuple[dict, list[str]]:
     out: dict[str, dict[str, float]] = {}
     problems = []
     for d in run_dirs:
-        for key, values in measure_run(d).items():
+        for key, values in copy.deepcopy(measure_run(d)).items():
             if key in out and out[key] != values:
                 diff = [m for m in values if out[key].get(m) != values[m]]
                 problems.append(f"{key}: repeats disagree on {', '.join(diff)} ({d.name}): bytes are not "
@@ -130,14 +138,7 @@ def change_table(rows: list[tuple[str, str, float, float]]) -> str:
 def timing_ratios(run_dirs: list[Path]) -> tuple[str | None, dict[str, dict[str, list[float]]]]:
     """(reference setting, {setting: {ratio name: [one value per repeat]}}): each run's median
     step time and throughput over those of the reference's run of the same repeat."""
-    rows = []
-    for d in run_dirs:
-        exp = load_experiment(d / "spec.yaml")
-        status = (d / "status.txt").read_text().split(":")[0] if (d / "status.txt").exists() else "unknown"
-        if status != "ok":
-            continue
-        row = summarize(load(d), exp, 1.0)
-        rows.append(row)
+    rows = [row for row in (_timing_row(str(d)) for d in run_dirs) if row is not None]
     if not rows:
         return None, {}
     df = pd.DataFrame(rows)
@@ -151,6 +152,25 @@ def timing_ratios(run_dirs: list[Path]) -> tuple[str | None, dict[str, dict[str,
                     if r["repeat"] in base.index and float(base.at[r["repeat"], metric] or 0) > 0]
             out.setdefault(setting, {})[name] = [v for v in vals if not math.isnan(v)]
     return reference, out
+
+
+@functools.lru_cache(maxsize=4096)
+def _timing_row(run_dir: str) -> dict | None:
+    """The setting, repeat, paradigm, median step time and median per-source throughput of a
+    finished run (as report.summary computes them)."""
+    d = Path(run_dir)
+    status = (d / "status.txt").read_text().split(":")[0] if (d / "status.txt").exists() else "unknown"
+    if status != "ok":
+        return None
+    exp = load_experiment(d / "spec.yaml")
+    steps = load(d).query("event == 'step'")
+    if steps.empty:
+        return None
+    per_source = steps.groupby("instance").agg(samples=("samples", "sum"), busy=("duration_s", "sum"))
+    return {"setting": exp.metadata.labels.get(SETTING_LABEL, exp.name),
+            "repeat": int(exp.metadata.labels.get(REPEAT_LABEL, 1)), "paradigm": exp.spec.paradigm.name,
+            "step_time_s": float(steps["duration_s"].median()),
+            "samples_per_s_per_source": float((per_source["samples"] / per_source["busy"]).median())}
 
 
 def _mean_sd(v: list[float]) -> tuple[float, float]:
@@ -179,9 +199,13 @@ def check_timing(measured: dict, base: dict) -> tuple[list[str], list[str]]:
                 lines.append(f"{setting} {name}: {m:.3f}x vs {b['mean']:.3f}x; not checked (the baseline has "
                              "one repeat, no spread: update it with --repeats 3)")
                 continue
-            msd = sd if len(values) > 1 and not math.isnan(sd) else bsd
-            se = math.sqrt(bsd ** 2 / bn + msd ** 2 / len(values))
-            tol = t_quantile(1 - TIMING_ALPHA / 2, max(1, bn - 1)) * se
+            own = len(values) > 1 and not math.isnan(sd)
+            msd = sd if own else bsd  # measured once: assume the baseline's spread
+            vb, vm = bsd ** 2 / bn, msd ** 2 / len(values)
+            se = math.sqrt(vb + vm)
+            df = ((vb + vm) ** 2 / (vb ** 2 / (bn - 1) + vm ** 2 / (len(values) - 1))  # Welch-Satterthwaite
+                  if own and vb + vm > 0 else bn - 1)
+            tol = t_quantile(1 - TIMING_ALPHA / 2, max(1.0, df)) * se
             verdict = "within" if abs(m - b["mean"]) <= tol else "BEYOND"
             line = (f"{setting} {name}: {m:.3f}x vs baseline {b['mean']:.3f}x (tolerance ±{tol:.3f} from the "
                     f"repeats' spread): {verdict}")

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..data import dataset_meta
+from ..environment import timing_key
 from ..record import load, read_environment
 from ..spec import Experiment, PaperClaim, load_experiment
 from . import figures, units
@@ -112,26 +113,28 @@ def _plain_table(df: pd.DataFrame) -> str:
 
 
 def _environment_block(envs: dict[str, dict]) -> tuple[str, list[dict]]:
-    """One block per distinct environment (ignoring the date), with the runs it covers."""
-    groups: dict[str, dict] = {}
-    for run, env in envs.items():
-        key = json.dumps({k: v for k, v in env.items() if k != "date"}, sort_keys=True)
-        g = groups.setdefault(key, {"environment": env, "runs": [], "dates": []})
-        g["runs"].append(run)
-        g["dates"].append(env.get("date", "unknown"))
-    parts, out = [], []
-    for g in groups.values():
-        env = {k: v for k, v in g["environment"].items() if k != "date"}
-        dates = sorted(g["dates"])
-        env["date"] = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
-        out.append({**env, "runs": len(g["runs"])})
-        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in env.items())
-        parts.append(f"<table class='env'>{rows}<tr><th>runs</th><td>{len(g['runs'])}</td></tr></table>")
-    if not groups:
-        return "<p>No environment.json in the run folders (records from before it was written).</p>", out
-    warn = ("<p class='note'><b>The runs come from more than one environment: their times are not comparable.</b>"
-            "</p>" if len(groups) > 1 else "")
-    return warn + "".join(parts), out
+    """One table: each field with its value, or its values and how many runs had each. A
+    warning when the fields that change speed (environment.TIMING_FIELDS) differ."""
+    if not envs:
+        return "<p>No environment.json in the run folders (records from before it was written).</p>", []
+    fields = list(dict.fromkeys(k for env in envs.values() for k in env))
+    rows, out = [], []
+    for f in fields:
+        counts: dict[str, int] = {}
+        for env in envs.values():
+            v = str(env.get(f, "unknown"))
+            counts[v] = counts.get(v, 0) + 1
+        if f == "date":
+            dates = sorted(counts)
+            text = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+        else:
+            text = next(iter(counts)) if len(counts) == 1 else "; ".join(f"{v} ({n} runs)" for v, n in counts.items())
+        rows.append(f"<tr><th>{html.escape(f)}</th><td>{html.escape(text)}</td></tr>")
+        out.append({"field": f, "value": text, "runs": len(envs)})
+    keys = {timing_key(env) for env in envs.values()}
+    warn = ("<p class='note'><b>The runs come from more than one environment (CPU, memory, kernel, cgroup, "
+            "versions or executor differ): their times are not comparable.</b></p>" if len(keys) > 1 else "")
+    return warn + f"<table class='env'>{''.join(rows)}<tr><th>runs</th><td>{len(envs)}</td></tr></table>", out
 
 
 def _ranking_html(rank: pd.DataFrame) -> str:
@@ -144,13 +147,15 @@ def _ranking_html(rank: pd.DataFrame) -> str:
         if r.empty:
             continue
         rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
+            "<tr>" + "".join(f"<td{' class=l' if i in (1, 4, 5) else ''}>{html.escape(str(c))}</td>"
+                             for i, c in enumerate((
                 "n/a" if pd.isna(x.rank) else int(x.rank), names[x.setting],
                 units.with_spread(fmt[metric], x.mean, x.ci_low, x.ci_high, x.n), x.n,
-                ", ".join(names.get(s, s) for s in x.tied_with.split(", ") if s), x.note)) + "</tr>" for x in r.itertuples())
+                ", ".join(names.get(s, s) for s in x.tied_with.split(", ") if s), x.note))) + "</tr>"
+            for x in r.itertuples())
         parts.append(f"<h3>{html.escape(what)} ({'higher' if higher else 'lower'} is better)</h3>"
-                     "<div class='scroll'><table><thead><tr><th>rank</th><th>setting</th><th>mean</th><th>repeats</th>"
-                     f"<th>tied with</th><th>note</th></tr></thead><tbody>{rows}</tbody></table></div>")
+                     "<div class='scroll'><table><thead><tr><th>rank</th><th class=l>setting</th><th>mean</th><th>repeats</th>"
+                     f"<th class=l>tied with</th><th class=l>note</th></tr></thead><tbody>{rows}</tbody></table></div>")
     return "".join(parts)
 
 
@@ -177,7 +182,7 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 12p
          "table{border-collapse:collapse;font-size:12px;margin:4px 0}"
          "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}"
          "td:first-child,th:first-child{text-align:left}.env th{text-align:left;background:#f4f4f4}"
-         ".env td{text-align:left;white-space:normal}.scroll{max-width:100%;overflow-x:auto}"
+         ".env td{text-align:left;white-space:normal}td.l,th.l{text-align:left}.scroll{max-width:100%;overflow-x:auto}"
          "img{max-width:100%;height:auto;display:block}.note{font-size:12px;color:#444}")
 
 

@@ -79,11 +79,13 @@ def accuracy_over_time(records: dict[RunKey, pd.DataFrame], target: float):
         both = pd.concat(accs).groupby("epoch").agg(t=("t", "mean"), mean=("accuracy", "mean"),
                                                     lo=("accuracy", "min"), hi=("accuracy", "max"))
         ax.plot(both["t"], both["mean"], marker="o", ms=3, color=color[setting], label=label[setting])
-        if len(accs) > 1:
+        if len(accs) > 1:  # band between epochs, whiskers at each (a single epoch has no band to draw)
             ax.fill_between(both["t"], both["lo"], both["hi"], color=color[setting], alpha=0.15, lw=0)
+            ax.errorbar(both["t"], both["mean"], yerr=[both["mean"] - both["lo"], both["hi"] - both["mean"]],
+                        fmt="none", ecolor=color[setting], capsize=3, lw=1)
     ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.2f}")
     ax.set(xlabel="time since training began (s)", ylabel="held-out accuracy",
-           title="Accuracy at each epoch's end: mean, band = lowest to highest repeat")
+           title="Accuracy at each epoch's end: mean; band and whiskers: lowest to highest repeat")
     ax.grid(alpha=0.3)
     _legend_outside(ax)
     fig.tight_layout()
