@@ -2,8 +2,10 @@
 time ratios within the repeats' spread; renaming an experiment changes no byte."""
 import json
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,6 +70,11 @@ def suite_runs(request, tmp_path_factory):
     suite = request.param
     if suite in ("default", "hfsl-reduced") and not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"the {suite} suite needs Debian's dataset-fashion-mnist (make test installs it as root)")
+    existing = os.environ.get("SPLITBENCH_REGRESS_RUNS")  # reuse runs/<suite>/ of an earlier regress --suite
+    if existing:
+        runs = Path(existing) / suite
+        return suite, runs, subprocess.run([sys.executable, "-m", "splitbench", "regress", "--runs", str(runs)],
+                                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     tmp = tmp_path_factory.mktemp(suite)
     return suite, tmp / suite, _run_suite(tmp, suite)
 

@@ -242,7 +242,7 @@ def run(args) -> int:
         if problems:
             print("regress: not updating, " + "; ".join(problems), file=sys.stderr)
             return 1
-        changes = compare(measured, (old or {}).get("bytes", {}))
+        changes = compare(measured, old["bytes"]) if old and "bytes" in old else None
         timing = {"reference": reference, "quick": bool(args.quick),
                   "environment": {f: env.get(f, "unknown") for f in TIMING_FIELDS},
                   "ratios": {s: {k: dict(zip(("mean", "std"), _mean_sd(v)), n=len(v)) for k, v in r.items()}
@@ -251,8 +251,12 @@ def run(args) -> int:
         path.write_text(json.dumps({"suite": name, "unit": "bytes per training sample (per round and device for "
                                     "weights_per_round_*), exact", "bytes": measured, "timing": timing},
                                    indent=1, allow_nan=True) + "\n")
-        print(f"regress: wrote {len(measured)} baselines to {path}; "
-              + (f"{len(changes)} values changed:\n{change_table(changes)}" if changes else "no byte count changed"))
+        if changes is None:
+            print(f"regress: wrote {len(measured)} baselines to {path}; the previous one "
+                  f"{'was in the old format (totals only)' if old else 'did not exist'}: every value is new")
+        else:
+            print(f"regress: wrote {len(measured)} baselines to {path}; " + (
+                f"{len(changes)} values changed:\n{change_table(changes)}" if changes else "no byte count changed"))
         return 0
     if old is None:
         print(f"regress: no baseline at {path}; create it with --update", file=sys.stderr)
