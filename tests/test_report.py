@@ -43,6 +43,7 @@ def test_summary_has_mean_spread_and_interval_without_the_failed_run(built):
     _, _, out, summary = built
     low = summary.set_index("experiment").loc["fake-split-lowrate"]
     assert low["repeats"] == 3 and low["seeds"] == "0 1 2" and "failed" in low["left_out"]
+    assert low["status"] == "3 ok, 1 failed" and summary.set_index("experiment").at["fake-split-eth-a", "status"] == "ok"
     rates = [32 / 0.30, 32 / 0.31, 32 / 0.29]
     assert low["samples_per_s_per_source"] == pytest.approx(sum(rates) / 3)
     assert low["samples_per_s_per_source_ci_low"] < low["samples_per_s_per_source"] < \

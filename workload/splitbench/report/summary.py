@@ -181,6 +181,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         first = g.iloc[0]
         row = {c: first[c] for c in SETTING_COLUMNS if c in g}
         row["experiment"] = setting  # claims and older readers name settings by this column
+        counts = g["status"].value_counts()
+        row["status"] = "ok" if list(counts.index) == ["ok"] else ", ".join(f"{n} {s}" for s, n in counts.items())
         row["repeats"] = len(ok)
         row["seeds"] = " ".join(str(s) for s in ok["seed"])
         row["left_out"] = " ".join(f"{r.experiment} ({r.status})" for r in g.itertuples() if r.status != "ok")
