@@ -109,3 +109,19 @@ def test_make_report_rebuilds_from_runs(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "from 10 runs" in r.stdout
     assert "suite fake" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_repeats_get_their_own_seed_name_and_labels_in_repeat_major_order():
+    from splitbench.spec import REPEAT_LABEL, SETTING_LABEL, load_suite
+    suite = load_suite(ROOT / "benchmarks" / "suites" / "default.yaml")
+    assert suite.spec.repeats == 3
+    runs = suite.runs()
+    settings = [e.name for e in suite.experiments()]
+    assert len(runs) == 3 * len(settings) == 21
+    assert [r.metadata.labels[SETTING_LABEL] for r in runs[:len(settings)]] == settings  # one repeat of all first
+    split = [r for r in runs if r.metadata.labels[SETTING_LABEL] == "default-split-s4-wifi6"]
+    assert [(r.name, r.spec.seed, r.metadata.labels[REPEAT_LABEL]) for r in split] == [
+        ("default-split-s4-wifi6-r1", 0, "1"), ("default-split-s4-wifi6-r2", 1, "2"), ("default-split-s4-wifi6-r3", 2, "3")]
+    assert [r.name for r in suite.runs(1)] == settings  # one repeat keeps the setting's name
+    assert all(len(r.name) <= 63 for s in ROOT.joinpath("benchmarks", "suites").glob("*.yaml")
+               for r in load_suite(s).runs(12))
