@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..environment import TIMING_FIELDS, differences
+from ..environment import TIMING_FIELDS
 from ..record import TRAINING_KINDS, load, read_environment
 from ..report.build import find_runs
 from ..report.stats import t_quantile
@@ -46,6 +46,23 @@ def add_parser(sub) -> None:
                                                          "and print what changed")
     add_executor_args(p)
     p.set_defaults(func=run)
+
+
+# The machine's timing fields, and the CPU-quota mechanisms in force over the whole suite: times
+# with a cgroup quota on the sources and without one (--cpu-limit off) do not compare.
+REGRESS_FIELDS = (*TIMING_FIELDS, "cpu_quota")
+
+
+def suite_environment(run_dirs: list[Path]) -> dict:
+    env = dict(read_environment(run_dirs[0]))
+    mechs = set()
+    for d in run_dirs:
+        for part in read_environment(d).get("cpu_quota_enforced_by", "none").split(","):
+            mech = part.split(":")[-1].strip()
+            if mech and mech != "none":
+                mechs.add(mech)
+    env["cpu_quota"] = ", ".join(sorted(mechs)) or "none"
+    return env
 
 
 def _per_sample(steps: pd.DataFrame) -> dict[str, float]:
@@ -235,7 +252,7 @@ def run(args) -> int:
         return 1
     measured, problems = measure(run_dirs)
     reference, ratios = timing_ratios(run_dirs)
-    env = read_environment(run_dirs[0])
+    env = suite_environment(run_dirs)
     path = Path(args.baseline) if args.baseline else benchmarks_dir() / "baselines" / f"{name}.json"
     old = json.loads(path.read_text()) if path.exists() else None
     if args.update:
@@ -243,8 +260,8 @@ def run(args) -> int:
             print("regress: not updating, " + "; ".join(problems), file=sys.stderr)
             return 1
         changes = compare(measured, old["bytes"]) if old and "bytes" in old else None
-        timing = {"reference": reference, "quick": bool(args.quick),
-                  "environment": {f: env.get(f, "unknown") for f in TIMING_FIELDS},
+        timing = {"reference": reference, "quick": bool(args.quick) if suite else None,  # None: runs read, not made
+                  "environment": {f: env.get(f, "unknown") for f in REGRESS_FIELDS},
                   "ratios": {s: {k: dict(zip(("mean", "std"), _mean_sd(v)), n=len(v)) for k, v in r.items()}
                              for s, r in ratios.items()}}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -273,9 +290,11 @@ def run(args) -> int:
               f"fails; run --update if it is intended):\n{change_table(changes)}", file=sys.stderr)
     timing_failures = []
     base_timing = old.get("timing") or {}
-    here = {f: env.get(f, "unknown") for f in TIMING_FIELDS}
-    why_not = differences(base_timing.get("environment", {}), here) if base_timing else ["no timing baseline"]
-    if base_timing.get("quick") is not None and base_timing.get("quick") != bool(args.quick):
+    here = {f: env.get(f, "unknown") for f in REGRESS_FIELDS}
+    base_env = base_timing.get("environment", {})
+    why_not = ([f"{f}: {base_env.get(f, 'unknown')} vs {here[f]}" for f in REGRESS_FIELDS
+                if base_env.get(f, "unknown") != here[f]] if base_timing else ["no timing baseline"])
+    if suite and base_timing.get("quick") is not None and base_timing.get("quick") != bool(args.quick):
         why_not.append(f"baseline quick={base_timing.get('quick')}, this run quick={bool(args.quick)}")
     if base_timing.get("reference") not in (None, reference):
         why_not.append(f"reference {base_timing.get('reference')} vs {reference}")
