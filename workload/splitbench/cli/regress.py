@@ -232,6 +232,14 @@ def check_timing(measured: dict, base: dict) -> tuple[list[str], list[str]]:
     return failures, lines
 
 
+def timing_note(why_not: list[str], checked: int, failures: list[str]) -> str:
+    if why_not:
+        return "timing not compared"
+    if not checked:
+        return "timing not checked: the baseline has no spread"
+    return f"{checked} time ratios checked, {len(failures)} beyond tolerance"
+
+
 def run(args) -> int:
     suite = load_suite(args.suite) if args.suite else None
     name = suite.metadata.name if suite else Path(args.runs).name
@@ -288,7 +296,7 @@ def run(args) -> int:
     if changes:
         print(f"regress: FAIL: {len(changes)} byte counts differ from the baseline (any change, up or down, "
               f"fails; run --update if it is intended):\n{change_table(changes)}", file=sys.stderr)
-    timing_failures = []
+    timing_failures, checked = [], 0
     base_timing = old.get("timing") or {}
     here = {f: env.get(f, "unknown") for f in REGRESS_FIELDS}
     base_env = base_timing.get("environment", {})
@@ -302,10 +310,11 @@ def run(args) -> int:
         print(f"regress: timing not compared, the environment differs from the baseline's ({'; '.join(why_not)})")
     else:
         timing_failures, lines = check_timing(ratios, base_timing)
+        checked = sum(": within" in l or ": BEYOND" in l for l in lines)
         print(f"regress: timing as ratios to {reference} (same run):")
         for line in lines:
             print(f"  {line}")
     failed = bool(changes or problems or timing_failures)
     print(f"regress: {len(measured)} experiments checked against {path}: {'FAILED' if failed else 'ok'} "
-          f"(bytes exact per message kind{'' if why_not else '; timing within tolerance' if not timing_failures else ''})")
+          f"(bytes exact per message kind; {timing_note(why_not, checked, timing_failures)})")
     return 1 if failed else 0
