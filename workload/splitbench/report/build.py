@@ -140,7 +140,7 @@ def _environment_block(envs: dict[str, dict]) -> tuple[str, list[dict]]:
 def _ranking_html(rank: pd.DataFrame) -> str:
     parts = [f"<p>{html.escape(RANKING_NOTE)} Values are mean ± half the 95% interval.</p>"]
     fmt = {"time_to_target_s": units.duration, "samples_per_s_per_source": units.number,
-           "final_accuracy": units.percent, "bytes_per_sample": units.size}
+           "step_time_s": units.duration, "final_accuracy": units.percent, "bytes_per_sample": units.size}
     names = figures.short_names(rank["setting"]) if not rank.empty else {}
     for metric, higher, what in RANKED:
         r = rank[rank["metric"] == metric]
@@ -162,7 +162,7 @@ def _ranking_html(rank: pd.DataFrame) -> str:
 def ranking_text(rank: pd.DataFrame) -> str:
     """The ranking as plain text (printed by bench, written as ranking.txt)."""
     fmt = {"time_to_target_s": units.duration, "samples_per_s_per_source": units.number,
-           "final_accuracy": units.percent, "bytes_per_sample": units.size}
+           "step_time_s": units.duration, "final_accuracy": units.percent, "bytes_per_sample": units.size}
     if rank.empty:
         return "no finished runs to rank\n"
     names = figures.short_names(rank["setting"])

@@ -202,6 +202,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 # (metric, higher is better, what it means)
 RANKED = [("time_to_target_s", False, "time to the target accuracy"),
           ("samples_per_s_per_source", True, "training throughput per source"),
+          ("step_time_s", False, "median time per training step (robust to a slow first step)"),
           ("final_accuracy", True, "final held-out accuracy"),
           ("bytes_per_sample", False, "training bytes per sample, up + down")]
 
