@@ -18,9 +18,14 @@ TAG ?= latest
 HELM := $(shell [ -x $(BIN)/helm ] && echo $(BIN)/helm || echo helm)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: bench test regress benchmarks report deps dataset test-tools clean cluster images load deploy
+.PHONY: help bench test regress benchmarks report deps dataset test-tools clean cluster images load deploy
 
-bench: deps dataset  ## run a suite (default: benchmarks/suites/default.yaml) and write report/
+help:  ## list the targets (make bench is the main job)
+	@echo "splitbench: make TARGET [SUITE=... EXECUTOR=local|docker|kubernetes RUNS=runs OUT=report ARGS=...]"
+	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z-]+):.*## (.*)/\1|\2/' | \
+	  awk -F'|' '{printf "  %-12s %s\n", $$1, $$2}'
+
+bench: deps dataset  ## run a suite (default: benchmarks/suites/default.yaml, 3 repeats) and write report/
 	@if [ "$(EXECUTOR)" = docker ]; then $(MAKE) --no-print-directory images IMAGES=--edge; fi
 	$(if $(filter docker,$(EXECUTOR)),export $$($(BIN)/python tools/container_engine.py start);) \
 	$(BIN)/splitbench bench $(SUITE) --executor $(EXECUTOR) --runs $(RUNS) --out $(OUT) $(ARGS)
@@ -28,7 +33,7 @@ bench: deps dataset  ## run a suite (default: benchmarks/suites/default.yaml) an
 test: deps dataset test-tools  ## unit and integration tests, including the network-usage regression and containers
 	$(BIN)/python -m pytest -q -ra
 
-regress: deps dataset  ## bytes per sample of the default suite vs benchmarks/baselines/
+regress: deps dataset  ## bytes per sample (exact, per message kind) and time ratios vs benchmarks/baselines/
 	$(BIN)/splitbench regress --suite $(SUITE) --quick --runs $(RUNS)
 
 benchmarks: deps  ## transport, link and overhead micro-benchmarks (numbers to quote)
@@ -37,8 +42,8 @@ benchmarks: deps  ## transport, link and overhead micro-benchmarks (numbers to q
 	$(BIN)/python benchmarks/overhead_bench.py
 	$(BIN)/python benchmarks/scale_bench.py --sizes $(SCALE_SIZES)
 
-report: deps  ## rebuild report/ from the records of the last bench
-	$(BIN)/splitbench report $(RUNS)/*/ --out $(OUT)
+report: deps  ## rebuild report/ from the suite's records in runs/ (RUNS/<suite name>/)
+	$(BIN)/splitbench report --suite $(SUITE) --runs-root $(RUNS) --out $(OUT)
 
 deps: $(STAMP)
 
@@ -94,5 +99,5 @@ deploy: deps  ## install or upgrade the chart (CRD, operator, RBAC, dashboards) 
 	$(HELM) upgrade --install splitbench helm/splitbench --namespace $(NAMESPACE) --create-namespace \
 	  --set image.edge=splitbench-edge:$(TAG) --set image.gpu=splitbench-gpu:$(TAG) --wait
 
-clean:
+clean:  ## remove runs/ and report/
 	rm -rf $(RUNS) $(OUT) .pytest_cache

@@ -4,7 +4,7 @@ import struct
 import pytest
 import torch
 
-from splitbench.transport.wire import (Kind, Message, Traffic, WireError, decode, encode, error_message, wire_bytes,
+from splitbench.transport.wire import (Kind, experiment_id, Message, Traffic, WireError, decode, encode, error_message, wire_bytes,
                                        zmtp_overhead)
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8, torch.int8, torch.int16,
@@ -18,9 +18,9 @@ def _frames(msg):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_round_trip_every_dtype(dtype):
     t = (torch.randn(3, 5, 2) * 10).to(dtype)
-    msg = Message(Kind.TRAIN, "exp", "source-1", 2, 99).add("t", t, Traffic.ACTIVATION)
+    msg = Message(Kind.TRAIN, experiment_id("exp").hex(), "source-1", 2, 99).add("t", t, Traffic.ACTIVATION)
     back = decode(_frames(msg))
-    assert (back.kind, back.experiment, back.sender, back.epoch, back.step) == (Kind.TRAIN, "exp", "source-1", 2, 99)
+    assert (back.kind, back.experiment, back.sender, back.epoch, back.step) == (Kind.TRAIN, experiment_id("exp").hex(), "source-1", 2, 99)
     assert back.tensors["t"].dtype == dtype and torch.equal(back.tensors["t"], t)
     assert back.traffic["t"] is Traffic.ACTIVATION
 
@@ -65,9 +65,9 @@ def test_error_message_carries_text():
 @pytest.mark.parametrize("frames, match", [
     ([], "empty message"),
     ([b"SB"], "shorter than the fixed"),
-    ([b"XX" + bytes(18)], "bad magic"),
-    ([b"SB\x09" + bytes(17)], "protocol version 9"),
-    ([b"SB\x01\x63" + bytes(16)], "unknown message kind 99"),
+    ([b"XX" + bytes(33)], "bad magic"),
+    ([b"SB\x09" + bytes(32)], "protocol version 9"),
+    ([b"SB\x02\x63" + bytes(31)], "unknown message kind 99"),
 ])
 def test_bad_headers_are_named(frames, match):
     with pytest.raises(WireError, match=match):

@@ -99,9 +99,12 @@ def read_events(run_dir: Path) -> pd.DataFrame:
     return df
 
 
-def merge(run_dir: Path, launched_at: float | None = None) -> pd.DataFrame:
-    """Write run_dir/record.parquet from the roles' event files and return it."""
+def merge(run_dir: Path, launched_at: float | None = None, executor: str | None = None) -> pd.DataFrame:
+    """Write run_dir/record.parquet from the roles' event files and return it, and
+    run_dir/environment.json: where it was measured (environment.collect). executor: the
+    executor's name; when not given, kubernetes if the roles' logs came from pods, else local."""
     df = read_events(run_dir)
+    write_environment(run_dir, df, executor)
     if launched_at is not None:
         df = pd.concat([df, pd.DataFrame([{"event": "launch", "time": launched_at}])], ignore_index=True)
         df[BYTE_COLUMNS] = df[BYTE_COLUMNS].fillna(0).astype("int64")
@@ -113,6 +116,28 @@ def merge(run_dir: Path, launched_at: float | None = None) -> pd.DataFrame:
     df = df.sort_values("time", kind="stable").reset_index(drop=True)
     df.to_parquet(run_dir / "record.parquet", index=False)
     return df
+
+
+def write_environment(run_dir: Path, df: pd.DataFrame, executor: str | None = None) -> None:
+    from .environment import collect
+
+    quota = "none"
+    if not df.empty and "cpu_limit" in df:
+        mech = df.loc[(df["event"] == "session") & (df.get("status") == "limited"), ["role", "cpu_limit"]].dropna()
+        quota = ", ".join(f"{role}: {m}" for role, m in sorted({(r, str(c).split(":")[0])
+                                                               for r, c in mech.itertuples(index=False)})) or "none"
+    if executor is None:
+        executor = "kubernetes" if any(p.name.endswith(".log") and not (run_dir / "targets.json").exists()
+                                       for p in run_dir.iterdir()) else "local"
+    (run_dir / "environment.json").write_text(json.dumps(collect(executor, quota), indent=1) + "\n")
+
+
+def read_environment(run_dir: Path) -> dict:
+    p = Path(run_dir) / "environment.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def load(path: Path) -> pd.DataFrame:

@@ -391,6 +391,13 @@ class SuiteSpec(_Model):
                                                     "that suits it), named after them or by 'label'; crossed with "
                                                     "the matrix")
     report: SuiteReport = SuiteReport()
+    repeats: int = Field(1, ge=1, le=100, description=(
+        "runs of every setting, each with its own seed (seed, seed+1, ...); the report gives mean, spread and a "
+        "95% confidence interval over them and ranks only what a test can tell apart"))
+
+
+SETTING_LABEL = "splitbench.dev/setting"
+REPEAT_LABEL = "splitbench.dev/repeat"
 
 
 class Suite(_Model):
@@ -414,6 +421,24 @@ class Suite(_Model):
                     raise ValueError(f"paper claim {c.claim!r}: {end!r} matches {len(hits)} runs of the suite, "
                                      "not exactly one")
         return self
+
+    def runs(self, repeats: int | None = None) -> list[Experiment]:
+        """Every setting (experiments()) repeated, all settings once per round of repeats: repeat k
+        (1-based) has seed + k - 1, and with
+        more than one repeat the name <setting>-r<k>; labels name the setting and the repeat,
+        so the report groups repeats without parsing names."""
+        n = repeats or self.spec.repeats
+        if n < 1:
+            raise SpecError(f"suite {self.metadata.name}: repeats must be at least 1, got {n}")
+        out = []
+        settings = self.experiments()
+        for k in range(1, n + 1):  # repeat-major: a slow drift of the machine spreads over every setting
+            for exp in settings:
+                name = _dns_name(exp.name, 63 - len(f"-r{k}")) + f"-r{k}" if n > 1 else exp.name
+                spec = exp.spec.model_copy(update={"seed": exp.spec.seed + k - 1})
+                labels = {**exp.metadata.labels, SETTING_LABEL: exp.name, REPEAT_LABEL: str(k)}
+                out.append(Experiment(metadata=Metadata(name=name, labels=labels), spec=spec))
+        return out
 
     def experiments(self) -> list[Experiment]:
         """The product of the matrix over the base; paradigms that use no network run once."""
@@ -442,9 +467,7 @@ class Suite(_Model):
             if not spec.uses_network:
                 spec = spec.model_copy(update={"network": NetworkSpec(medium="none")})
                 parts = [p for (f, _), p in zip(axes, parts) if f != "network"]
-            name = "-".join([self.metadata.name, *parts])
-            if len(name) > 63:  # a DNS label; keep distinct runs distinct
-                name = name[:54].rstrip("-") + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+            name = _dns_name("-".join([self.metadata.name, *parts]))
             if name in seen:
                 if seen[name] != spec:
                     raise SpecError(f"suite {self.metadata.name}: two different runs are both named {name}")
@@ -455,6 +478,13 @@ class Suite(_Model):
 
 
 _CASE = "<case>"
+
+
+def _dns_name(name: str, room: int = 63) -> str:
+    """At most room characters (63: a DNS label); distinct long names stay distinct."""
+    if len(name) <= room:
+        return name
+    return name[:room - 9].rstrip("-") + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
 def _merge(base: Any, value: Any) -> Any:

@@ -34,13 +34,20 @@ def make_executor(args):
 
 
 def quick(exp, steps: int = 4):
-    """A short run of the same spec: one epoch (one per budget stage for compressed split),
-    a few steps each. Bytes per sample stay those of the full run (full batches only)."""
+    """A short run of the same spec: one epoch (one per budget stage for compressed split;
+    for hfsl whose split may move, enough rounds for the load schedule to move it and one
+    round after), a few steps each. Bytes per sample stay those of the full run (full batches
+    only), per budget stage and per cut."""
     spec = exp.spec.model_copy(deep=True)
     comp = getattr(spec.paradigm, "compression", None)
     if comp is not None:
         comp.epochs = [1] * len(comp.budgets)
-    spec.training.epochs = len(comp.budgets) if comp is not None else 1
+    epochs = len(comp.budgets) if comp is not None else 1
+    if getattr(spec.paradigm, "candidates", None):
+        loads = [s.from_round for d in (spec.sources.device, spec.server.device, spec.aggregator.device)
+                 for s in d.load]
+        epochs = (max(loads, default=0) + 2) * spec.paradigm.local_epochs
+    spec.training.epochs = epochs
     spec.training.max_steps_per_epoch = steps
     spec.dataset.test_samples = min(spec.dataset.test_samples, 256)
     return exp.model_copy(update={"spec": spec})

@@ -10,7 +10,8 @@ from ..data import dataset_meta
 from ..models import build_model
 from ..models.profile import edge_cost, profile_model
 from ..record import TRAINING_KINDS
-from ..spec import Experiment
+from ..spec import REPEAT_LABEL, SETTING_LABEL, Experiment
+from .stats import TEST_NAME, spread, tie_groups
 
 COMPUTE_PHASES = ["edge_forward", "edge_backward", "encode", "server_forward", "server_backward", "forward",
                   "backward"]
@@ -113,6 +114,9 @@ def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, sta
     mech = sorted({str(m).split(":")[0] for m in mechanisms})
     return {
         "experiment": exp.name,
+        "setting": exp.metadata.labels.get(SETTING_LABEL, exp.name),
+        "repeat": int(exp.metadata.labels.get(REPEAT_LABEL, 1)),
+        "seed": spec.seed,
         "status": status,
         "paradigm": spec.paradigm.name,
         "model": spec.model.name,
@@ -154,12 +158,93 @@ def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, sta
     }
 
 
-def rank(summary: pd.DataFrame) -> pd.DataFrame:
-    """Fastest to the target accuracy first; then higher accuracy; then fewer bytes."""
-    df = summary.copy()
-    df["bytes_per_sample"] = df["bytes_per_sample_up"].fillna(0) + df["bytes_per_sample_down"].fillna(0)
-    df = df.sort_values(["time_to_target_s", "final_accuracy", "bytes_per_sample"],
-                        ascending=[True, False, True], na_position="last").reset_index(drop=True)
-    df.insert(0, "rank", np.arange(1, len(df) + 1))
-    return df[["rank", "experiment", "paradigm", "network", "time_to_target_s", "final_accuracy",
-               "bytes_per_sample", "samples_per_s_per_source", "step_time_s"]]
+# Metrics that get a mean, spread and interval over repeats.
+METRICS = ["bytes_per_sample_up", "bytes_per_sample_down", "samples_per_s_per_source", "samples_per_s_total",
+           "step_time_s", "compute_s", "communication_s", "waiting_s", "time_to_target_s", "final_accuracy",
+           "final_accuracy_early_exit", "train_time_s", "epoch_time_s", "setup_s", "round_time_s"]
+SETTING_COLUMNS = ["setting", "paradigm", "model", "dataset", "network", "sources", "split_after", "input_encoding",
+                   "batch_size", "edge_params", "edge_mflops_per_sample", "cpu_limit"]
+
+
+def usable(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that finished: failed and degraded runs are left out of means and rankings (and listed)."""
+    return runs[runs["status"] == "ok"] if not runs.empty else runs
+
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per setting over its finished repeats: <metric> (the mean), <metric>_std,
+    <metric>_ci_low/_ci_high (95% t interval of the mean) and <metric>_n; repeats, seeds and
+    the runs left out."""
+    rows = []
+    for setting, g in runs.groupby("setting", sort=False):
+        ok = usable(g)
+        first = g.iloc[0]
+        row = {c: first[c] for c in SETTING_COLUMNS if c in g}
+        row["experiment"] = setting  # claims and older readers name settings by this column
+        counts = g["status"].value_counts()
+        row["status"] = "ok" if list(counts.index) == ["ok"] else ", ".join(f"{n} {s}" for s, n in counts.items())
+        row["repeats"] = len(ok)
+        row["seeds"] = " ".join(str(s) for s in ok["seed"])
+        row["left_out"] = " ".join(f"{r.experiment} ({r.status})" for r in g.itertuples() if r.status != "ok")
+        for m in METRICS:
+            if m not in g:
+                continue
+            s = spread(ok[m].astype(float))
+            row.update({m: s.mean, f"{m}_std": s.std, f"{m}_ci_low": s.ci_low, f"{m}_ci_high": s.ci_high,
+                        f"{m}_n": s.n})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df.insert(0, "experiment", df.pop("experiment"))
+    return df
+
+
+# (metric, higher is better, what it means)
+RANKED = [("time_to_target_s", False, "time to the target accuracy"),
+          ("samples_per_s_per_source", True, "training throughput per source"),
+          ("step_time_s", False, "median time per training step (robust to a slow first step)"),
+          ("final_accuracy", True, "final held-out accuracy"),
+          ("bytes_per_sample", False, "training bytes per sample, up + down")]
+
+
+def ranking(runs: pd.DataFrame) -> pd.DataFrame:
+    """For each ranked metric, settings best first; settings that the test (stats.TEST_NAME)
+    cannot tell apart from the best of their group share its rank. One row per metric and
+    setting: rank, mean, 95% interval, repeats, and whom it is tied with."""
+    ok = usable(runs).copy()
+    if ok.empty:
+        return pd.DataFrame(columns=["metric", "rank", "setting", "mean", "ci_low", "ci_high", "n", "tied_with", "note"])
+    ok["bytes_per_sample"] = ok["bytes_per_sample_up"].fillna(0) + ok["bytes_per_sample_down"].fillna(0)
+    info = ok.groupby("setting").first()
+    out = []
+    for metric, higher, _ in RANKED:
+        values = {k: g[metric].astype(float).tolist() for k, g in ok.groupby("setting")}
+        complete = {k: v for k, v in values.items() if v and not any(math.isnan(x) for x in v)}
+        groups = tie_groups(complete, higher)
+        members: dict[int, list[str]] = {}
+        for name, r, _ in groups:
+            members.setdefault(r, []).append(name)
+        for name, r, p in groups:
+            s = spread(complete[name])
+            others = [m for m in members[r] if m != name]
+            note = "" if s.n > 1 else "one repeat: not tested, ranked by its value"
+            out.append({"metric": metric, "rank": r, "setting": name, "paradigm": info.at[name, "paradigm"],
+                        "network": info.at[name, "network"], "mean": s.mean, "ci_low": s.ci_low,
+                        "ci_high": s.ci_high, "n": s.n, "tied_with": ", ".join(others),
+                        "note": note})
+        for name in sorted(set(values) - set(complete)):
+            v = values[name]
+            missing = sum(math.isnan(x) for x in v)
+            why = (f"not reached in {missing} of {len(v)} repeats" if metric == "time_to_target_s"
+                   else f"not measured in {missing} of {len(v)} repeats")
+            out.append({"metric": metric, "rank": math.nan, "setting": name, "paradigm": info.at[name, "paradigm"],
+                        "network": info.at[name, "network"], "mean": math.nan, "ci_low": math.nan,
+                        "ci_high": math.nan, "n": len(v) - missing, "tied_with": "", "note": why})
+    df = pd.DataFrame(out)
+    df["rank"] = df["rank"].astype("Int64")
+    return df
+
+
+RANKING_NOTE = (f"Settings are ordered by their mean over repeats; {TEST_NAME} compares each with the first "
+                "setting of its group, and a setting the test cannot tell apart shares that rank (a tie). "
+                "Failed and degraded runs are left out.")

@@ -4,14 +4,17 @@ interpreted as the dtypes and shapes the header declares, after checking them.
 
 Header (little-endian):
     magic "SB" | version u8 | kind u8 | epoch u32 | step u64 | n_tensors u16
-    | experiment_len u8 | sender_len u8 | experiment | sender
+    | sender_len u8 | experiment id (16 bytes) | sender
     then per tensor: name_len u8 | dtype u8 | traffic u8 | ndim u8 | nbytes u64 | name | dims u32 x ndim
 
 Fixed widths make the byte count of a message a function of the spec alone, so bytes per
-sample is deterministic and can be regressed in CI.
+sample is deterministic and can be regressed in CI. The experiment travels as a 16-byte id
+(the first 16 bytes of SHA-256 of its name), so renaming an experiment does not change its
+bytes; a decoded message's `experiment` is that id in hex.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import struct
 import warnings
@@ -28,12 +31,23 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 warnings.filterwarnings("ignore", message="The given buffer is not writable")
 
 MAGIC = b"SB"
-VERSION = 1
+VERSION = 2  # 2: fixed-size experiment id instead of the name
 MAX_TENSORS = 64
 MAX_NDIM = 8
 MAX_TENSOR_BYTES = 1 << 32
 
-_FIXED = struct.Struct("<2sBBIQHBB")
+_FIXED = struct.Struct("<2sBBIQHB16s")
+ID_BYTES = 16
+
+
+def experiment_id(experiment: str) -> bytes:
+    """The header's 16-byte experiment id: a decoded id (32 hex digits) as is, a name hashed."""
+    if len(experiment) == 2 * ID_BYTES:
+        try:
+            return bytes.fromhex(experiment)
+        except ValueError:
+            pass
+    return hashlib.sha256(experiment.encode("utf-8")).digest()[:ID_BYTES]
 _TENSOR = struct.Struct("<BBBBQ")
 
 
@@ -114,9 +128,9 @@ def encode(msg: Message) -> list:
     """Frames ready for ``send_multipart(copy=False)``: the header and one buffer per tensor."""
     if len(msg.tensors) > MAX_TENSORS:
         raise WireError(f"{len(msg.tensors)} tensors, at most {MAX_TENSORS}")
-    exp, snd = _short(msg.experiment, "experiment"), _short(msg.sender, "sender")
-    parts = [_FIXED.pack(MAGIC, VERSION, int(msg.kind), msg.epoch, msg.step, len(msg.tensors), len(exp), len(snd)),
-             exp, snd]
+    snd = _short(msg.sender, "sender")
+    parts = [_FIXED.pack(MAGIC, VERSION, int(msg.kind), msg.epoch, msg.step, len(msg.tensors), len(snd),
+                         experiment_id(msg.experiment)), snd]
     buffers = []
     for name, t in msg.tensors.items():
         # Few torch calls per tensor: after a large transfer they run with cold caches.
@@ -153,7 +167,7 @@ def decode(frames: Sequence) -> Message:
     header = memoryview(_frame_bytes(frames[0]))
     if len(header) < _FIXED.size:
         raise WireError(f"header is {len(header)} bytes, shorter than the fixed {_FIXED.size}")
-    magic, version, kind, epoch, step, n, elen, slen = _FIXED.unpack_from(header, 0)
+    magic, version, kind, epoch, step, n, slen, exp_id = _FIXED.unpack_from(header, 0)
     if magic != MAGIC:
         raise WireError(f"bad magic {bytes(magic)!r}: not a splitbench message")
     if version != VERSION:
@@ -166,9 +180,8 @@ def decode(frames: Sequence) -> Message:
     if len(frames) != 1 + n:
         raise WireError(f"header declares {n} tensors but {len(frames) - 1} data frames arrived")
     pos = _FIXED.size
-    exp, pos = _text(header, pos, elen, "experiment")
     snd, pos = _text(header, pos, slen, "sender")
-    msg = Message(kind, exp, snd, epoch, step)
+    msg = Message(kind, exp_id.hex(), snd, epoch, step)
     for i in range(n):
         if pos + _TENSOR.size > len(header):
             raise WireError(f"header truncated in tensor {i}'s descriptor")
