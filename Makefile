@@ -79,6 +79,11 @@ test-tools:
 	    echo "installing Debian's prometheus package (the dashboard tests query a real one)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "note: no prometheus binary; the dashboard tests will be skipped (sudo apt-get install prometheus)"; fi; }
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium package (the report test opens report.html headless)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: no chromium; the report's browser test will be skipped (sudo apt-get install chromium)"; fi; }
 
 cluster:  ## a local kind cluster from cluster/kind.yaml (k3s: see README, "On a cluster")
 	kind create cluster --config cluster/kind.yaml

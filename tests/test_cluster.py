@@ -37,7 +37,7 @@ def test_make_bench_on_the_cluster_writes_the_same_report(tmp_path):
     why = _why_not()
     if why:
         pytest.skip(why + " (on kind: make cluster images load deploy)")
-    r = subprocess.run(["make", "bench", "EXECUTOR=kubernetes", "ARGS=--quick", f"RUNS={tmp_path / 'runs'}",
+    r = subprocess.run(["make", "bench", "EXECUTOR=kubernetes", "ARGS=--quick --repeats 1", f"RUNS={tmp_path / 'runs'}",
                         f"OUT={tmp_path / 'report'}"], cwd=ROOT, capture_output=True, text=True, timeout=3600,
                        env={**os.environ})
     assert r.returncode == 0, r.stderr[-3000:]

@@ -167,7 +167,7 @@ class DockerExecutor:
                     pass
             if os.getuid() == 0:
                 _chown_tree(run_dir, 0, 0)
-            merge(run_dir, t0)
+            merge(run_dir, t0, executor="docker")
             if not self.quiet:
                 progress.poll()
                 progress.show(force=True)

@@ -60,7 +60,7 @@ class KubernetesExecutor:
             message = f"kubernetes: {_one_line(err)}"
         finally:
             if any(run_dir.glob("*.events.jsonl")):
-                merge(run_dir, t0)
+                merge(run_dir, t0, executor="kubernetes")
             (run_dir / "status.txt").write_text(("ok" if ok else "failed") + f": {message}\n")
         return RunResult(exp.name, run_dir, ok, message, time.time() - t0)
 

@@ -94,7 +94,7 @@ class LocalExecutor:
             self._stop(procs)
             for log in logs:
                 log.close()
-            merge(run_dir, t0)
+            merge(run_dir, t0, executor="local")
             remove_cgroups([f"{exp.name}-{i}" for i in procs])
             if not self.quiet:
                 progress.poll()
