@@ -84,7 +84,7 @@ def _fashion_mnist(spec: DatasetSpec) -> ImageData:
         for f in _FASHION_FILES:
             if not (raw / f).exists():
                 src = given / f
-                tmp = raw / f".{f}.tmp"
+                tmp = raw / f".{f}.{os.getpid()}.tmp"  # several roles may extract at once
                 if src.exists():
                     shutil.copyfile(src, tmp)
                 else:
