@@ -136,7 +136,7 @@ class LocalExecutor:
 def write_targets(path: Path, plan: list[tuple[Role, list[str]]]) -> None:
     """The roles' metrics endpoints as a Prometheus file_sd target list, so a Prometheus on
     this machine scrapes local runs as it would the operator's pods (file_sd_configs with
-    files: [runs/<suite>/<experiment>/targets.json], and honor_labels: true)."""
+    files: [runs/<suite>/<experiment>/targets.json])."""
     targets = [{"targets": [f"127.0.0.1:{argv[argv.index('--metrics-port') + 1]}"]}
                for _, argv in plan if "--metrics-port" in argv]
     path.write_text(json.dumps(targets, indent=1))
