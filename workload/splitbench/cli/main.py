@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 # name -> one line of help; `role` is internal (executors start it) and stays out of --help
 COMMANDS = {
@@ -45,9 +47,28 @@ def parser_for(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def add_input_args(p: argparse.ArgumentParser) -> None:
+    """What a spec may read from disk beyond the defaults (commands that load specs)."""
+    p.add_argument("--trace-dir", action="append", default=[], metavar="DIR",
+                   help="also read network.trace files from DIR (default: benchmarks/traces only)")
+    p.add_argument("--allow-large", action="store_true", help="accept a suite matrix beyond the size cap")
+
+
+def apply_input_args(args: argparse.Namespace) -> None:
+    """Hand the input flags to the spec loader and to the roles this process starts (their env)."""
+    if getattr(args, "trace_dir", None):
+        from ..link.profiles import TRACE_DIR_ENV
+
+        dirs = [str(Path(d).resolve()) for d in args.trace_dir]
+        os.environ[TRACE_DIR_ENV] = os.pathsep.join(filter(None, [os.environ.get(TRACE_DIR_ENV), *dirs]))
+    if getattr(args, "allow_large", False):
+        os.environ["SPLITBENCH_ALLOW_LARGE"] = "1"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser_for(argv).parse_args(argv)
+    apply_input_args(args)
     from ..spec import SpecError
 
     try:

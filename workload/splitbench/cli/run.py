@@ -15,6 +15,9 @@ def add_parser(sub) -> None:
 
 
 def add_executor_args(p) -> None:
+    from .main import add_input_args
+
+    add_input_args(p)
     p.add_argument("--executor", choices=EXECUTOR_NAMES, default="local",
                    help="local: processes here; docker: containers (Docker or podman, DOCKER_HOST); "
                         "kubernetes: an Experiment for the operator")

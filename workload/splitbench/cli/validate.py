@@ -11,6 +11,9 @@ from ..spec import Experiment, SpecError, load_document
 def add_parser(sub) -> None:
     p = sub.add_parser("validate", help="check Experiment/Suite YAML files")
     p.add_argument("files", nargs="+")
+    from .main import add_input_args
+
+    add_input_args(p)
     p.set_defaults(func=run)
 
 
