@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from ..transport.wire import experiment_id
 from ..transport import Kind, Message
 
 RELAY = "link-0"
@@ -81,7 +82,9 @@ class Limits:
 
     def __init__(self, experiment):
         spec = experiment.spec
-        self.experiment = experiment.name
+        # what a decoded header carries: the 16-byte experiment id in hex (transport/wire.py)
+        self.experiment = experiment_id(experiment.name).hex()
+        self.name = experiment.name
         self.spec = spec
         self.sources = spec.sources.replicas
         self.num_classes = spec.model.num_classes
@@ -105,7 +108,8 @@ class Limits:
 
 def common(limits: Limits, who: str, msg: Message) -> None:
     if msg.experiment != limits.experiment:
-        raise Rejected("experiment", f"message for experiment {msg.experiment[:64]!r}, this is {limits.experiment!r}")
+        raise Rejected("experiment", f"message for experiment id {msg.experiment[:64]!r}, this is {limits.name!r} "
+                                     f"({limits.experiment})")
     if msg.sender and msg.sender != who:
         raise Rejected("identity", f"{who} claims to be {msg.sender[:64]!r}")
     for name, t in msg.tensors.items():
