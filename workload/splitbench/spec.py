@@ -325,8 +325,15 @@ class PaperClaim(_Model):
     claim: str
     source: str = Field(description="where the paper says it (section, figure)")
     paper: float = Field(gt=0, description="the paper's ratio")
-    metric: Literal["bytes_per_sample", "bytes_per_sample_up", "final_accuracy", "time_to_target_s",
-                    "step_time_s", "train_wall_s", "train_time_s", "epoch_time_s", "speedup_vs_scratch"]
+    metric: Literal["bytes_per_sample", "bytes_per_sample_up", "onair_bytes_per_sample", "final_accuracy",
+                    "time_to_target_s", "step_time_s", "train_wall_s", "train_time_s", "epoch_time_s",
+                    "samples_per_s_per_source", "speedup_vs_scratch"]
+    tolerance: float = Field(gt=0, lt=10, description="relative band around the paper's figure within which "
+                                                      "ours agrees (0.2 = +-20%)")
+    tolerance_source: str = Field(min_length=3, description="where the band comes from: the paper's own spread, "
+                                                            "or a stated reason")
+    if_differs: str = Field("", description="one line: the known reason ours may differ (setting, scale), "
+                                            "shown beside a 'differs' verdict")
     numerator: str = Field(description="experiment name, or the end of one (suite prefix optional)")
     denominator: str
     budget: int | None = Field(None, ge=1, description="speedup_vs_scratch only: the budget stage of the "

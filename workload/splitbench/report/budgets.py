@@ -8,6 +8,7 @@ import math
 import pandas as pd
 
 from ..spec import Experiment
+from .onair import onair_factors
 from .summary import training_bytes
 
 
@@ -58,4 +59,7 @@ def budget_table(records: dict[str, pd.DataFrame], experiments: dict[str, Experi
                 entry["speedup_vs_scratch"] = ref[1] / entry["time_to_scratch_accuracy_s"] \
                     if not hit.empty and entry["time_to_scratch_accuracy_s"] > 0 else math.nan
             out.append(entry)
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    # carried to claims_table (build.py hands it this table): on-air bytes per payload byte per run
+    table.attrs["onair"] = onair_factors(records)
+    return table
