@@ -44,7 +44,7 @@ def train(exp, data, source, epochs, steps):
 
 
 def test_filter_encoder_and_decoder_all_learn_and_the_soft_count_approaches_b():
-    exp, data, source, server, _ = pair({"budgets": [8], "epochs": [1], "resolution": 2}, 1,
+    exp, data, source, server, _ = pair({"budgets": [8], "epochs": [1], "module": "encoder_decoder", "resolution": 2}, 1,
                                         dataset={"name": "synthetic", "samplesPerSource": 3200, "testSamples": 64})
     params = {"filter": source.compressor.filter_logits, "encoder": source.compressor.encoder[0].weight,
               "decoder": server.model.decompressor.decoder.weight}

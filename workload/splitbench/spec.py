@@ -83,7 +83,14 @@ class CompressionSpec(_Model):
                              "the full budget, filter reset between budgets (alg. 3)")
     budgets: list[int] = Field(min_length=1, description="channels that may cross the wire, one stage each")
     epochs: list[int] = Field(min_length=1, description="epochs per budget stage")
-    resolution: int | None = Field(None, ge=1, le=8, description="resolution compression factor r (optional)")
+    module: Literal["encoder_decoder", "bare_mask"] = Field(
+        "bare_mask", description="encoder_decoder: the paper's module (sec. 3.1; VCCprune's encodingUnit/"
+                                 "decodingUnit): conv(2+r, stride r, pad r)+BN+sigmoid, the filter, and on the server "
+                                 "a transposed conv+BN+ReLU; bare_mask: the filter alone [ours, an ablation]")
+    resolution: int | None = Field(None, ge=1, le=8, description="resolution compression factor r of the "
+                                                                 "encoder_decoder module (VCCprune's default: 1)")
+    regularizer: Literal["sum", "sum_of_squares"] = Field(
+        "sum", description="pruneLoss over sum f (the paper's eq. 1) or sum f^2 (VCCprune's deprune.py)")
     delta: float = Field(0.1, gt=0, description="eq. 1: how hard the budget's soft constraint bites [ours]")
     lam: float = Field(1.0, ge=0, le=1, alias="lambda", description="eq. 1: weight of the lower barrier [ours]")
     epsilon: float = Field(1.0, gt=0, description="eq. 2: weight of pruneLoss against the task loss [ours]")
@@ -103,6 +110,8 @@ class CompressionSpec(_Model):
             raise ValueError(f"{len(self.budgets)} budgets but {len(self.epochs)} epoch counts: give one per budget")
         if any(e < 1 for e in self.epochs):
             raise ValueError("every stage needs at least 1 epoch")
+        if self.resolution and self.module != "encoder_decoder":
+            raise ValueError("resolution needs module: encoder_decoder (the bare mask has no convolutions)")
         if self.schedule == "fixed" and len(self.budgets) != 1:
             raise ValueError("schedule 'fixed' takes exactly one budget; use deprune or prune for several")
         if self.schedule == "deprune" and self.budgets != sorted(self.budgets):
@@ -447,6 +456,8 @@ def _label(field: str, value: Any) -> str:
                 bits.append(f"e{value['localEpochs']}")
             comp = value.get("compression")
             if isinstance(comp, dict):
+                if comp.get("module") == "bare_mask":  # named only when a suite asks for it (the ablation)
+                    bits.append("bare")
                 bits.append(str(comp.get("schedule", "fixed")))
                 bits.append("b" + "-".join(str(b) for b in comp.get("budgets", [])))
             text = "-".join(bits)
