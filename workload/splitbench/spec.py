@@ -68,6 +68,10 @@ class FullOffloadParadigm(_ParadigmBase):
     cache_inputs: bool = Field(
         False, description="the server keeps each sample after its first upload; later epochs send only "
                            "4-byte sample ids (false: inputs are sent again every epoch, as a stream)")
+    delivery: Literal["acknowledged", "stream"] = Field(
+        "acknowledged", description="acknowledged: the source waits for the server's reply after every batch; "
+                                    "stream: it sends and goes on, as early exit does (the hierarchical-training "
+                                    "paper's full-cloud baseline)")
 
 
 class SplitParadigm(_ParadigmBase):
@@ -452,6 +456,8 @@ def _label(field: str, value: Any) -> str:
                 bits.append(str(value["inputEncoding"]))
             if value.get("cacheInputs"):
                 bits.append("cached")
+            if "delivery" in value:  # named only when a suite sets it
+                bits.append({"stream": "stream", "acknowledged": "ack"}[value["delivery"]])
             if value.get("localEpochs", 1) != 1:
                 bits.append(f"e{value['localEpochs']}")
             comp = value.get("compression")
