@@ -57,7 +57,8 @@ def run(args) -> int:
     def body():
         cfg = resolve_network(spec.network)
         routes = dict(r.split("=", 1) for r in args.route)
-        medium = Medium(cfg, seed=spec.seed, t0=time.monotonic())
+        # contenders on a shared medium (Bianchi): every source and the access point
+        medium = Medium(cfg, seed=spec.seed, t0=time.monotonic(), stations=spec.sources.replicas + 1)
         ctx = zmq.Context.instance()
         front = ctx.socket(zmq.ROUTER)
         front.setsockopt(zmq.LINGER, 2000)
@@ -118,6 +119,7 @@ def run(args) -> int:
                 rt.metrics.link_queue.labels(**rt.metrics.base, direction=direction).observe(tx.queue_s)
                 rt.log.write("link", source=source.decode(errors="replace"), direction=direction, bytes=n,
                              queue_s=tx.queue_s, transmit_s=tx.end - tx.start, latency_s=now - tx.arrival,
-                             lost_packets=tx.lost_packets)
+                             lost_packets=tx.lost_packets, kind=_kind(frames), onair_bytes=tx.onair_bytes,
+                             airtime_s=tx.airtime_s)
 
     return rt.run(body)
