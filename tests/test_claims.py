@@ -86,3 +86,14 @@ def test_a_claim_states_its_tolerance_and_its_source():
                                    "numerator": "a", "denominator": "b"})
     with pytest.raises(ValueError, match="needs a budget"):
         claim(paper=5, metric="speedup_vs_scratch", numerator="a", denominator="b")
+
+
+def test_model_claims_count_the_definition_at_the_stated_resolution():
+    table = claims_table(pd.DataFrame(), [
+        claim(paper=6.424e6, metric="model_params", model="efficientnet_b2s", tolerance=0.001),
+        claim(paper=0.421e9, metric="model_ops_with_elementwise", model="efficientnet_b2s", inputSize=224,
+              tolerance=0.01)])
+    assert list(table["verdict"]) == ["agrees", "agrees"]
+    assert table["metric"].iloc[1] == "model_ops_with_elementwise: efficientnet_b2s at 224x224"
+    with pytest.raises(ValueError, match="needs a model"):
+        claim(paper=1, metric="model_mult_adds", model="efficientnet_b2s")

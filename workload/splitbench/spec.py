@@ -340,15 +340,19 @@ class PaperClaim(_Model):
     paper: float = Field(gt=0, description="the paper's ratio")
     metric: Literal["bytes_per_sample", "bytes_per_sample_up", "onair_bytes_per_sample", "final_accuracy",
                     "time_to_target_s", "step_time_s", "train_wall_s", "train_time_s", "epoch_time_s",
-                    "samples_per_s_per_source", "speedup_vs_scratch"]
+                    "samples_per_s_per_source", "speedup_vs_scratch", "model_params", "model_mult_adds",
+                    "model_ops_with_elementwise"]
     tolerance: float = Field(gt=0, lt=10, description="relative band around the paper's figure within which "
                                                       "ours agrees (0.2 = +-20%)")
     tolerance_source: str = Field(min_length=3, description="where the band comes from: the paper's own spread, "
                                                             "or a stated reason")
     if_differs: str = Field("", description="one line: the known reason ours may differ (setting, scale), "
                                             "shown beside a 'differs' verdict")
-    numerator: str = Field(description="experiment name, or the end of one (suite prefix optional)")
-    denominator: str
+    numerator: str = Field("", description="experiment name, or the end of one (suite prefix optional)")
+    denominator: str = ""
+    model: str | None = Field(None, description="model_* metrics: the model whose definition is counted "
+                                                "(1000 classes), instead of a ratio of two runs")
+    input_size: int | None = Field(None, ge=8, description="model_* metrics: the square input resolution")
     budget: int | None = Field(None, ge=1, description="speedup_vs_scratch only: the budget stage of the "
                                                        "numerator compared with the denominator's fixed run")
 
@@ -356,6 +360,11 @@ class PaperClaim(_Model):
     def _budget_with_speedup(self) -> "PaperClaim":
         if (self.metric == "speedup_vs_scratch") != (self.budget is not None):
             raise ValueError("metric speedup_vs_scratch needs a budget, and a budget needs that metric")
+        if self.metric.startswith("model_"):
+            if not self.model or (self.metric != "model_params" and not self.input_size):
+                raise ValueError(f"metric {self.metric} needs a model (and an inputSize for operation counts)")
+        elif not (self.numerator and self.denominator):
+            raise ValueError(f"metric {self.metric} is a ratio of two runs: give numerator and denominator")
         return self
 
 
@@ -390,6 +399,8 @@ class Suite(_Model):
             return self
         names = [e.name for e in self.experiments()]
         for c in claims:
+            if c.metric.startswith("model_"):
+                continue  # counted from the model's definition, not from runs
             for end in (c.numerator, c.denominator):
                 hits = [n for n in names if n == end or n.endswith("-" + end)]
                 if len(hits) != 1:

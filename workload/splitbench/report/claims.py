@@ -79,6 +79,19 @@ def _speedup(budgets: pd.DataFrame | None, c: PaperClaim) -> tuple[float, float,
     return float(vals.mean()), (float(vals.std(ddof=1)) if len(vals) > 1 else math.nan), ""
 
 
+def _model_figure(c: PaperClaim) -> float:
+    """A model-definition claim: parameters, or operations per sample at the claim's input size
+    under the claim's counting convention (models/efficientnet.py: operation_counts)."""
+    from ..models import build_model
+    from ..models.efficientnet import operation_counts
+    size = c.input_size or 224
+    model = build_model(c.model, 1000, (3, size, size))
+    if c.metric == "model_params":
+        return float(sum(p.numel() for p in model.parameters()))
+    counts = operation_counts(model, size)
+    return float(counts["mult_adds" if c.metric == "model_mult_adds" else "with_elementwise"])
+
+
 def judge(measured: float, paper: float, tolerance: float) -> str:
     if math.isnan(measured):
         return "not measured"
@@ -99,7 +112,9 @@ def claims_table(summary: pd.DataFrame, claims: list[PaperClaim], budgets: pd.Da
         den_rows, den_out = _usable(_matches(summary, c.denominator))
         excluded = num_out + den_out
         measured, spread, why = math.nan, math.nan, ""
-        if c.metric == "speedup_vs_scratch":
+        if c.metric.startswith("model_"):
+            measured = _model_figure(c)
+        elif c.metric == "speedup_vs_scratch":
             if not num_out:
                 measured, spread, why = _speedup(budgets, c)
         elif c.metric == "onair_bytes_per_sample":
@@ -124,8 +139,9 @@ def claims_table(summary: pd.DataFrame, claims: list[PaperClaim], budgets: pd.Da
                            + (c.if_differs or "no known cause: to investigate"))
         else:
             explanation = ""
-        rows.append({"claim": c.claim, "source": c.source, "metric": f"{c.metric}: {c.numerator} / {c.denominator}"
-                     + (f" (budget {c.budget})" if c.budget else ""),
+        what = (f"{c.metric}: {c.model}" + (f" at {c.input_size}x{c.input_size}" if c.input_size else "")
+                if c.metric.startswith("model_") else f"{c.metric}: {c.numerator} / {c.denominator}")
+        rows.append({"claim": c.claim, "source": c.source, "metric": what + (f" (budget {c.budget})" if c.budget else ""),
                      "paper": c.paper, "measured": measured, "spread": spread,
                      "tolerance": f"+-{100 * c.tolerance:.0f}%", "tolerance_source": c.tolerance_source,
                      "verdict": verdict, "explanation": explanation, "excluded_runs": "; ".join(excluded)})
