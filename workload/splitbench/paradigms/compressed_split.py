@@ -1,6 +1,10 @@
 """Compressed split learning (Mudvari et al., "Adaptive compression-aware split learning"):
 split learning with the compression-decompression module between the parts.
 
+The module (compression.module): `encoder_decoder` is the paper's (sec. 3.1, as VCCprune
+builds it: convolutions around the filter); `bare_mask` is the filter alone, kept as a
+labelled ablation (models/compression.py).
+
 Per step the source runs its blocks and the Compressor, sends only the B channels the
 filter ranks highest with their indices (B/phi of the activation, plus the index), and gets
 back the gradient of those channels alone. The server puts them back in place, decompresses
