@@ -97,3 +97,15 @@ def test_model_claims_count_the_definition_at_the_stated_resolution():
     assert table["metric"].iloc[1] == "model_ops_with_elementwise: efficientnet_b2s at 224x224"
     with pytest.raises(ValueError, match="needs a model"):
         claim(paper=1, metric="model_mult_adds", model="efficientnet_b2s")
+
+
+def test_onair_factor_reads_the_relays_training_messages():
+    from splitbench.report.onair import onair_factor
+    rec = pd.DataFrame([
+        {"event": "link", "msg_kind": 3, "bytes": 1000, "onair_bytes": 1100},   # TRAIN
+        {"event": "link", "msg_kind": 4, "bytes": 1000, "onair_bytes": 1200},   # TRAIN_REPLY
+        {"event": "link", "msg_kind": 5, "bytes": 5000, "onair_bytes": 9000},   # EVAL: not training
+        {"event": "step", "msg_kind": None, "bytes": None, "onair_bytes": None},
+    ])
+    assert onair_factor(rec) == pytest.approx(2300 / 2000)
+    assert math.isnan(onair_factor(rec.drop(columns="onair_bytes")))

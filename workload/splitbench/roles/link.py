@@ -119,7 +119,7 @@ def run(args) -> int:
                 rt.metrics.link_queue.labels(**rt.metrics.base, direction=direction).observe(tx.queue_s)
                 rt.log.write("link", source=source.decode(errors="replace"), direction=direction, bytes=n,
                              queue_s=tx.queue_s, transmit_s=tx.end - tx.start, latency_s=now - tx.arrival,
-                             lost_packets=tx.lost_packets, kind=_kind(frames), onair_bytes=tx.onair_bytes,
+                             lost_packets=tx.lost_packets, msg_kind=_kind(frames), onair_bytes=tx.onair_bytes,
                              airtime_s=tx.airtime_s)
 
     return rt.run(body)
