@@ -143,6 +143,6 @@ def claims_table(summary: pd.DataFrame, claims: list[PaperClaim], budgets: pd.Da
                 if c.metric.startswith("model_") else f"{c.metric}: {c.numerator} / {c.denominator}")
         rows.append({"claim": c.claim, "source": c.source, "metric": what + (f" (budget {c.budget})" if c.budget else ""),
                      "paper": c.paper, "measured": measured, "spread": spread,
-                     "tolerance": f"+-{100 * c.tolerance:.0f}%", "tolerance_source": c.tolerance_source,
+                     "tolerance": f"+-{100 * c.tolerance:.3g}%", "tolerance_source": c.tolerance_source,
                      "verdict": verdict, "explanation": explanation, "excluded_runs": "; ".join(excluded)})
     return pd.DataFrame(rows)
