@@ -89,10 +89,10 @@ def test_outages_are_checked_in_the_spec():
 
 def test_profiles_resolve_and_override(tmp_path):
     wifi = resolve_network(NetworkSpec(profile="wifi6"))
-    assert wifi.medium == "shared" and wifi.up.rate_bps == 600e6 and wifi.up.delay_s == pytest.approx(0.002)
+    assert wifi.medium == "shared" and wifi.up.rate_bps == 1201e6 and wifi.up.delay_s == pytest.approx(0.002)
     assert not resolve_network(NetworkSpec(profile="unconstrained")).emulated
     slower = resolve_network(NetworkSpec(profile="wifi6", uplink={"rateMbit": 50}))
-    assert slower.up.rate_bps == 50e6 and slower.down.rate_bps == 600e6 and slower.medium == "shared"
+    assert slower.up.rate_bps == 50e6 and slower.down.rate_bps == 1201e6 and slower.medium == "shared"
     with pytest.raises(SpecError, match="unknown profile 'nope'"):
         resolve_network(NetworkSpec(profile="nope"))
     for name in ("ethernet-1g", "ethernet-100m", "wifi6", "wifi4", "lte", "low-bitrate"):

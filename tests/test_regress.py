@@ -17,12 +17,12 @@ from conftest import ROOT
 
 import torch
 
-SUITES = {"default": 7, "compressed-split-reduced": 12, "hfsl-reduced": 11}
+SUITES = {"default": 7, "compressed-split-reduced": 10, "hfsl-reduced": 11}
 # one setting per paradigm (each stage of the staged ones), perturbed in every message kind
 PER_PARADIGM = {"default": ["default-centralized", "default-full-offload-uint8-wifi6", "default-split-s4-wifi6",
                             "default-early-exit-s4-wifi6"],
-                "compressed-split-reduced": ["compressed-split-reduced-cs-s4-fixed-b4-wifi6",
-                                             "compressed-split-reduced-cs-s4-deprune-b4-32-128-wifi6@"],
+                "compressed-split-reduced": ["compressed-split-reduced-wifi6-cs-s4-fixed-b4",
+                                             "compressed-split-reduced-wifi6-cs-s4-deprune-b4-128@"],
                 "hfsl-reduced": ["hfsl-reduced-fedavg-wifi6", "hfsl-reduced-hfsl-s2-wifi6",
                                  "hfsl-reduced-hfsl-moving-wifi6@"]}
 

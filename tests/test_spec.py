@@ -119,7 +119,8 @@ def test_cases_set_several_fields_together_and_cross_the_matrix():
 
 
 def test_a_paper_claim_must_name_exactly_one_run():
-    claim = {"claim": "c", "source": "s", "paper": 2, "metric": "bytes_per_sample", "numerator": "wifi6"}
+    claim = {"claim": "c", "source": "s", "paper": 2, "tolerance": 0.2, "toleranceSource": "stated",
+             "metric": "bytes_per_sample", "numerator": "wifi6"}
     matrix = {"network": [{"profile": "wifi6"}, {"profile": "lte"}]}
     assert _suite(matrix=matrix, report={"paperClaims": [{**claim, "denominator": "lte"}]})
     with pytest.raises(ValueError, match="'split-s4' matches 0 runs"):

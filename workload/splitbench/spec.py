@@ -99,6 +99,10 @@ class FullOffloadParadigm(_ParadigmBase):
     cache_inputs: bool = Field(
         False, description="the server keeps each sample after its first upload; later epochs send only "
                            "4-byte sample ids (false: inputs are sent again every epoch, as a stream)")
+    delivery: Literal["acknowledged", "stream"] = Field(
+        "acknowledged", description="acknowledged: the source waits for the server's reply after every batch; "
+                                    "stream: it sends and goes on, as early exit does (the hierarchical-training "
+                                    "paper's full-cloud baseline)")
 
 
 class SplitParadigm(_ParadigmBase):
@@ -114,7 +118,14 @@ class CompressionSpec(_Model):
                              "the full budget, filter reset between budgets (alg. 3)")
     budgets: list[int] = Field(min_length=1, description="channels that may cross the wire, one stage each")
     epochs: list[int] = Field(min_length=1, description="epochs per budget stage")
-    resolution: int | None = Field(None, ge=1, le=8, description="resolution compression factor r (optional)")
+    module: Literal["encoder_decoder", "bare_mask"] = Field(
+        "bare_mask", description="encoder_decoder: the paper's module (sec. 3.1; VCCprune's encodingUnit/"
+                                 "decodingUnit): conv(2+r, stride r, pad r)+BN+sigmoid, the filter, and on the server "
+                                 "a transposed conv+BN+ReLU; bare_mask: the filter alone [ours, an ablation]")
+    resolution: int | None = Field(None, ge=1, le=8, description="resolution compression factor r of the "
+                                                                 "encoder_decoder module (VCCprune's default: 1)")
+    regularizer: Literal["sum", "sum_of_squares"] = Field(
+        "sum", description="pruneLoss over sum f (the paper's eq. 1) or sum f^2 (VCCprune's deprune.py)")
     delta: float = Field(0.1, gt=0, description="eq. 1: how hard the budget's soft constraint bites [ours]")
     lam: float = Field(1.0, ge=0, le=1, alias="lambda", description="eq. 1: weight of the lower barrier [ours]")
     epsilon: float = Field(1.0, gt=0, description="eq. 2: weight of pruneLoss against the task loss [ours]")
@@ -134,6 +145,8 @@ class CompressionSpec(_Model):
             raise ValueError(f"{len(self.budgets)} budgets but {len(self.epochs)} epoch counts: give one per budget")
         if any(e < 1 for e in self.epochs):
             raise ValueError("every stage needs at least 1 epoch")
+        if self.resolution and self.module != "encoder_decoder":
+            raise ValueError("resolution needs module: encoder_decoder (the bare mask has no convolutions)")
         if self.schedule == "fixed" and len(self.budgets) != 1:
             raise ValueError("schedule 'fixed' takes exactly one budget; use deprune or prune for several")
         if self.schedule == "deprune" and self.budgets != sorted(self.budgets):
@@ -363,10 +376,21 @@ class PaperClaim(_Model):
     claim: str
     source: str = Field(description="where the paper says it (section, figure)")
     paper: float = Field(gt=0, description="the paper's ratio")
-    metric: Literal["bytes_per_sample", "bytes_per_sample_up", "final_accuracy", "time_to_target_s",
-                    "step_time_s", "train_wall_s", "train_time_s", "epoch_time_s", "speedup_vs_scratch"]
-    numerator: str = Field(description="experiment name, or the end of one (suite prefix optional)")
-    denominator: str
+    metric: Literal["bytes_per_sample", "bytes_per_sample_up", "onair_bytes_per_sample", "final_accuracy",
+                    "time_to_target_s", "step_time_s", "train_wall_s", "train_time_s", "epoch_time_s",
+                    "samples_per_s_per_source", "speedup_vs_scratch", "model_params", "model_mult_adds",
+                    "model_ops_with_elementwise"]
+    tolerance: float = Field(gt=0, lt=10, description="relative band around the paper's figure within which "
+                                                      "ours agrees (0.2 = +-20%)")
+    tolerance_source: str = Field(min_length=3, description="where the band comes from: the paper's own spread, "
+                                                            "or a stated reason")
+    if_differs: str = Field("", description="one line: the known reason ours may differ (setting, scale), "
+                                            "shown beside a 'differs' verdict")
+    numerator: str = Field("", description="experiment name, or the end of one (suite prefix optional)")
+    denominator: str = ""
+    model: str | None = Field(None, description="model_* metrics: the model whose definition is counted "
+                                                "(1000 classes), instead of a ratio of two runs")
+    input_size: int | None = Field(None, ge=8, description="model_* metrics: the square input resolution")
     budget: int | None = Field(None, ge=1, description="speedup_vs_scratch only: the budget stage of the "
                                                        "numerator compared with the denominator's fixed run")
 
@@ -374,6 +398,11 @@ class PaperClaim(_Model):
     def _budget_with_speedup(self) -> "PaperClaim":
         if (self.metric == "speedup_vs_scratch") != (self.budget is not None):
             raise ValueError("metric speedup_vs_scratch needs a budget, and a budget needs that metric")
+        if self.metric.startswith("model_"):
+            if not self.model or (self.metric != "model_params" and not self.input_size):
+                raise ValueError(f"metric {self.metric} needs a model (and an inputSize for operation counts)")
+        elif not (self.numerator and self.denominator):
+            raise ValueError(f"metric {self.metric} is a ratio of two runs: give numerator and denominator")
         return self
 
 
@@ -415,6 +444,8 @@ class Suite(_Model):
             return self
         names = [e.name for e in self.experiments()]
         for c in claims:
+            if c.metric.startswith("model_"):
+                continue  # counted from the model's definition, not from runs
             for end in (c.numerator, c.denominator):
                 hits = [n for n in names if n == end or n.endswith("-" + end)]
                 if len(hits) != 1:
@@ -508,10 +539,14 @@ def _label(field: str, value: Any) -> str:
                 bits.append(str(value["inputEncoding"]))
             if value.get("cacheInputs"):
                 bits.append("cached")
+            if "delivery" in value:  # named only when a suite sets it
+                bits.append({"stream": "stream", "acknowledged": "ack"}[value["delivery"]])
             if value.get("localEpochs", 1) != 1:
                 bits.append(f"e{value['localEpochs']}")
             comp = value.get("compression")
             if isinstance(comp, dict):
+                if comp.get("module") == "bare_mask":  # named only when a suite asks for it (the ablation)
+                    bits.append("bare")
                 bits.append(str(comp.get("schedule", "fixed")))
                 bits.append("b" + "-".join(str(b) for b in comp.get("budgets", [])))
             text = "-".join(bits)

@@ -109,3 +109,38 @@ def _init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+
+
+def operation_counts(model: nn.Module, image_size: int, in_channels: int = 3) -> dict[str, int]:
+    """Per-sample forward counts at image_size x image_size, by counting convention:
+
+    - mult_adds: multiply-adds of the convolutions and linear layers (what torch's
+      FlopCounterMode counts, halved; the EfficientNet paper's "FLOPS", Tan & Le 2019, Table 2);
+    - with_elementwise: mult_adds plus one operation per output element of every batch norm
+      and every activation (SiLU, sigmoid, ReLU), the convention that reproduces the HFSL
+      paper's Table 2 figures (B2 1.020 B at 260x260, B2s 0.421 B at 224x224).
+    """
+    counts = {"mult_adds": 0, "elementwise": 0}
+
+    def conv_linear(m, _, out):
+        if isinstance(m, nn.Conv2d):
+            counts["mult_adds"] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            counts["mult_adds"] += m.in_features * m.out_features * (out.numel() // m.out_features)
+
+    def elementwise(_, __, out):
+        counts["elementwise"] += out.numel()
+
+    hooks = [m.register_forward_hook(conv_linear) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks += [m.register_forward_hook(elementwise) for m in model.modules()
+              if isinstance(m, (nn.BatchNorm2d, nn.SiLU, nn.Sigmoid, nn.ReLU))]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, image_size, image_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return {"mult_adds": counts["mult_adds"], "with_elementwise": counts["mult_adds"] + counts["elementwise"]}

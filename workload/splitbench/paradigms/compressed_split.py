@@ -1,6 +1,10 @@
 """Compressed split learning (Mudvari et al., "Adaptive compression-aware split learning"):
 split learning with the compression-decompression module between the parts.
 
+The module (compression.module): `encoder_decoder` is the paper's (sec. 3.1, as VCCprune
+builds it: convolutions around the filter); `bare_mask` is the filter alone, kept as a
+labelled ablation (models/compression.py).
+
 Per step the source runs its blocks and the Compressor, sends only the B channels the
 filter ranks highest with their indices (B/phi of the activation, plus the index), and gets
 back the gradient of those channels alone. The server puts them back in place, decompresses
@@ -109,7 +113,7 @@ class CompressedSplitSource(SourceWorker):
         channels, _, _ = cut_shape(setup, self.edge)
         if max(self.comp_spec.budgets) > channels:
             raise ValueError(f"budget {max(self.comp_spec.budgets)} exceeds the {channels} channels at the cut")
-        self.compressor = Compressor(channels, self.comp_spec.resolution)
+        self.compressor = Compressor(channels, self.comp_spec.resolution, self.comp_spec.module)
         self.opt = make_optimizer([*self.edge.parameters(), *self.compressor.parameters()], setup.spec.training)
         self.schedule = BudgetSchedule(self.comp_spec, setup.spec.training.lr)
         self.stages = _Stages(setup, self.schedule, setup.instance or "source",
@@ -139,7 +143,7 @@ class CompressedSplitSource(SourceWorker):
             raise ValueError(f"server sent a gradient of shape {list(grad.shape)} for {list(sent.shape)}")
         t2 = time.perf_counter()
         c = self.comp_spec
-        penalty = c.epsilon * prune_loss(f, budget, c.delta, c.lam)
+        penalty = c.epsilon * prune_loss(f, budget, c.delta, c.lam, squared=c.regularizer == "sum_of_squares")
         self.opt.zero_grad(set_to_none=True)
         torch.autograd.backward([sent, penalty], [grad, None])
         self.opt.step()
@@ -187,8 +191,9 @@ class CompressedSplitServer(ServerWorker):
         whole = whole_model(setup)
         edge, part = split(whole, paradigm.edge_blocks())
         channels, h, w = cut_shape(setup, edge)
-        self.expected_hw = encoded_hw(h, w, comp.resolution)
-        self.model = _ServerSide(Decompressor(channels, comp.resolution), part, (h, w))
+        r = (comp.resolution or 1) if comp.module == "encoder_decoder" else None
+        self.expected_hw = encoded_hw(h, w, r)
+        self.model = _ServerSide(Decompressor(channels, r, comp.module), part, (h, w))
         self.opt = make_optimizer(self.model.parameters(), setup.spec.training)
         self.schedule = BudgetSchedule(comp, setup.spec.training.lr)
         self.stages = _Stages(setup, self.schedule, "server", {"server": self.model})

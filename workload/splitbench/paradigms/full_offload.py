@@ -1,5 +1,10 @@
 """Full offload: sources send raw inputs and labels; the server trains the whole model and
-answers with the loss only (an ack) - never an input gradient.
+never sends an input gradient.
+
+delivery (spec): `acknowledged` - the server answers every batch with its loss and the source
+waits for it; `stream` - the source sends and goes on with its next batch, and nothing comes
+back during training, as the early-exit paper's full-cloud baseline (and early exit itself)
+works. ZeroMQ queues what the link has not carried yet.
 
 How inputs travel is the spec's inputEncoding: uint8 pixels as captured (1 byte per pixel
 value) or normalized float32 (4 bytes). It decides which paradigm wins on bytes.
@@ -18,8 +23,11 @@ from .base import (
 
 
 class FullOffloadSource(SourceWorker):
-    def __init__(self, paradigm: "FullOffload", call):
-        self.p, self.call = paradigm, call
+    def __init__(self, paradigm: "FullOffload", call, send=None):
+        self.p, self.call, self.send = paradigm, call, send
+        self.stream = paradigm.setup.spec.paradigm.delivery == "stream"
+        if self.stream and send is None:
+            raise ValueError("full_offload with delivery stream needs a send-only link")
         self.cache = paradigm.setup.spec.paradigm.cache_inputs
         self.sent: set[int] = set()  # samples the server holds (cacheInputs)
 
@@ -41,7 +49,10 @@ class FullOffloadSource(SourceWorker):
             msg.add("x", self._inputs(x[new]), Traffic.INPUT)
             msg.add("y", y[new].to(label_dtype(self.p.setup.meta.num_classes)), Traffic.LABEL)
         encode_s = time.perf_counter() - t0
-        reply, _, _ = self.call(msg)
+        if self.stream:
+            self.send(msg)
+        else:
+            self.call(msg)
         if self.cache:
             self.sent.update(int(i) for i in ids)
         return StepOutcome(float("nan"), 0, len(y), {"encode": encode_s})
@@ -78,7 +89,10 @@ class FullOffloadServer(ServerWorker):
 
     def train(self, msg):
         x, y = self._batch(msg)
-        return train_on_server(self.model, self.opt, x, y, Message(Kind.TRAIN_REPLY))
+        outcome = train_on_server(self.model, self.opt, x, y, Message(Kind.TRAIN_REPLY))
+        if self.p.setup.spec.paradigm.delivery == "stream":
+            outcome.reply = None  # the source is not waiting
+        return outcome
 
     def evaluate(self, msg):
         return evaluation_reply(self.model, self._normalized(msg.tensors["x"]), msg.tensors["y"].long())
@@ -89,7 +103,7 @@ class FullOffload(Paradigm):
     evaluators = "first"  # one model, on the server
 
     def source(self, call, send=None, aggregate=None):
-        return FullOffloadSource(self, call)
+        return FullOffloadSource(self, call, send)
 
     def server(self, aggregate=None):
         return FullOffloadServer(self)

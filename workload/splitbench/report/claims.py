@@ -1,4 +1,16 @@
-"""The "paper vs measured" table: each headline figure of a paper beside ours."""
+"""The "paper vs measured" table: each headline figure of a paper beside ours.
+
+Each claim carries its own tolerance and where that band comes from (the paper's own spread,
+or a stated reason). Verdicts are three words only: `agrees` (the measured ratio lies within
+the band), `differs` (it does not: the claim's one-line `if_differs` reason is shown, or the
+table says that no reason is known) and `not measured` (a run is missing or was excluded).
+Runs whose status is not `ok` (failed, degraded, unknown) are excluded and listed: a ratio
+is never computed from a run that did not finish cleanly.
+
+Repeats: when the summary holds several rows for one experiment (repeats), the ratio is of
+the means and its spread the standard deviation propagated from both sides' relative
+standard deviations (first order); with one row each the spread is n/a.
+"""
 from __future__ import annotations
 
 import math
@@ -7,52 +19,130 @@ import pandas as pd
 
 from ..spec import PaperClaim
 
-
-def _find(summary: pd.DataFrame, name: str) -> pd.Series | None:
-    hits = summary[(summary["experiment"] == name) | summary["experiment"].str.endswith("-" + name)]
-    return hits.iloc[0] if len(hits) == 1 else None
+VERDICTS = ("agrees", "differs", "not measured")
 
 
-def _metric(row: pd.Series, metric: str) -> float:
+def _matches(summary: pd.DataFrame, name: str) -> pd.DataFrame:
+    if summary.empty or "experiment" not in summary:
+        return summary
+    return summary[(summary["experiment"] == name) | summary["experiment"].str.endswith("-" + name)]
+
+
+def _usable(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """(the rows of clean runs, the names of excluded runs with their status)."""
+    if rows.empty:
+        return rows, []
+    status = rows["status"].fillna("unknown").astype(str) if "status" in rows else pd.Series("ok", index=rows.index)
+    bad = status != "ok"
+    if "degraded" in rows:
+        bad |= rows["degraded"].fillna(False).astype(bool)
+    excluded = [f"{e} ({'degraded' if s == 'ok' else s})" for e, s in zip(rows.loc[bad, "experiment"], status[bad])]
+    return rows[~bad], excluded
+
+
+def _metric(rows: pd.DataFrame, metric: str) -> pd.Series:
     if metric == "bytes_per_sample":
-        return float(row["bytes_per_sample_up"]) + float(row["bytes_per_sample_down"])
-    return float(row[metric])
+        return rows["bytes_per_sample_up"].astype(float) + rows["bytes_per_sample_down"].astype(float)
+    if metric not in rows:
+        return pd.Series(math.nan, index=rows.index)
+    return rows[metric].astype(float)
 
 
-def _speedup(budgets: pd.DataFrame | None, c: PaperClaim) -> tuple[float, str | None]:
+def _ratio(num: pd.Series, den: pd.Series) -> tuple[float, float]:
+    num, den = num.dropna(), den.dropna()
+    if num.empty or den.empty or den.mean() == 0:
+        return math.nan, math.nan
+    r = num.mean() / den.mean()
+    if len(num) < 2 or len(den) < 2:
+        return float(r), math.nan
+    rel = math.hypot(num.std(ddof=1) / num.mean() if num.mean() else 0.0, den.std(ddof=1) / den.mean())
+    return float(r), float(abs(r) * rel)
+
+
+def _speedup(budgets: pd.DataFrame | None, c: PaperClaim) -> tuple[float, float, str]:
     """The numerator's budget stage: the denominator's (from-scratch) time to its final
     accuracy over the time the stage took to reach it (report/budgets.py); and why not,
     when it cannot be measured."""
     if budgets is None or budgets.empty or "speedup_vs_scratch" not in budgets:
-        return math.nan, None
+        return math.nan, math.nan, ""
     hits = budgets[(budgets["experiment"].str.endswith(c.numerator)) & (budgets["budget"] == c.budget)]
-    if len(hits) != 1:
-        return math.nan, None
-    row = hits.iloc[0]
-    if math.isnan(row["speedup_vs_scratch"]) and not math.isnan(row.get("scratch_accuracy", math.nan)):
-        return math.nan, (f"not reached: the stage ended at {row['final_accuracy']:.3f}, below the from-scratch "
-                          f"run's {row['scratch_accuracy']:.3f}")
-    return float(row["speedup_vs_scratch"]), None
+    if hits.empty:
+        return math.nan, math.nan, ""
+    vals = hits["speedup_vs_scratch"].astype(float)
+    if vals.isna().all():
+        row = hits.iloc[0]
+        if not math.isnan(row.get("scratch_accuracy", math.nan)):
+            return math.nan, math.nan, (f"not reached: the stage ended at {row['final_accuracy']:.3f}, below the "
+                                        f"from-scratch run's {row['scratch_accuracy']:.3f}")
+        return math.nan, math.nan, ""
+    vals = vals.dropna()
+    return float(vals.mean()), (float(vals.std(ddof=1)) if len(vals) > 1 else math.nan), ""
 
 
-def claims_table(summary: pd.DataFrame, claims: list[PaperClaim], tolerance: float = 0.2,
-                 budgets: pd.DataFrame | None = None) -> pd.DataFrame:
+def _model_figure(c: PaperClaim) -> float:
+    """A model-definition claim: parameters, or operations per sample at the claim's input size
+    under the claim's counting convention (models/efficientnet.py: operation_counts)."""
+    from ..models import build_model
+    from ..models.efficientnet import operation_counts
+    size = c.input_size or 224
+    model = build_model(c.model, 1000, (3, size, size))
+    if c.metric == "model_params":
+        return float(sum(p.numel() for p in model.parameters()))
+    counts = operation_counts(model, size)
+    return float(counts["mult_adds" if c.metric == "model_mult_adds" else "with_elementwise"])
+
+
+def judge(measured: float, paper: float, tolerance: float) -> str:
+    if math.isnan(measured):
+        return "not measured"
+    return "agrees" if abs(measured / paper - 1) <= tolerance else "differs"
+
+
+def claims_table(summary: pd.DataFrame, claims: list[PaperClaim], budgets: pd.DataFrame | None = None,
+                 onair: dict[str, float] | None = None) -> pd.DataFrame:
+    """`onair`: experiment -> on-air bytes per payload byte of its training messages
+    (report/onair.py); when None, it is taken from budgets.attrs['onair'] if the budget table
+    carries it (budget_table computes it from the records)."""
+    if onair is None and budgets is not None:
+        onair = budgets.attrs.get("onair")
+    onair = onair or {}
     rows = []
     for c in claims:
-        num, den = _find(summary, c.numerator), _find(summary, c.denominator)
-        measured, why = math.nan, None
-        if c.metric == "speedup_vs_scratch":
-            measured, why = _speedup(budgets, c)
-        elif num is not None and den is not None and _metric(den, c.metric):
-            measured = _metric(num, c.metric) / _metric(den, c.metric)
-        if why:
-            verdict = why
-        elif math.isnan(measured):
-            verdict = "not measured (a run is missing or failed)"
-        elif abs(measured / c.paper - 1) <= tolerance:
-            verdict = f"agrees (within {100 * tolerance:.0f}%)"
+        num_rows, num_out = _usable(_matches(summary, c.numerator))
+        den_rows, den_out = _usable(_matches(summary, c.denominator))
+        excluded = num_out + den_out
+        measured, spread, why = math.nan, math.nan, ""
+        if c.metric.startswith("model_"):
+            measured = _model_figure(c)
+        elif c.metric == "speedup_vs_scratch":
+            if not num_out:
+                measured, spread, why = _speedup(budgets, c)
+        elif c.metric == "onair_bytes_per_sample":
+            def air(rows):
+                factor = rows["experiment"].map(lambda e: onair.get(e, math.nan)).astype(float)
+                return _metric(rows, "bytes_per_sample") * factor
+            if not num_rows.empty and not den_rows.empty:
+                measured, spread = _ratio(air(num_rows), air(den_rows))
+                if math.isnan(measured):
+                    why = "no on-air figures in these runs' records (link events without onair_bytes)"
+        elif not num_rows.empty and not den_rows.empty:
+            measured, spread = _ratio(_metric(num_rows, c.metric), _metric(den_rows, c.metric))
+        verdict = judge(measured, c.paper, c.tolerance)
+        if verdict == "not measured":
+            missing = [n for n, r, out in ((c.numerator, num_rows, num_out), (c.denominator, den_rows, den_out))
+                       if r.empty and not out]
+            explanation = why or ("; ".join(filter(None, [
+                f"no run named {', '.join(missing)}" if missing else "",
+                f"excluded: {', '.join(excluded)}" if excluded else ""])) or "the metric is missing from the runs")
+        elif verdict == "differs":
+            explanation = (f"ours is {measured / c.paper:.2f}x the paper's figure; "
+                           + (c.if_differs or "no known cause: to investigate"))
         else:
-            verdict = f"DIFFERS: ours is {measured / c.paper:.2f}x the paper's figure"
-        rows.append({"claim": c.claim, "source": c.source, "metric": f"{c.metric}: {c.numerator} / {c.denominator}",
-                     "paper": c.paper, "measured": measured, "verdict": verdict})
+            explanation = ""
+        what = (f"{c.metric}: {c.model}" + (f" at {c.input_size}x{c.input_size}" if c.input_size else "")
+                if c.metric.startswith("model_") else f"{c.metric}: {c.numerator} / {c.denominator}")
+        rows.append({"claim": c.claim, "source": c.source, "metric": what + (f" (budget {c.budget})" if c.budget else ""),
+                     "paper": c.paper, "measured": measured, "spread": spread,
+                     "tolerance": f"+-{100 * c.tolerance:.3g}%", "tolerance_source": c.tolerance_source,
+                     "verdict": verdict, "explanation": explanation, "excluded_runs": "; ".join(excluded)})
     return pd.DataFrame(rows)

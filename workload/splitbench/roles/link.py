@@ -89,7 +89,7 @@ def check_upstream(limits: Limits, routes: set[str], rid: str, user: str | None,
 
 
 def run(args) -> int:
-    rt = Runtime(args, "link", "link-0")
+    rt = Runtime(args, "link", role_name("link"))
     spec = rt.spec
     rejections = Rejections(rt)
 
@@ -100,7 +100,8 @@ def run(args) -> int:
         allowed = set(routes) | {role_name("source", i) for i in range(spec.sources.replicas)}
         limits = Limits(rt.experiment)
         cap = message_cap(spec)
-        medium = Medium(cfg, seed=spec.seed, t0=time.monotonic())
+        # contenders on a shared medium (Bianchi): every source and the access point
+        medium = Medium(cfg, seed=spec.seed, t0=time.monotonic(), stations=spec.sources.replicas + 1)
         ctx = zmq.Context.instance()
         # the relay never blocks on a send: a peer that stopped reading loses what it did not read
         front = bound_socket(ctx, zmq.ROUTER, bind=True, security=security, max_msg_bytes=cap, sndtimeo_s=0)
@@ -196,7 +197,8 @@ def run(args) -> int:
                 rt.metrics.link_queue.labels(**rt.metrics.base, direction=direction).observe(tx.queue_s)
                 rt.log.write("link", source=source.decode(errors="replace"), direction=direction, bytes=n,
                              queue_s=tx.queue_s, transmit_s=tx.end - tx.start, latency_s=now - tx.arrival,
-                             lost_packets=tx.lost_packets)
+                             lost_packets=tx.lost_packets, msg_kind=_kind(frames), onair_bytes=tx.onair_bytes,
+                             airtime_s=tx.airtime_s)
         rt.log.write("session", status="relayed", auth=security.mode, rejected=rejections.total)
 
     return rt.run(body)
