@@ -40,144 +40,177 @@ from ..roleplan import role_name
 from .runtime import RoleFailed, Runtime
 
 
-def run(args) -> int:
-    rt = Runtime(args, "aggregator", "aggregator-0")
-    spec = rt.spec
-    rejections = Rejections(rt)
+class Aggregator:
+    """The device that averages weights (fedavg; hfsl's high-computational device). Its one
+    entry point is run(): setup() listens; every message is then checked and either refused
+    (counted) or taken into its round (contribute); a full round is averaged and sent back
+    (send_round), through the Q-learning mover where hfsl's cut moves."""
 
-    def body():
-        security = role_security(rt, on_denied=lambda text: rejections("?", "auth", text))
-        rt.limit(resolve_device(spec.aggregator.device))
-        paradigm = get_paradigm(Setup(rt.experiment, dataset_meta(spec.dataset), rt.run_dir, rt.instance))
-        k = spec.sources.replicas
-        expected = {p: k for p in paradigm.aggregates}  # contributors per partition and round
-        peers = sum(expected.values())
-        sources = {role_name("source", i) for i in range(k)}
-        servers = {role_name("server", j) for j in range(paradigm.servers())}
-        # who may contribute what: sources train "whole" (fedavg) or "low" (hfsl), servers "medium"
-        trains = {p: (servers if p == "medium" else sources) for p in expected}
-        limits = Limits(rt.experiment)
-        ep = Endpoint(zmq.Context.instance(), zmq.ROUTER, args.bind, bind=True, security=security,
-                      max_msg_bytes=message_cap(spec),
-                      on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "rx" else "down", t.label, n))
-        rt.log.write("session", status="listening", address=ep.address, partitions=",".join(expected),
-                     auth=security.mode)
-        byes: set[str] = set()
-        idle = spec.training.reply_timeout_s * 2
-        block_sizes = [sum(t.numel() for t in state_tensors(block)) for block in whole_model(paradigm.setup)]
+    def __init__(self, args):
+        self.args = args
+        self.rt = Runtime(args, "aggregator", role_name("aggregator"))
+        self.spec = self.rt.spec
+        self.rejections = Rejections(self.rt)
+        self.byes: set[str] = set()
+        self.pending: dict[tuple[str, int], dict[bytes, tuple[torch.Tensor, int, float | None]]] = {}
+        self.opened: dict[tuple[str, int], float] = {}
+        self.closed: dict[str, int] = {}  # per partition: rounds below this are averaged and sent
+        self.whos: dict[tuple[str, int], set[str]] = {}  # who contributed to each open round
+        self.done: dict[tuple[str, int], tuple[dict, torch.Tensor, float | None]] = {}  # averaged, not yet sent
 
-        def reply(to: bytes, msg: Message) -> None:
-            msg.experiment, msg.sender = rt.experiment.name, rt.instance
-            try:
-                ep.send(msg, to=to)
-            except PeerGone:
-                pass  # a ROUTER drops what it cannot route; a gone peer shows up as a missing contribution
+    def run(self) -> int:
+        return self.rt.run(self.body)
 
-        def reject(to: bytes | None, who: str, reason: str, text: str) -> None:
-            rejections(who, reason, text)
-            if to is not None:
-                reply(to, error_message(text, rt.experiment.name, rt.instance))
-
-        def sizes() -> dict[str, int]:
-            """Values each partition's contribution has this round (the cut may have moved)."""
-            if "whole" in expected:
-                return {"whole": sum(block_sizes)}
-            cut = mover.cut if mover else spec.paradigm.split_after
-            return {"low": sum(block_sizes[:cut]), "medium": sum(block_sizes[cut:])}
-
-        pending: dict[tuple[str, int], dict[bytes, tuple[torch.Tensor, int, float | None]]] = {}
-        opened: dict[tuple[str, int], float] = {}
-        closed: dict[str, int] = {}
-        whos: dict[tuple[str, int], set[str]] = {}  # who contributed to each open round  # per partition: rounds below this are averaged and sent
-        done: dict[tuple[str, int], tuple[dict, torch.Tensor, float | None]] = {}  # averaged, not yet sent
-        mover = SplitMover(rt, paradigm) if getattr(spec.paradigm, "candidates", None) else None
-
-        def average(part: str, round_: int, contributions: dict, since: float):
-            """(the contributors, their weighted average, the lowest power they reported)."""
-            t0 = time.perf_counter()
-            try:
-                avg = weighted_average([w for w, _, _ in contributions.values()],
-                                       [n for _, n, _ in contributions.values()])
-            except ValueError as err:  # checked contributions cannot get here; if they do, say so and stop
-                raise RoleFailed(f"{part} round {round_}: {err}", code=4) from None
-            powers = [p for _, _, p in contributions.values() if p is not None]
-            rt.log.write("aggregate", partition=part, round=round_, contributors=len(contributions),
-                         samples=sum(n for _, n, _ in contributions.values()), values=int(avg.numel()),
-                         wait_s=time.time() - since, average_s=time.perf_counter() - t0,
-                         power_min=min(powers) if powers else None)
-            return contributions, avg, min(powers) if powers else None
-
-        def send_round(round_: int, parts: dict) -> None:
-            averages = {p: avg for p, (_, avg, _) in parts.items()}
-            cut = None
-            if mover:
-                averages, cut = mover.resplit(round_, averages, {p: power for p, (_, _, power) in parts.items()})
-            for p, (contributions, _, _) in parts.items():
-                out = Message(Kind.TRAIN_REPLY, epoch=round_).add(f"w_{p}", averages[p], Traffic.WEIGHTS)
-                if cut is not None:
-                    out.add("cut", torch.tensor([cut], dtype=torch.int32), Traffic.CONTROL)
-                for to in contributions:
-                    reply(to, out)
-
-        while len(byes) < peers:
-            try:
-                sender, msg, _ = ep.recv(idle)
-                user = ep.last_user
-            except PeerTimeout:
-                waiting = "; ".join(f"{p} round {r}: {len(c)}/{expected[p]} in" for (p, r), c in pending.items())
-                raise RoleFailed(f"no message for {idle:.0f} s; {len(byes)}/{peers} devices finished"
-                                 + (f"; waiting for {waiting}" if waiting else ""), code=3) from None
-            except WireError as err:
-                sender, user, msg = getattr(err, "sender", None), getattr(err, "user", None), err
-            who = (sender or b"?").decode("utf-8", "replace")
-            try:
-                who = identity_of(sender, user, security.curve)
-                if isinstance(msg, WireError):
-                    raise Rejected("wire", f"malformed message: {msg}")
-                if who not in sources | servers or (who in servers and not paradigm.servers()):
-                    raise Rejected("sender", f"{who[:64]!r} is not a device of this experiment")
-                if msg.kind not in (Kind.HELLO, Kind.TRAIN, Kind.BYE):
-                    raise Rejected("kind", f"unexpected message kind {msg.kind.name} at the aggregator")
-                common(limits, who, msg)
-                if msg.kind == Kind.TRAIN:
-                    part = check_contribution(limits, trains, sizes(), who, msg, len(pending), 2 * len(expected))
-                    if who in whos.get((part, msg.epoch), set()):
-                        raise Rejected("step", f"{who} sent {part} for round {msg.epoch} twice")
-                    if (part, msg.epoch) in done or msg.epoch < closed.get(part, 0):
-                        raise Rejected("step", f"{who} sent {part} for round {msg.epoch}, which is closed")
-                    if mover and "power" not in msg.tensors:
-                        raise Rejected("shape", f"{who}: a moving split needs each device's power")
-            except Rejected as err:
-                reject(sender, who, err.reason, str(err))
-                continue
-            if msg.kind == Kind.HELLO:
-                reply(sender, Message(Kind.WELCOME))
-            elif msg.kind == Kind.BYE:
-                byes.add(who)
-                reply(sender, Message(Kind.BYE))
-            else:
-                key = (part, msg.epoch)
-                round_ = pending.setdefault(key, {})
-                whos.setdefault(key, set()).add(who)
-                opened.setdefault(key, time.time())
-                power = float(msg.tensors["power"][0]) if "power" in msg.tensors else None
-                # copies: the received frame is not kept, and the average must not alias a peer's buffer
-                round_[sender] = (msg.tensors[f"w_{part}"].clone(), int(msg.tensors["n"][0]), power)
-                if len(round_) < expected[part]:
-                    continue
-                closed[part] = msg.epoch + 1
-                whos.pop(key, None)
-                done[key] = average(part, msg.epoch, pending.pop(key), opened.pop(key))
-                if not mover:
-                    send_round(msg.epoch, {part: done.pop(key)})
-                elif all((p, msg.epoch) in done for p in expected):
-                    send_round(msg.epoch, {p: done.pop((p, msg.epoch)) for p in expected})
+    def body(self) -> None:
+        self.setup()
+        self.serve()
+        rt, ep, security = self.rt, self.ep, self.security
         for d, n in ep.transport.items():
             rt.metrics.transport_bytes.labels(**rt.metrics.base, direction=d, auth=security.mode).inc(n)
         rt.log.write("session", status="aggregated", auth=security.mode, transport_rx_bytes=ep.transport["rx"],
-                     transport_tx_bytes=ep.transport["tx"], rejected=rejections.total)
+                     transport_tx_bytes=ep.transport["tx"], rejected=self.rejections.total)
 
-    return rt.run(body)
+    def setup(self) -> None:
+        rt, spec = self.rt, self.spec
+        self.security = role_security(rt, on_denied=lambda text: self.rejections("?", "auth", text))
+        rt.limit(resolve_device(spec.aggregator.device))
+        self.paradigm = paradigm = get_paradigm(Setup(rt.experiment, dataset_meta(spec.dataset), rt.run_dir,
+                                                      rt.instance))
+        k = spec.sources.replicas
+        self.expected = {p: k for p in paradigm.aggregates}  # contributors per partition and round
+        self.peers = sum(self.expected.values())
+        self.sources = {role_name("source", i) for i in range(k)}
+        self.servers = {role_name("server", j) for j in range(paradigm.servers())}
+        # who may contribute what: sources train "whole" (fedavg) or "low" (hfsl), servers "medium"
+        self.trains = {p: (self.servers if p == "medium" else self.sources) for p in self.expected}
+        self.limits = Limits(rt.experiment)
+        self.ep = Endpoint(zmq.Context.instance(), zmq.ROUTER, self.args.bind, bind=True, security=self.security,
+                           max_msg_bytes=message_cap(spec),
+                           on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "rx" else "down", t.label, n))
+        rt.log.write("session", status="listening", address=self.ep.address, partitions=",".join(self.expected),
+                     auth=self.security.mode)
+        self.block_sizes = [sum(t.numel() for t in state_tensors(block)) for block in whole_model(paradigm.setup)]
+        self.mover = SplitMover(rt, paradigm) if getattr(spec.paradigm, "candidates", None) else None
+
+    def reply(self, to: bytes, msg: Message) -> None:
+        msg.experiment, msg.sender = self.rt.experiment.name, self.rt.instance
+        try:
+            self.ep.send(msg, to=to)
+        except PeerGone:
+            pass  # a ROUTER drops what it cannot route; a gone peer shows up as a missing contribution
+
+    def reject(self, to: bytes | None, who: str, reason: str, text: str) -> None:
+        self.rejections(who, reason, text)
+        if to is not None:
+            self.reply(to, error_message(text, self.rt.experiment.name, self.rt.instance))
+
+    def sizes(self) -> dict[str, int]:
+        """Values each partition's contribution has this round (the cut may have moved)."""
+        if "whole" in self.expected:
+            return {"whole": sum(self.block_sizes)}
+        cut = self.mover.cut if self.mover else self.spec.paradigm.split_after
+        return {"low": sum(self.block_sizes[:cut]), "medium": sum(self.block_sizes[cut:])}
+
+    def average(self, part: str, round_: int, contributions: dict, since: float):
+        """(the contributors, their weighted average, the lowest power they reported)."""
+        t0 = time.perf_counter()
+        try:
+            avg = weighted_average([w for w, _, _ in contributions.values()],
+                                   [n for _, n, _ in contributions.values()])
+        except ValueError as err:  # checked contributions cannot get here; if they do, say so and stop
+            raise RoleFailed(f"{part} round {round_}: {err}", code=4) from None
+        powers = [p for _, _, p in contributions.values() if p is not None]
+        self.rt.log.write("aggregate", partition=part, round=round_, contributors=len(contributions),
+                          samples=sum(n for _, n, _ in contributions.values()), values=int(avg.numel()),
+                          wait_s=time.time() - since, average_s=time.perf_counter() - t0,
+                          power_min=min(powers) if powers else None)
+        return contributions, avg, min(powers) if powers else None
+
+    def send_round(self, round_: int, parts: dict) -> None:
+        averages = {p: avg for p, (_, avg, _) in parts.items()}
+        cut = None
+        if self.mover:
+            averages, cut = self.mover.resplit(round_, averages, {p: power for p, (_, _, power) in parts.items()})
+        for p, (contributions, _, _) in parts.items():
+            out = Message(Kind.TRAIN_REPLY, epoch=round_).add(f"w_{p}", averages[p], Traffic.WEIGHTS)
+            if cut is not None:
+                out.add("cut", torch.tensor([cut], dtype=torch.int32), Traffic.CONTROL)
+            for to in contributions:
+                self.reply(to, out)
+
+    def serve(self) -> None:
+        idle = self.spec.training.reply_timeout_s * 2
+        while len(self.byes) < self.peers:
+            try:
+                sender, msg, _ = self.ep.recv(idle)
+                user = self.ep.last_user
+            except PeerTimeout:
+                waiting = "; ".join(f"{p} round {r}: {len(c)}/{self.expected[p]} in"
+                                    for (p, r), c in self.pending.items())
+                raise RoleFailed(f"no message for {idle:.0f} s; {len(self.byes)}/{self.peers} devices finished"
+                                 + (f"; waiting for {waiting}" if waiting else ""), code=3) from None
+            except WireError as err:
+                sender, user, msg = getattr(err, "sender", None), getattr(err, "user", None), err
+            self.answer(sender, user, msg)
+
+    def check(self, sender: bytes | None, user, msg) -> tuple[str, str | None]:
+        """(who sent it, the partition it contributes to); raises Rejected."""
+        who = identity_of(sender, user, self.security.curve)
+        if isinstance(msg, WireError):
+            raise Rejected("wire", f"malformed message: {msg}")
+        if who not in self.sources | self.servers or (who in self.servers and not self.paradigm.servers()):
+            raise Rejected("sender", f"{who[:64]!r} is not a device of this experiment")
+        if msg.kind not in (Kind.HELLO, Kind.TRAIN, Kind.BYE):
+            raise Rejected("kind", f"unexpected message kind {msg.kind.name} at the aggregator")
+        common(self.limits, who, msg)
+        part = None
+        if msg.kind == Kind.TRAIN:
+            part = check_contribution(self.limits, self.trains, self.sizes(), who, msg, len(self.pending),
+                                      2 * len(self.expected))
+            if who in self.whos.get((part, msg.epoch), set()):
+                raise Rejected("step", f"{who} sent {part} for round {msg.epoch} twice")
+            if (part, msg.epoch) in self.done or msg.epoch < self.closed.get(part, 0):
+                raise Rejected("step", f"{who} sent {part} for round {msg.epoch}, which is closed")
+            if self.mover and "power" not in msg.tensors:
+                raise Rejected("shape", f"{who}: a moving split needs each device's power")
+        return who, part
+
+    def answer(self, sender: bytes | None, user, msg) -> None:
+        who = (sender or b"?").decode("utf-8", "replace")
+        try:
+            who, part = self.check(sender, user, msg)
+        except Rejected as err:
+            self.reject(sender, who, err.reason, str(err))
+            return
+        if msg.kind == Kind.HELLO:
+            self.reply(sender, Message(Kind.WELCOME))
+        elif msg.kind == Kind.BYE:
+            self.byes.add(who)
+            self.reply(sender, Message(Kind.BYE))
+        else:
+            self.contribute(sender, who, part, msg)
+
+    def contribute(self, sender: bytes, who: str, part: str, msg: Message) -> None:
+        key = (part, msg.epoch)
+        round_ = self.pending.setdefault(key, {})
+        self.whos.setdefault(key, set()).add(who)
+        self.opened.setdefault(key, time.time())
+        power = float(msg.tensors["power"][0]) if "power" in msg.tensors else None
+        # copies: the received frame is not kept, and the average must not alias a peer's buffer
+        round_[sender] = (msg.tensors[f"w_{part}"].clone(), int(msg.tensors["n"][0]), power)
+        if len(round_) < self.expected[part]:
+            return
+        self.closed[part] = msg.epoch + 1
+        self.whos.pop(key, None)
+        self.done[key] = self.average(part, msg.epoch, self.pending.pop(key), self.opened.pop(key))
+        if not self.mover:
+            self.send_round(msg.epoch, {part: self.done.pop(key)})
+        elif all((p, msg.epoch) in self.done for p in self.expected):
+            self.send_round(msg.epoch, {p: self.done.pop((p, msg.epoch)) for p in self.expected})
+
+
+def run(args) -> int:
+    return Aggregator(args).run()
 
 
 class SplitMover:

@@ -90,15 +90,36 @@ class ServerIO(threading.Thread):
                     self.send_errors += 1
 
 
-def run(args) -> int:
-    index = args.index
-    rt = Runtime(args, "server", role_name("server", index))
-    spec = rt.spec
+class Server:
+    """One server (or one of hfsl's medium devices). Its one entry point is run(): setup()
+    limits the device, builds the paradigm's worker and starts listening; serve() answers
+    every source until each has said BYE, refusing (and counting) what it cannot use;
+    finish() ends the aggregator session and records the transport totals."""
 
-    rejections = rt.rejections = Rejections(rt)
+    def __init__(self, args):
+        self.args, self.index = args, args.index
+        self.rt = Runtime(args, "server", role_name("server", args.index))
+        self.spec = self.rt.spec
+        self.rejections = self.rt.rejections = Rejections(self.rt)
+        self.agg: PeerLink | None = None
+        self.io: ServerIO | None = None
+        self.said_bye: set[str] = set()
 
-    def body():
-        security = role_security(rt, on_denied=lambda text: rejections("?", "auth", text))
+    def run(self) -> int:
+        return self.rt.run(self.body)
+
+    def body(self) -> None:
+        self.setup()
+        try:
+            self.serve()
+            self.worker.finish()
+            self.leave_aggregator()
+        finally:
+            self.finish()
+
+    def setup(self) -> None:
+        rt, spec, args, index = self.rt, self.spec, self.args, self.index
+        self.security = role_security(rt, on_denied=lambda text: self.rejections("?", "auth", text))
         rt.limit(resolve_device(spec.server.device))
         if spec.server.gpu and not torch.cuda.is_available():
             rt.log.write("session", status="note", error="spec asks for a GPU but CUDA is not available; using CPU")
@@ -108,76 +129,86 @@ def run(args) -> int:
             paradigm.power_of = rt.power_meter(spec.server.device.load)
         if not 0 <= index < paradigm.servers():
             raise RoleFailed(f"server index {index} outside 0..{paradigm.servers() - 1}", code=2)
-        agg = None
         if paradigm.aggregates:
             if not args.aggregator:
                 raise RoleFailed(f"{paradigm.name} needs --aggregator (the aggregator's address)", code=2)
-            agg = PeerLink(rt, args.aggregator, "aggregator", second=True)
-            agg.call(Message(Kind.HELLO))
-            hello_tx, hello_rx = agg.ep.tx.copy(), agg.ep.rx.copy()
-        worker = paradigm.server(aggregate=agg.call if agg else None)
-        io = ServerIO(rt, args.bind, security, message_cap(spec))
-        io.start()
-        rt.log.write("session", status="listening", address=io.ep.address, auth=security.mode)
+            self.agg = PeerLink(rt, args.aggregator, "aggregator", second=True)
+            self.agg.call(Message(Kind.HELLO))
+            self.hello_tx, self.hello_rx = self.agg.ep.tx.copy(), self.agg.ep.rx.copy()
+        self.worker = paradigm.server(aggregate=self.agg.call if self.agg else None)
+        self.io = ServerIO(rt, args.bind, self.security, message_cap(spec))
+        self.io.start()
+        rt.log.write("session", status="listening", address=self.io.ep.address, auth=self.security.mode)
         k = spec.sources.replicas
-        mine = {role_name("source", i) for i in range(k) if i * paradigm.servers() // k == index}  # hfsl: one each
-        expected = len(mine)
-        limits, stream = Limits(rt.experiment), SourceStream()
-        said_bye: set[str] = set()
-        idle_limit = spec.training.reply_timeout_s * 2
-        try:
-            while len(said_bye) < expected:
-                try:
-                    sender, user, msg, t_arrival = io.inbox.get(timeout=idle_limit)
-                except queue.Empty:
-                    raise RoleFailed(f"no message from any source for {idle_limit:.0f} s; "
-                                     f"{len(said_bye)}/{expected} sources finished", code=3) from None
-                who = (sender or b"?").decode("utf-8", "replace")
-                t_start = time.time()
-                try:
-                    who = identity_of(sender, user, security.curve)
-                    if isinstance(msg, WireError):
-                        raise Rejected("wire", f"malformed message: {msg}")
-                    check_server_message(limits, mine, stream, who, msg)
-                    try:
-                        out = handle(worker, msg)
-                    except Exception as err:  # noqa: BLE001 - no message may end the server
-                        raise Rejected("content", f"cannot use {msg.kind.name}: {type(err).__name__}: {err}") from None
-                except Rejected as err:
-                    reject(rt, io, sender, who, err.reason, str(err))
-                    continue
-                stream.accept(who, msg, msg.kind == Kind.TRAIN)
-                reply, loss, correct, fwd, bwd = out
-                if msg.kind == Kind.BYE:
-                    said_bye.add(who)
-                if reply is not None:
-                    stats = torch.tensor([loss, correct, t_arrival, t_start, fwd, bwd, time.time()],
-                                         dtype=torch.float64)
-                    reply.add("stats", stats, Traffic.CONTROL)
-                    reply.experiment, reply.sender = rt.experiment.name, rt.instance
-                    reply.epoch, reply.step = msg.epoch, msg.step
-                    io.reply(sender, reply)
-                if msg.kind == Kind.TRAIN:
-                    rt.log.write("server", source=who, epoch=msg.epoch, step=msg.step, loss=loss,
-                                 wait_s=t_start - t_arrival, phase_server_forward_s=fwd, phase_server_backward_s=bwd)
-                    if agg is not None:
-                        exchange_round(rt, worker, agg, msg, who)
-            worker.finish()
-            if agg is not None:
-                tx, rx = agg.ep.tx.copy(), agg.ep.rx.copy()
-                agg.call(Message(Kind.BYE))
-                rt.log.write("control", **byte_fields(hello_tx + (agg.ep.tx - tx), hello_rx + (agg.ep.rx - rx)))
-        finally:
-            io.stopping.set()
-            io.join(timeout=10)
-            wire = io.ep.transport + (agg.ep.transport if agg is not None else collections.Counter())
-            for d, n in wire.items():
-                rt.metrics.transport_bytes.labels(**rt.metrics.base, direction=d, auth=security.mode).inc(n)
-            rt.log.write("session", status="served", sources=len(said_bye), auth=security.mode,
-                         up_bytes=sum(io.ep.rx.values()), down_bytes=sum(io.ep.tx.values()),
-                         transport_rx_bytes=wire["rx"], transport_tx_bytes=wire["tx"], rejected=rejections.total)
+        self.mine = {role_name("source", i) for i in range(k) if i * paradigm.servers() // k == index}  # hfsl: one each
+        self.limits, self.stream = Limits(rt.experiment), SourceStream()
 
-    return rt.run(body)
+    def serve(self) -> None:
+        idle_limit = self.spec.training.reply_timeout_s * 2
+        while len(self.said_bye) < len(self.mine):
+            try:
+                sender, user, msg, t_arrival = self.io.inbox.get(timeout=idle_limit)
+            except queue.Empty:
+                raise RoleFailed(f"no message from any source for {idle_limit:.0f} s; "
+                                 f"{len(self.said_bye)}/{len(self.mine)} sources finished", code=3) from None
+            self.answer(sender, user, msg, t_arrival)
+
+    def answer(self, sender: bytes | None, user, msg, t_arrival: float) -> None:
+        """Check one message, hand it to the worker, reply, record: a message the server
+        cannot use is refused and counted, never fatal."""
+        rt, io = self.rt, self.io
+        who = (sender or b"?").decode("utf-8", "replace")
+        t_start = time.time()
+        try:
+            who = identity_of(sender, user, self.security.curve)
+            if isinstance(msg, WireError):
+                raise Rejected("wire", f"malformed message: {msg}")
+            check_server_message(self.limits, self.mine, self.stream, who, msg)
+            try:
+                out = handle(self.worker, msg)
+            except Exception as err:  # noqa: BLE001 - no message may end the server
+                raise Rejected("content", f"cannot use {msg.kind.name}: {type(err).__name__}: {err}") from None
+        except Rejected as err:
+            reject(rt, io, sender, who, err.reason, str(err))
+            return
+        self.stream.accept(who, msg, msg.kind == Kind.TRAIN)
+        reply, loss, correct, fwd, bwd = out
+        if msg.kind == Kind.BYE:
+            self.said_bye.add(who)
+        if reply is not None:
+            stats = torch.tensor([loss, correct, t_arrival, t_start, fwd, bwd, time.time()], dtype=torch.float64)
+            reply.add("stats", stats, Traffic.CONTROL)
+            reply.experiment, reply.sender = rt.experiment.name, rt.instance
+            reply.epoch, reply.step = msg.epoch, msg.step
+            io.reply(sender, reply)
+        if msg.kind == Kind.TRAIN:
+            rt.log.write("server", source=who, epoch=msg.epoch, step=msg.step, loss=loss,
+                         wait_s=t_start - t_arrival, phase_server_forward_s=fwd, phase_server_backward_s=bwd)
+            if self.agg is not None:
+                exchange_round(rt, self.worker, self.agg, msg, who)
+
+    def leave_aggregator(self) -> None:
+        agg = self.agg
+        if agg is None:
+            return
+        tx, rx = agg.ep.tx.copy(), agg.ep.rx.copy()
+        agg.call(Message(Kind.BYE))
+        self.rt.log.write("control", **byte_fields(self.hello_tx + (agg.ep.tx - tx), self.hello_rx + (agg.ep.rx - rx)))
+
+    def finish(self) -> None:
+        rt, io, agg = self.rt, self.io, self.agg
+        io.stopping.set()
+        io.join(timeout=10)
+        wire = io.ep.transport + (agg.ep.transport if agg is not None else collections.Counter())
+        for d, n in wire.items():
+            rt.metrics.transport_bytes.labels(**rt.metrics.base, direction=d, auth=self.security.mode).inc(n)
+        rt.log.write("session", status="served", sources=len(self.said_bye), auth=self.security.mode,
+                     up_bytes=sum(io.ep.rx.values()), down_bytes=sum(io.ep.tx.values()),
+                     transport_rx_bytes=wire["rx"], transport_tx_bytes=wire["tx"], rejected=self.rejections.total)
+
+
+def run(args) -> int:
+    return Server(args).run()
 
 
 def exchange_round(rt: Runtime, worker, agg: PeerLink, msg: Message, who: str) -> None:
