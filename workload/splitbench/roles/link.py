@@ -88,117 +88,145 @@ def check_upstream(limits: Limits, routes: set[str], rid: str, user: str | None,
         raise Rejected("route", f"no route for {rid[:64]!r}")
 
 
-def run(args) -> int:
-    rt = Runtime(args, "link", role_name("link"))
-    spec = rt.spec
-    rejections = Rejections(rt)
+class Relay:
+    """The link emulator. Its one entry point is run(): setup() binds the front socket the
+    devices connect to; relay() then reads what arrives (read_front: checked, given an onward
+    socket per routing id; read_back: replies), admits each message to the medium, and
+    delivers what the medium says has arrived (deliver), until every peer said goodbye."""
 
-    def body():
-        security = role_security(rt, on_denied=lambda text: rejections("?", "auth", text))
+    def __init__(self, args):
+        self.args = args
+        self.rt = Runtime(args, "link", role_name("link"))
+        self.spec = self.rt.spec
+        self.rejections = Rejections(self.rt)
+        self.backs: dict[bytes, zmq.Socket] = {}  # one per allowed routing id: bounded by the plan
+        self.by_sock: dict[zmq.Socket, bytes] = {}
+        self.pending: list = []
+        self.pending_bytes = 0
+        self.seq = itertools.count()
+        self.byes = 0
+        self.boundaries: list[tuple[float, str]] = []  # outage starts and ends still to be recorded
+
+    def run(self) -> int:
+        return self.rt.run(self.body)
+
+    def body(self) -> None:
+        self.setup()
+        self.relay()
+        self.rt.log.write("session", status="relayed", auth=self.security.mode, rejected=self.rejections.total)
+
+    def setup(self) -> None:
+        rt, spec, args = self.rt, self.spec, self.args
+        self.security = role_security(rt, on_denied=lambda text: self.rejections("?", "auth", text))
         cfg = resolve_network(spec.network)
-        routes = dict(r.split("=", 1) for r in args.route)
-        allowed = set(routes) | {role_name("source", i) for i in range(spec.sources.replicas)}
-        limits = Limits(rt.experiment)
-        cap = message_cap(spec)
+        self.routes = dict(r.split("=", 1) for r in args.route)
+        self.allowed = set(self.routes) | {role_name("source", i) for i in range(spec.sources.replicas)}
+        self.limits = Limits(rt.experiment)
+        self.cap = message_cap(spec)
         # contenders on a shared medium (Bianchi): every source and the access point
-        medium = Medium(cfg, seed=spec.seed, t0=time.monotonic(), stations=spec.sources.replicas + 1)
-        ctx = zmq.Context.instance()
+        self.medium = Medium(cfg, seed=spec.seed, t0=time.monotonic(), stations=spec.sources.replicas + 1)
+        self.ctx = zmq.Context.instance()
         # the relay never blocks on a send: a peer that stopped reading loses what it did not read
-        front = bound_socket(ctx, zmq.ROUTER, bind=True, security=security, max_msg_bytes=cap, sndtimeo_s=0)
-        front.bind(args.bind)
-        backs: dict[bytes, zmq.Socket] = {}  # one per allowed routing id: bounded by the plan
-        by_sock: dict[zmq.Socket, bytes] = {}
-        poller = zmq.Poller()
-        poller.register(front, zmq.POLLIN)
-        reading = True
-        pending: list = []
-        pending_bytes = 0
-        seq = itertools.count()
+        self.front = bound_socket(self.ctx, zmq.ROUTER, bind=True, security=self.security, max_msg_bytes=self.cap,
+                                  sndtimeo_s=0)
+        self.front.bind(args.bind)
+        self.poller = zmq.Poller()
+        self.poller.register(self.front, zmq.POLLIN)
         # every peer says BYE through here once: the sources and every other routed identity
-        byes, expected = 0, len(allowed)
-        idle_s = spec.training.reply_timeout_s * 2
+        self.expected = len(self.allowed)
+        rt.log.write("session", status="listening", address=self.front.getsockopt_string(zmq.LAST_ENDPOINT),
+                     medium=cfg.medium, profile=cfg.name, auth=self.security.mode)
+
+    def admit(self, source: bytes, direction: str, frames) -> None:
+        medium, now = self.medium, time.monotonic()
+        if medium.outage_t0 is None and direction == "up" and _kind(frames) == Kind.TRAIN:
+            medium.start_outages(now)
+            self.boundaries.extend((t, state) for w in medium.outage_windows() for t, state in zip(w, ("down", "up")))
+        n = _nbytes(frames)
+        tx = medium.transmit(now, source.decode(errors="replace"), direction, n)
+        self.pending_bytes += n
+        heapq.heappush(self.pending, (tx.deliver, next(self.seq), source, direction, frames, tx))
+
+    @staticmethod
+    def send(sock: zmq.Socket, frames) -> bool:
+        try:
+            sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+
+    def relay(self) -> None:
+        idle_s = self.spec.training.reply_timeout_s * 2
         last_heard = time.monotonic()
-        rt.log.write("session", status="listening", address=front.getsockopt_string(zmq.LAST_ENDPOINT),
-                     medium=cfg.medium, profile=cfg.name, auth=security.mode)
-
-        boundaries: list[tuple[float, str]] = []  # outage starts and ends still to be recorded
-
-        def admit(source: bytes, direction: str, frames) -> None:
-            nonlocal pending_bytes
-            now = time.monotonic()
-            if medium.outage_t0 is None and direction == "up" and _kind(frames) == Kind.TRAIN:
-                medium.start_outages(now)
-                boundaries.extend((t, state) for w in medium.outage_windows() for t, state in zip(w, ("down", "up")))
-            n = _nbytes(frames)
-            tx = medium.transmit(now, source.decode(errors="replace"), direction, n)
-            pending_bytes += n
-            heapq.heappush(pending, (tx.deliver, next(seq), source, direction, frames, tx))
-
-        def send(sock: zmq.Socket, frames) -> bool:
-            try:
-                sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
-                return True
-            except zmq.Again:
-                return False
-
-        while byes < expected or pending:
-            room = len(pending) < PENDING_MAX and pending_bytes < PENDING_BYTES_MAX
+        reading = True
+        while self.byes < self.expected or self.pending:
+            room = len(self.pending) < PENDING_MAX and self.pending_bytes < PENDING_BYTES_MAX
             if room != reading:  # full: stop reading sources; their sockets' high-water marks hold them back
-                (poller.register(front, zmq.POLLIN) if room else poller.unregister(front))
+                (self.poller.register(self.front, zmq.POLLIN) if room else self.poller.unregister(self.front))
                 reading = room
-            due = min(([pending[0][0]] if pending else []) + [b[0] for b in boundaries[:1]], default=None)
-            events = dict(poller.poll(_timeout_ms(due)))
+            due = min(([self.pending[0][0]] if self.pending else []) + [b[0] for b in self.boundaries[:1]],
+                      default=None)
+            events = dict(self.poller.poll(_timeout_ms(due)))
             if events:
                 last_heard = time.monotonic()
-            elif not pending and time.monotonic() - last_heard > idle_s:
-                raise RoleFailed(f"no message for {idle_s:.0f} s; {byes}/{expected} peers said goodbye", code=3)
-            if front in events:
-                while len(pending) < PENDING_MAX and front.poll(0):
-                    source, *frames = front.recv_multipart(copy=False)
-                    user = user_id(frames[-1]) if security.curve and frames else None
-                    source = source.bytes
-                    rid = source.decode("utf-8", "replace")
-                    try:
-                        check_upstream(limits, allowed, rid, user, security.curve, frames)
-                    except Rejected as err:
-                        rejections(user or rid, err.reason, str(err))
-                        send(front, [source, *encode(error_message(str(err), rt.experiment.name, rt.instance))])
-                        continue
-                    if source not in backs:
-                        target = routes.get(rid, args.connect)
-                        back = bound_socket(ctx, zmq.DEALER, bind=False, security=security, identity=source,
-                                            peer=route_target(spec, rid), max_msg_bytes=cap,
-                                            sndtimeo_s=spec.training.reply_timeout_s)
-                        back.connect(target)
-                        backs[source], by_sock[back] = back, source
-                        poller.register(back, zmq.POLLIN)
-                    admit(source, "up", frames)
-            for sock in [s for s in events if s is not front]:
+            elif not self.pending and time.monotonic() - last_heard > idle_s:
+                raise RoleFailed(f"no message for {idle_s:.0f} s; {self.byes}/{self.expected} peers said goodbye",
+                                 code=3)
+            if self.front in events:
+                self.read_front()
+            for sock in [s for s in events if s is not self.front]:
                 while sock.poll(0):
-                    admit(by_sock[sock], "down", sock.recv_multipart(copy=False))
-            now = time.monotonic()
-            while boundaries and boundaries[0][0] <= now:
-                rt.log.write("outage", state=boundaries.pop(0)[1])
-            while pending and pending[0][0] <= now:
-                _, _, source, direction, frames, tx = heapq.heappop(pending)
-                n = _nbytes(frames)
-                pending_bytes -= n
-                if direction == "up":
-                    try:
-                        backs[source].send_multipart(frames, copy=False)
-                    except zmq.Again:
-                        raise RoleFailed(f"cannot forward to {source.decode(errors='replace')}'s peer: gone or not "
-                                         f"reading for {spec.training.reply_timeout_s:.0f} s", code=3) from None
-                else:
-                    send(front, [source, *frames])
-                    if _kind(frames) == Kind.BYE:
-                        byes += 1
-                rt.metrics.add_bytes(direction, "all", n)
-                rt.metrics.link_queue.labels(**rt.metrics.base, direction=direction).observe(tx.queue_s)
-                rt.log.write("link", source=source.decode(errors="replace"), direction=direction, bytes=n,
-                             queue_s=tx.queue_s, transmit_s=tx.end - tx.start, latency_s=now - tx.arrival,
-                             lost_packets=tx.lost_packets, msg_kind=_kind(frames), onair_bytes=tx.onair_bytes,
-                             airtime_s=tx.airtime_s)
-        rt.log.write("session", status="relayed", auth=security.mode, rejected=rejections.total)
+                    self.admit(self.by_sock[sock], "down", sock.recv_multipart(copy=False))
+            self.deliver()
 
-    return rt.run(body)
+    def read_front(self) -> None:
+        rt, security = self.rt, self.security
+        while len(self.pending) < PENDING_MAX and self.front.poll(0):
+            source, *frames = self.front.recv_multipart(copy=False)
+            user = user_id(frames[-1]) if security.curve and frames else None
+            source = source.bytes
+            rid = source.decode("utf-8", "replace")
+            try:
+                check_upstream(self.limits, self.allowed, rid, user, security.curve, frames)
+            except Rejected as err:
+                self.rejections(user or rid, err.reason, str(err))
+                self.send(self.front, [source, *encode(error_message(str(err), rt.experiment.name, rt.instance))])
+                continue
+            if source not in self.backs:
+                back = bound_socket(self.ctx, zmq.DEALER, bind=False, security=security, identity=source,
+                                    peer=route_target(self.spec, rid), max_msg_bytes=self.cap,
+                                    sndtimeo_s=self.spec.training.reply_timeout_s)
+                back.connect(self.routes.get(rid, self.args.connect))
+                self.backs[source], self.by_sock[back] = back, source
+                self.poller.register(back, zmq.POLLIN)
+            self.admit(source, "up", frames)
+
+    def deliver(self) -> None:
+        """Record outage boundaries that passed, and hand on every message that has arrived."""
+        rt, now = self.rt, time.monotonic()
+        while self.boundaries and self.boundaries[0][0] <= now:
+            rt.log.write("outage", state=self.boundaries.pop(0)[1])
+        while self.pending and self.pending[0][0] <= now:
+            _, _, source, direction, frames, tx = heapq.heappop(self.pending)
+            n = _nbytes(frames)
+            self.pending_bytes -= n
+            if direction == "up":
+                try:
+                    self.backs[source].send_multipart(frames, copy=False)
+                except zmq.Again:
+                    raise RoleFailed(f"cannot forward to {source.decode(errors='replace')}'s peer: gone or not "
+                                     f"reading for {self.spec.training.reply_timeout_s:.0f} s", code=3) from None
+            else:
+                self.send(self.front, [source, *frames])
+                if _kind(frames) == Kind.BYE:
+                    self.byes += 1
+            rt.metrics.add_bytes(direction, "all", n)
+            rt.metrics.link_queue.labels(**rt.metrics.base, direction=direction).observe(tx.queue_s)
+            rt.log.write("link", source=source.decode(errors="replace"), direction=direction, bytes=n,
+                         queue_s=tx.queue_s, transmit_s=tx.end - tx.start, latency_s=now - tx.arrival,
+                         lost_packets=tx.lost_packets, msg_kind=_kind(frames), onair_bytes=tx.onair_bytes,
+                         airtime_s=tx.airtime_s)
+
+
+def run(args) -> int:
+    return Relay(args).run()
