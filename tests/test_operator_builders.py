@@ -94,6 +94,7 @@ def test_every_pod_is_hardened_and_gets_only_its_own_secret_key(auth):
         assert ctx["readOnlyRootFilesystem"] is True and ctx["capabilities"] == {"drop": ["ALL"]}
         assert ctx["allowPrivilegeEscalation"] is False
         assert c["resources"]["requests"]["cpu"]  # every container requests CPU
+        assert c["resources"]["limits"]["memory"]  # and has a memory limit (the link too)
         mounts = {m["mountPath"] for m in c["volumeMounts"]}
         assert {"/tmp", "/var/run/splitbench"} <= mounts  # where a role writes, on a read-only root
         keys = [v for v in spec["volumes"] if v["name"] == "keys"]
@@ -116,3 +117,14 @@ def test_long_experiment_names_give_unique_children_of_at_most_63_characters():
     names = [o["metadata"]["name"] for o in build(exp, UID, "bench") if o["kind"] != "Service"]
     assert all(len(n) <= 63 for n in names)
     assert len(names) == len(set(names))
+
+
+def test_the_network_policy_admits_only_the_experiments_pods_and_the_chosen_scrapers():
+    exp = Experiment.model_validate(experiment_doc(name="exp"))
+    closed = by_kind(build(exp, UID, "bench"), "NetworkPolicy")[0]["spec"]
+    assert closed["podSelector"] == {"matchLabels": {"splitbench.dev/experiment": "exp"}}
+    assert closed["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"splitbench.dev/experiment": "exp"}}}],
+                                  "ports": [{"protocol": "TCP", "port": 5555}]}]
+    scraped = by_kind(build(exp, UID, "bench", metrics_namespaces={"team": "monitoring"}), "NetworkPolicy")[0]
+    assert scraped["spec"]["ingress"][1] == {"from": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+                                            "ports": [{"protocol": "TCP", "port": METRICS_PORT}]}

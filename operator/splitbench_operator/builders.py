@@ -75,6 +75,8 @@ def _resources(role: Role) -> dict:
         limits["nvidia.com/gpu"] = str(role.gpu)
     requests = dict(limits)
     requests.setdefault("cpu", CPU_REQUEST)
+    if role.memory_request:
+        requests["memory"] = role.memory_request
     return {"limits": limits, "requests": requests}
 
 

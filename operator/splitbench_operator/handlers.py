@@ -8,6 +8,7 @@ delete         remove every child (owner references let the garbage collector do
 """
 from __future__ import annotations
 
+import json
 import os
 
 import kopf
@@ -29,6 +30,13 @@ def images() -> Images:
                   gpu=os.environ.get("SPLITBENCH_GPU_IMAGE", Images.gpu),
                   pull_policy=os.environ.get("SPLITBENCH_PULL_POLICY", Images.pull_policy),
                   runtime_class=os.environ.get("SPLITBENCH_RUNTIME_CLASS") or None)
+
+
+def metrics_namespaces() -> dict | None:
+    """The chart's networkPolicy.metricsNamespaceLabels: namespaces that may scrape the roles'
+    metrics port (None: none may)."""
+    labels = json.loads(os.environ.get("SPLITBENCH_METRICS_NAMESPACE_LABELS") or "{}")
+    return labels or None
 
 
 def experiment(body: kopf.Body) -> Experiment:
@@ -57,7 +65,7 @@ def apply(body: kopf.Body, uid: str, namespace: str, patch: kopf.Patch, logger, 
         return  # a finished run resumed after an operator restart: nothing to start again
     try:
         exp = experiment(body)
-        objects = build(exp, uid, namespace, images())
+        objects = build(exp, uid, namespace, images(), metrics_namespaces())
     except kopf.PermanentError as err:
         fail(patch, f"invalid spec: {err}")
     except (SpecError, ValueError, ArithmeticError, OverflowError) as err:  # e.g. a quantity builders cannot render

@@ -21,6 +21,9 @@ from .spec import Experiment, ExperimentSpec
 PORT = 5555            # the experiment port, in a container or pod (local runs pick free ports)
 METRICS_PORT = 9100    # the metrics port, likewise
 SPEC_FILE = "spec.yaml"
+DEFAULT_MEMORY = "4Gi"  # a role whose device states no memory: a bound, far above what one uses
+LINK_MEMORY = "2Gi"     # the link emulator: its queue is bounded to 256 MiB (roles/link.py)
+MEMORY_REQUEST = "1Gi"  # what such a role asks the scheduler for (a process with torch: under 1 GiB)
 KEYS_DIR = "keys"       # in the run folder: one CURVE keypair per role (transport/keys.py)
 KINDS = ("source", "server", "aggregator", "link", "trainer")
 
@@ -77,7 +80,8 @@ class Role:
     aggregator: str | None = None               # role name through which it reaches the aggregator
     routes: tuple[tuple[str, str], ...] = ()    # link only: routing id -> role name of that peer
     cpu: float | None = None                    # cores; None: no quota
-    memory: str | None = None                   # Kubernetes quantity, e.g. "1Gi"
+    memory: str | None = None                   # Kubernetes quantity, e.g. "1Gi": the limit
+    memory_request: str | None = None           # what to reserve (the limit where the device states one)
     gpu: int = 0
     env: tuple[tuple[str, str], ...] = (("PYTHONUNBUFFERED", "1"),)
     volumes: tuple[Volume, ...] = VOLUMES
@@ -171,7 +175,9 @@ def _roles(spec: ExperimentSpec) -> list[Role]:
     sources = resolve_device(spec.sources.device)
     if not spec.uses_network:  # one process trains the whole model on all the data
         server = resolve_device(spec.server.device)
-        return [Role(role_name("trainer"), "trainer", 0, "edge", False, cpu=server.cpu, memory=server.memory)]
+        return [Role(role_name("trainer"), "trainer", 0, "edge", False, cpu=server.cpu,
+                     memory=server.memory or DEFAULT_MEMORY,
+                     memory_request=server.memory or MEMORY_REQUEST)]
     servers, agg, second_peer = _shape_of(spec)
     k = spec.sources.replicas
     gpu_image = "gpu" if spec.server.gpu else "edge"
@@ -179,21 +185,25 @@ def _roles(spec: ExperimentSpec) -> list[Role]:
     roles: list[Role] = []
     if agg:  # the high-computational device: the CUDA image where the experiment has GPUs
         device = resolve_device(spec.aggregator.device)
-        roles.append(Role(agg, "aggregator", 0, gpu_image, True, cpu=device.cpu, memory=device.memory))
+        roles.append(Role(agg, "aggregator", 0, gpu_image, True, cpu=device.cpu, memory=device.memory or DEFAULT_MEMORY,
+                          memory_request=device.memory or MEMORY_REQUEST))
     direct = _direct_routes(spec, servers, agg, second_peer)
     if relay:
         first_hop = role_name("server") if servers else agg
-        roles.append(Role(relay, "link", 0, "edge", True, connect=first_hop, routes=tuple(direct.items())))
+        roles.append(Role(relay, "link", 0, "edge", True, connect=first_hop, routes=tuple(direct.items()),
+                          memory=LINK_MEMORY, memory_request=MEMORY_REQUEST))
     server_device = resolve_device(spec.server.device)
     for j in range(servers):
         roles.append(Role(role_name("server", j), "server", j, gpu_image, True,
                           aggregator=(relay or agg) if agg else None, cpu=server_device.cpu,
-                          memory=server_device.memory, gpu=spec.server.gpu))
+                          memory=server_device.memory or DEFAULT_MEMORY,
+                          memory_request=server_device.memory or MEMORY_REQUEST, gpu=spec.server.gpu))
     for i in range(k):
         name = role_name("source", i)
         roles.append(Role(name, "source", i, "edge", False, connect=relay or direct[name],
                           aggregator=(relay or agg) if second_peer else None,
-                          cpu=sources.cpu, memory=sources.memory))
+                          cpu=sources.cpu, memory=sources.memory or DEFAULT_MEMORY,
+                          memory_request=sources.memory or MEMORY_REQUEST))
     return roles
 
 

@@ -104,6 +104,8 @@ def container_options(role: Role, images: ContainerImages, run: str, exp: Experi
         opts["nano_cpus"] = int(round(role.cpu * 1e9))
     if role.memory:
         opts["mem_limit"] = memory_bytes(role.memory)
+    if role.memory_request and role.memory_request != role.memory:
+        opts["mem_reservation"] = memory_bytes(role.memory_request)
     if role.gpu:
         import docker
 

@@ -122,6 +122,10 @@ class Source:
         after_tx, after_rx = self.moved()
         self.rt.log.write("control", **byte_fields(self.start_tx + (after_tx - end_tx),
                                                     self.start_rx + (after_rx - end_rx)))
+        # what the wire carried besides the payload (framing; CURVE's per-frame overhead)
+        wire = sum((p.ep.transport for p in self.links), Counter())
+        self.rt.log.write("session", status="transport", auth=self.spec.transport.auth,
+                          transport_tx_bytes=wire["tx"], transport_rx_bytes=wire["rx"])
 
 
 def run(args) -> int:
