@@ -135,3 +135,22 @@ def test_an_overflowing_cpu_fails_with_one_line_and_no_retry(cluster):
         assert all(not v for v in children("cpu").values())
     assert runner.exception is None
     assert runner.output.count("invalid spec") <= 3  # reported, not retried in a loop
+
+
+def test_experiments_whose_names_share_a_long_prefix_get_children_of_their_own(cluster):
+    """Child names used to be the experiment's name cut to 40 characters, so two suite runs
+    with a long common prefix fought over the same children: now each keeps its own."""
+    prefix = "compressed-split-paper-compressed-split-s4-"  # 43 characters, as in the shipped suites
+    names = [prefix + "wifi6", prefix + "ethernet-1g"]
+    with KopfRunner(KOPF, timeout=60) as runner:
+        for name in names:
+            submit(experiment_doc(name=name, sources={"replicas": 1}))
+        for name in names:
+            wait(f"children of {name}", lambda n=name: status(n).get("children"))
+        kids = {name: children(name) for name in names}
+        for name in names:
+            assert {k: len(v) for k, v in kids[name].items()} == {"ConfigMap": 1, "Service": 2, "Pod": 2, "Job": 1}
+            assert all(len(o.metadata.name) <= 63 for v in kids[name].values() for o in v)
+        first, second = ({o.metadata.name for v in kids[n].values() for o in v} for n in names)
+        assert not first & second
+    assert runner.exception is None
