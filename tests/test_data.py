@@ -20,7 +20,8 @@ def test_fashion_mnist_from_debian_files(tmp_path, monkeypatch):
     assert d.meta == dataset_meta(DatasetSpec(name="fashion_mnist"))
 
 
-def test_missing_dataset_says_how_to_get_it(tmp_path):
+def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPLITBENCH_DATA_ROOTS", str(tmp_path))  # dataset.root must be under an allowed root
     with pytest.raises(DatasetMissing, match="apt-get install dataset-fashion-mnist"):
         load_dataset(DatasetSpec(name="fashion_mnist", root=str(tmp_path)))
     with pytest.raises(DatasetMissing, match="CIFAR-10 not found.*download: true"):
