@@ -94,11 +94,11 @@ images: deps dataset  ## the edge (CPU) and GPU images through the Docker Engine
 	$(BIN)/python tools/images.py --tag $(TAG) $(IMAGES)
 
 load:  ## put the images into the cluster's nodes (CLUSTER=kind or k3s)
-ifeq ($(CLUSTER),k3s)
-	docker save splitbench-edge:$(TAG) splitbench-gpu:$(TAG) | sudo k3s ctr images import -
-else
-	kind load docker-image splitbench-edge:$(TAG) splitbench-gpu:$(TAG) --name splitbench
-endif
+	@built=$$(for i in splitbench-edge:$(TAG) splitbench-gpu:$(TAG); do docker image inspect $$i >/dev/null 2>&1 && echo $$i; done); \
+	[ -n "$$built" ] || { echo "no splitbench image to load: run make images"; exit 1; }; \
+	echo "loading $$built"; \
+	if [ "$(CLUSTER)" = k3s ]; then docker save $$built | sudo k3s ctr images import -; \
+	else kind load docker-image $$built --name splitbench; fi
 
 deploy: deps  ## install or upgrade the chart (CRD, operator, RBAC, dashboards) into NAMESPACE
 	$(HELM) upgrade --install splitbench helm/splitbench --namespace $(NAMESPACE) --create-namespace \

@@ -80,3 +80,15 @@ def test_a_role_killed_in_its_container_ends_the_run_with_its_last_lines(contain
     assert r.message.startswith("source-1 exited with code 137: ")
     assert "\n" not in r.message
     assert leftovers(container_engine, exp.name) == []
+
+
+def test_each_container_gets_only_its_own_secret_key(tmp_path):
+    from splitbench.executors.docker import per_role_keys
+
+    roles = ["link-0", "server-0", "source-0", "source-1"]
+    folders = per_role_keys(tmp_path, roles)
+    for role in roles:
+        names = sorted(p.name for p in folders[role].iterdir())
+        assert names == sorted([f"{r}.pub" for r in roles] + [f"{role}.key"])
+        assert all(oct(p.stat().st_mode & 0o777) == "0o400" for p in folders[role].iterdir())
+    assert not (tmp_path / "all").exists()  # the folder with every secret key is gone

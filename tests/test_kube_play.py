@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -71,10 +72,13 @@ def playable(objs: list[dict], keys_root: Path) -> list[dict]:
                     folder = keys_root / o["metadata"]["name"]
                     folder.mkdir(parents=True)
                     data = secrets[v["secret"]["secretName"]]
-                    for item in v["secret"]["items"]:
-                        (folder / item["path"]).write_text(data[item["key"]])
-                        os.chown(folder / item["path"], 10001, 10001)
-                    os.chown(folder, 10001, 10001)
+                    for item in v["secret"]["items"]:  # as the kubelet projects them: root-owned, the
+                        path = folder / item["path"]  # item's mode, the pod's fsGroup (10001)
+                        path.write_text(data[item["key"]])
+                        os.chown(path, 0, 10001)
+                        os.chmod(path, item.get("mode", v["secret"].get("defaultMode", 0o644)) | 0o040)
+                    os.chown(folder, 0, 10001)
+                    os.chmod(folder, 0o750)
                     del v["secret"]
                     v["hostPath"] = {"path": str(folder), "type": "Directory"}
             c = o["spec"]["containers"][0]
@@ -94,6 +98,8 @@ def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.C
     return done
 
 
+@pytest.mark.skipif(not shutil.which("podman") or os.geteuid() != 0,
+                    reason="podman kube play as root is needed (the keys are handed to the pods' user, uid 10001)")
 def test_the_operators_pods_run_under_podman_kube_play(container_engine, tmp_path):
     doc = experiment_doc(name="kubeplay", network={"profile": "wifi6"})
     doc["spec"]["training"]["maxStepsPerEpoch"] = 3

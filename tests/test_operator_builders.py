@@ -128,3 +128,15 @@ def test_the_network_policy_admits_only_the_experiments_pods_and_the_chosen_scra
     scraped = by_kind(build(exp, UID, "bench", metrics_namespaces={"team": "monitoring"}), "NetworkPolicy")[0]
     assert scraped["spec"]["ingress"][1] == {"from": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
                                             "ports": [{"protocol": "TCP", "port": METRICS_PORT}]}
+
+
+def test_a_long_named_hfsl_without_emulation_addresses_each_source_to_its_own_servers_service():
+    exp = Experiment.model_validate(experiment_doc(name="h" * 50, paradigm={"name": "hfsl", "splitAfter": 2},
+                                                   network={"profile": "unconstrained"}))
+    objs = build(exp, UID, "bench")
+    job = by_kind(objs, "Job")[0]
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    services = {s["metadata"]["name"] for s in by_kind(objs, "Service")}
+    for i in range(2):
+        host = env["SERVER_ADDRESS"].replace("$(SOURCE_INDEX)", str(i)).split("//")[1].split(".")[0]
+        assert host in services

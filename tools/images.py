@@ -40,7 +40,8 @@ WHEELHOUSE = ROOT / "build" / "wheelhouse"
 DATASETS = ROOT / "build" / "datasets"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 WHEELHOUSE_PORT = 47381
-INPUTS = ["requirements.lock", "pyproject.toml", "README.md", "workload", "operator", "benchmarks"]
+INPUTS = ["requirements.lock", "pyproject.toml", "README.md", "workload", "operator", "benchmarks", ".dockerignore",
+          "build/datasets"]
 
 
 def say(msg: str) -> None:
@@ -125,7 +126,9 @@ def fill_wheelhouse(use_index: bool) -> None:
     say("the CPU wheel index is unreachable: filling build/wheelhouse with `pip download` (PyPI's torch)")
     for w in WHEELHOUSE.glob("*.whl"):
         w.unlink()
+    # wheels for the base image's Python (bookworm's and python:3.11-slim's: 3.11), whatever this host runs
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+                    "--python-version", "3.11", "--only-binary=:all:",
                     "-r", str(ROOT / "requirements.lock"), "-d", str(WHEELHOUSE)], check=True)
     stamp.write_text(lock)
 

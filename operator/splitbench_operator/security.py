@@ -26,13 +26,18 @@ WRITABLE = {"run": "/run/splitbench", "tmp": "/tmp"}  # emptyDirs: the only plac
 SPEC_HASH = "splitbench.dev/spec-hash"  # annotation: which spec a child was built from (409 adoption)
 
 
+PREFIX_MAX = 40  # the experiment's part of a child's name; suffixes are at most 22 characters
+
+
 def child_name(experiment: str, suffix: str) -> str:
-    """A DNS label (<= 63) unique per experiment and suffix: long names keep a short hash of the whole."""
-    full = f"{experiment}-{suffix}"
-    if len(full) <= 63:
-        return full
-    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
-    return f"{experiment[:63 - len(suffix) - 10].rstrip('-')}-{digest}-{suffix}"
+    """A DNS label (<= 63) unique per experiment and suffix. A long experiment name becomes a
+    prefix with a short hash of the whole name; the prefix never depends on the suffix, so a
+    name with a placeholder in its suffix (server-$(SOURCE_INDEX)) expands to the real one."""
+    prefix = experiment
+    if len(experiment) > PREFIX_MAX:
+        digest = hashlib.sha256(experiment.encode()).hexdigest()[:8]
+        prefix = f"{experiment[:PREFIX_MAX - 9].rstrip('-')}-{digest}"
+    return f"{prefix}-{suffix}"
 
 
 def spec_hash(exp: Experiment) -> str:

@@ -13,19 +13,24 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..record import merge
-from ..roleplan import KEYS_DIR, METRICS_PORT, PORT, SPEC_FILE, Role, RolePlan, plan_roles, role_names
+from ..roleplan import METRICS_PORT, PORT, SPEC_FILE, Role, RolePlan, plan_roles, role_names
 from ..transport import make_keys
+from ..transport.keys import KEYS_ENV
 from ..spec import Experiment
 from .base import RunResult
 from .progress import Progress
 
 RUN_DIR = "/var/run/splitbench"          # the run folder, inside every container
 SPEC_PATH = f"/etc/splitbench/{SPEC_FILE}"  # the spec, read-only
+KEYS_PATH = "/etc/splitbench-keys"       # the role's own keys, read-only (as on Kubernetes)
 LABEL = "splitbench.dev/experiment"
 RUN_LABEL = "splitbench.dev/run"
 IMAGE_USER = "10001:10001"               # Dockerfile.edge's numeric non-root user
@@ -85,8 +90,9 @@ def container_args(plan: RolePlan, run: str) -> dict[str, list[str]]:
 
 
 def container_options(role: Role, images: ContainerImages, run: str, exp: Experiment, args: list[str],
-                      run_dir: Path, network: str) -> dict:
-    """The keyword arguments of `containers.create` for one role (pure)."""
+                      run_dir: Path, network: str, keys: Path | None = None) -> dict:
+    """The keyword arguments of `containers.create` for one role (pure). `keys`: the role's
+    own keys folder (its secret key and every public key), mounted read-only."""
     opts = {
         "image": images.gpu if role.image == "gpu" else images.edge,
         "command": args,
@@ -94,9 +100,10 @@ def container_options(role: Role, images: ContainerImages, run: str, exp: Experi
         "hostname": role.name,
         "network": network,
         "labels": {LABEL: exp.name, RUN_LABEL: run, "splitbench.dev/role": role.name},
-        "environment": dict(role.env),
+        "environment": {**dict(role.env), **({KEYS_ENV: KEYS_PATH} if keys else {})},
         "volumes": {str(run_dir): {"bind": RUN_DIR, "mode": "rw"},
-                    str(run_dir / SPEC_FILE): {"bind": SPEC_PATH, "mode": "ro"}},
+                    str(run_dir / SPEC_FILE): {"bind": SPEC_PATH, "mode": "ro"},
+                    **({str(keys): {"bind": KEYS_PATH, "mode": "ro"}} if keys else {})},
         "user": IMAGE_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}",
         "detach": True,
     }
@@ -128,8 +135,6 @@ class DockerExecutor:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         (run_dir / SPEC_FILE).write_text(exp.to_yaml())
-        if exp.spec.transport.auth == "curve":  # the roles read them from the mounted run folder
-            make_keys(run_dir / KEYS_DIR, role_names(exp.spec))
         t0 = time.time()
         run = run_id(exp, t0)
         plan = plan_roles(exp)
@@ -139,12 +144,15 @@ class DockerExecutor:
         ok, message = False, ""
         if os.getuid() == 0:  # the image's user writes the record; the folder is handed back at the end
             _chown_tree(run_dir, 10001, 10001)
+        keys = tempfile.TemporaryDirectory(prefix=f"sb-{run}-keys-")
         try:
+            role_keys = (per_role_keys(Path(keys.name), role_names(exp.spec))
+                         if exp.spec.transport.auth == "curve" else {})
             network = client.networks.create(f"sb-{run}", driver="bridge", labels={LABEL: exp.name, RUN_LABEL: run})
             args = container_args(plan, run)
             for role in plan:
                 c = client.containers.create(**container_options(role, self.images, run, exp, args[role.name],
-                                                                 run_dir, network.name))
+                                                                 run_dir, network.name, role_keys.get(role.name)))
                 containers[role.name] = c
                 c.start()
             ok, message = self._watch(containers, progress, t0)
@@ -155,21 +163,24 @@ class DockerExecutor:
         except Exception as err:
             message = f"docker: {type(err).__name__}: {err}".splitlines()[0]
         finally:
-            self._stop(containers, "SIGTERM")
-            self._save_logs(containers, run_dir)
-            for c in containers.values():
+            # a second Ctrl-C must not leave containers behind: clean up first, then let it through
+            main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+            try:
+                self._stop(containers, "SIGTERM")
+                self._save_logs(containers, run_dir)
+                remove_run(client, run)  # by label: also a container created just before an interrupt
+                keys.cleanup()
+                if os.getuid() == 0:
+                    _chown_tree(run_dir, 0, 0)
                 try:
-                    c.remove(force=True)
-                except Exception:
-                    pass
-            if network is not None:
-                try:
-                    network.remove()
-                except Exception:
-                    pass
-            if os.getuid() == 0:
-                _chown_tree(run_dir, 0, 0)
-            merge(run_dir, t0, executor="docker")
+                    merge(run_dir, t0, executor="docker")
+                except Exception as err:  # the roles' own files stay; say why there is no merged record
+                    message = f"{message}; record not merged: {type(err).__name__}: {err}".lstrip("; ")
+                    ok = False
+            finally:
+                if main_thread:
+                    signal.signal(signal.SIGINT, previous)
             if not self.quiet:
                 progress.poll()
                 progress.show(force=True)
@@ -224,6 +235,40 @@ class DockerExecutor:
                 (run_dir / f"{name}.log").write_bytes(c.logs(stdout=True, stderr=True))
             except Exception:
                 pass
+
+
+def per_role_keys(root: Path, roles: list[str]) -> dict[str, Path]:
+    """role -> a folder with only that role's secret key and every role's public key (what
+    a Kubernetes pod sees of the Secret), readable by the image's user alone."""
+    everything = make_keys(root / "all", roles)
+    owner = (10001, 10001) if os.getuid() == 0 else (os.getuid(), os.getgid())
+    out = {}
+    for role in roles:
+        folder = root / role
+        folder.mkdir(mode=0o700)
+        for f in [*everything.glob("*.pub"), everything / f"{role}.key"]:
+            shutil.copyfile(f, folder / f.name)
+            os.chmod(folder / f.name, 0o400)
+            os.chown(folder / f.name, *owner)
+        os.chown(folder, *owner)
+        out[role] = folder
+    shutil.rmtree(everything)
+    return out
+
+
+def remove_run(client, run: str) -> None:
+    """Remove every container and network labelled with this run."""
+    flt = {"label": f"{RUN_LABEL}={run}"}
+    for c in client.containers.list(all=True, filters=flt):
+        try:
+            c.remove(force=True)
+        except Exception:
+            pass
+    for n in client.networks.list(filters=flt):
+        try:
+            n.remove()
+        except Exception:
+            pass
 
 
 def last_lines(container, n: int = LAST_LINES) -> str:
