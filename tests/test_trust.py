@@ -56,7 +56,8 @@ class Staged:
         self.run_dir.mkdir(parents=True)
         (self.run_dir / "spec.yaml").write_text(self.exp.to_yaml())
         make_keys(self.run_dir / "keys", role_instances(self.exp.spec))
-        self.plan = LocalExecutor(tmp_path, cpu_limit="off").plan(self.exp, self.run_dir)
+        self.plan = [(role.name, argv) for role, argv in
+                     LocalExecutor(tmp_path, cpu_limit="off").processes(self.exp, self.run_dir)]
         self.ports = {inst: int(argv[argv.index("--metrics-port") + 1]) for inst, argv in self.plan}
         self.t0 = time.time()
         self.procs: dict = {}
