@@ -32,7 +32,9 @@ def test_profiles_and_explicit_quotas():
 def test_quota_is_enforced_and_threads_follow_it(mode):
     if mode == "cgroup" and not (os.geteuid() == 0 and os.access("/sys/fs/cgroup/cpu", os.W_OK)):
         pytest.skip("no writable cgroup v1 cpu hierarchy (needs root)")
-    r = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, timeout=60)
+    # generous: a cold `import torch` on a shared, loaded machine can take a minute; the
+    # assertion is on the CPU share measured after it, not on wall time
+    r = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, timeout=300)
     remove_cgroups(["pytest-probe-cgroup"])
     assert r.returncode == 0, r.stderr
     mech, threads, share = r.stdout.split()

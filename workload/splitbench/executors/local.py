@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,10 +36,35 @@ def _die_with_parent() -> None:
         pass
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_TAKEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a role to listen on, free now, below the kernel's ephemeral range
+    and never handed out twice by this process: a port from bind(0) is an ephemeral one, which
+    an outgoing connection (the relay's, say) may take before the role that was given it binds."""
+    low = max(1024, _ephemeral_low() - 12000)
+    for _ in range(200):  # bounded: a busy range still ends with a clear error
+        port = random.randrange(low, _ephemeral_low())
+        if port in _TAKEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if len(_TAKEN) > 4096:  # long benches: ports of finished runs are free again
+            _TAKEN.clear()
+        _TAKEN.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {low}..{_ephemeral_low() - 1}")
 
 
 class LocalExecutor:
