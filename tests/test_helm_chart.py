@@ -64,6 +64,7 @@ _NEEDED = ({("splitbench.dev", "experiments", v) for v in ("get", "list", "watch
            | {("splitbench.dev", "experiments/status", "patch")}
            | {("", kind, v) for kind in ("pods", "services", "configmaps") for v in ("create", "list", "delete")}
            | {("", "secrets", v) for v in ("get", "create", "delete")}
+           | {("", "persistentvolumeclaims", v) for v in ("get", "list", "create", "delete")}
            | {("networking.k8s.io", "networkpolicies", v) for v in ("get", "create", "delete")}
            | {("batch", "jobs", v) for v in ("create", "list", "delete")} | {("", "events", "create")})
 

@@ -31,6 +31,7 @@ _CREATE = {
     "Secret": lambda ns, o: core().create_namespaced_secret(ns, o),
     "Job": lambda ns, o: batch().create_namespaced_job(ns, o),
     "NetworkPolicy": lambda ns, o: networking().create_namespaced_network_policy(ns, o),
+    "PersistentVolumeClaim": lambda ns, o: core().create_namespaced_persistent_volume_claim(ns, o),
 }
 _READ = {
     "ConfigMap": lambda ns, n: core().read_namespaced_config_map(n, ns),
@@ -39,6 +40,7 @@ _READ = {
     "Secret": lambda ns, n: core().read_namespaced_secret(n, ns),
     "Job": lambda ns, n: batch().read_namespaced_job(n, ns),
     "NetworkPolicy": lambda ns, n: networking().read_namespaced_network_policy(n, ns),
+    "PersistentVolumeClaim": lambda ns, n: core().read_namespaced_persistent_volume_claim(n, ns),
 }
 SPEC_HASH = "splitbench.dev/spec-hash"  # security.SPEC_HASH
 
@@ -96,6 +98,7 @@ def delete_children(namespace: str, experiment: str) -> int:
         (core().list_namespaced_pod, core().delete_namespaced_pod),
         (core().list_namespaced_service, core().delete_namespaced_service),
         (core().list_namespaced_config_map, core().delete_namespaced_config_map),
+        (core().list_namespaced_persistent_volume_claim, core().delete_namespaced_persistent_volume_claim),
     ]
     n = 0
     for lister, deleter in listed:
