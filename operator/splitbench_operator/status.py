@@ -93,8 +93,8 @@ def rollup(pods: list[dict], job: dict | None, sources: int) -> dict:
     lost_note = f"; lost {_lost(lost)}" if lost else ""
     if running:
         return _phase("Running", "SourcesLost" if lost else "Running", f"{len(running)} pods running{lost_note}", progress)
-    return _phase("Pending", "PodsPending", f"{len(by_phase.get('Pending', []))} of {len(pods)} pods pending{lost_note}",
-                  progress)
+    return _phase("Pending", "SourcesLost" if lost else "PodsPending",
+                  f"{len(by_phase.get('Pending', []))} of {len(pods)} pods pending{lost_note}", progress)
 
 
 def _lost(indexes: list[int]) -> str:
