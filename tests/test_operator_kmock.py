@@ -293,3 +293,23 @@ def test_a_failed_spec_is_a_failed_condition_kubectl_wait_can_see(cluster):
         assert failed["reason"] == "InvalidSpec" and "sources.replicas" in failed["message"]
         assert status("nope")["observedGeneration"] == 1 and not kubectl_wait("nope", "Ready")
     assert runner.exception is None
+
+
+def test_a_child_of_an_earlier_run_still_terminating_is_waited_for_not_a_failure(cluster):
+    """Re-running an experiment of the same name: the earlier run's claim or pods may still be
+    on their way out (grace period, pvc-protection); the new run starts once they are gone."""
+    core = kubernetes.client.CoreV1Api()
+    core.create_namespaced_config_map(NS, {"metadata": {
+        "name": "again-spec", "namespace": NS, "finalizers": ["test/hold"],
+        "labels": {"splitbench.dev/experiment": "again"}}, "data": {"spec.yaml": "the earlier run's"}})
+    core.delete_namespaced_config_map("again-spec", NS)  # held by its finalizer: terminating
+    assert core.read_namespaced_config_map("again-spec", NS).metadata.deletion_timestamp
+    with KopfRunner(KOPF, timeout=60) as runner:
+        submit(experiment_doc(name="again", sources={"replicas": 1}))
+        time.sleep(2)
+        assert status("again").get("phase") != "Failed" and not status("again").get("children")
+        core.patch_namespaced_config_map("again-spec", NS, {"metadata": {"finalizers": None}})  # now it goes
+        wait("the children", lambda: status("again").get("children"), timeout=30)
+        assert core.read_namespaced_config_map("again-spec", NS).data["spec.yaml"] != "the earlier run's"
+    assert runner.exception is None
+    assert "still being deleted" in runner.output

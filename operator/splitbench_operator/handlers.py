@@ -25,6 +25,7 @@ from .builders import Images, RecordsVolume, build, records_reader
 from .status import conditions, rollup
 
 INTERVAL = float(os.environ.get("SPLITBENCH_STATUS_INTERVAL", "5"))
+RETRY_S = INTERVAL  # a child's name still held by an earlier run's object: try again after this
 
 
 def images() -> Images:
@@ -98,6 +99,8 @@ def apply(body: kopf.Body, uid: str, namespace: str, patch: kopf.Patch, logger, 
         created = [o["metadata"]["name"] for o in objects if kube.create(o)]
     except kube.Foreign as err:
         fail(patch, body, "NameTaken", str(err))
+    except kube.Terminating as err:  # gone in seconds: try again (kopf retries, what was created is kept)
+        raise kopf.TemporaryError(str(err), delay=RETRY_S) from None
     names = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
     logger.info(f"{len(created)} created, {len(objects) - len(created)} already there: {', '.join(names)}")
     claims = [n for n in names if n.startswith("PersistentVolumeClaim/")]

@@ -49,6 +49,11 @@ class Foreign(RuntimeError):
     """A child's name is taken by an object that is not this Experiment's; str() is one line."""
 
 
+class Terminating(RuntimeError):
+    """A child's name is still held by an object on its way out (an earlier Experiment of the
+    same name: its pods' grace period, its claim until they are gone); str() is one line."""
+
+
 def create(obj: dict) -> bool:
     """Create obj; True if created now, False if it already existed and is ours to adopt: owned
     by the same Experiment (uid) and, where obj carries a spec hash, built from the same spec.
@@ -62,6 +67,8 @@ def create(obj: dict) -> bool:
             raise
     existing = plain(_READ[obj["kind"]](ns, name))
     meta = existing.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        raise Terminating(f"{obj['kind']}/{name} of an earlier run is still being deleted")
     want_uids = {r["uid"] for r in obj["metadata"].get("ownerReferences", [])}
     have_uids = {r.get("uid") for r in meta.get("ownerReferences") or []}
     if want_uids and not want_uids & have_uids:
