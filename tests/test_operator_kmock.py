@@ -313,3 +313,22 @@ def test_a_child_of_an_earlier_run_still_terminating_is_waited_for_not_a_failure
         assert core.read_namespaced_config_map("again-spec", NS).data["spec.yaml"] != "the earlier run's"
     assert runner.exception is None
     assert "still being deleted" in runner.output
+
+
+def test_a_spec_edited_mid_run_is_not_applied_and_the_conditions_say_which_generation_they_speak_for(cluster):
+    with KopfRunner(KOPF, timeout=60) as runner:
+        submit(experiment_doc(name="edit", paradigm={"name": "centralized"}))
+        wait("the children", lambda: status("edit").get("children"))
+        # an edit, with the generation bump the API server makes for a spec change
+        custom().patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "edit", {
+            "metadata": {"generation": 2}, "spec": {"training": {"epochs": 2}}})
+        wait("the edit handled", lambda: '"epochs":2' in get_experiment("edit")["metadata"]["annotations"].get(
+            "kopf.zalando.org/last-handled-configuration", ""))
+        set_pod_phase("edit-trainer", "Succeeded")
+        wait("Succeeded", lambda: status("edit").get("phase") == "Succeeded")
+        st = status("edit")
+        assert st["observedGeneration"] == 1 and {c["observedGeneration"] for c in st["conditions"]} == {1}
+        assert [c["status"] for c in st["conditions"] if c["type"] == "Ready"] == ["True"]
+        assert kubectl_wait("edit", "Ready") is None  # not for generation 2: kubectl wait would keep waiting
+    assert runner.exception is None
+    assert "spec changed after the run was created: not applied" in runner.output

@@ -3,6 +3,7 @@
 
 create/resume  validate the spec with the same pydantic model as `splitbench validate`,
                build the children (pure builders) and create them; existing ones are kept
+update         a spec edited after creation is not applied: a warning (an Event) says so
 timer          roll the pods' and the Job's state up into status.phase / progress / message /
                conditions; when the run ends with a records volume, start the pod that
                prints it back for the executor (builders.records_reader)
@@ -54,9 +55,11 @@ def records_volume() -> RecordsVolume | None:
 
 
 def set_status(patch: kopf.Patch, body: kopf.Body, phase: str, reason: str, message: str, **fields) -> None:
-    """status.phase and message, the conditions that go with them, observedGeneration."""
+    """status.phase and message, the conditions that go with them, and observedGeneration:
+    the generation whose spec the children were built from (set when they are; a spec
+    edited later is not applied, so the generation the status speaks for stays that one)."""
     before = body.get("status") or {}
-    generation = body.metadata.get("generation")
+    generation = before.get("observedGeneration") if "children" in before else body.metadata.get("generation")
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     patch.status.update(phase=phase, message=message, observedGeneration=generation,
                         conditions=conditions(phase, reason, message, before.get("conditions"), now, generation),
@@ -127,7 +130,7 @@ def roll_up(body: kopf.Body, name: str, namespace: str, uid: str, status, patch:
     pods, job = kube.children(namespace, name)
     new = rollup(pods, job, _sources(exp))
     reason = new.pop("reason")
-    if any(status.get(k) != v for k, v in new.items()) or status.get("observedGeneration") != body.metadata.get("generation"):
+    if any(status.get(k) != v for k, v in new.items()):
         if new["phase"] in TERMINAL and str(status.get("records", "")).startswith("PersistentVolumeClaim/"):
             _start_reader(exp, uid, namespace, logger)  # before the phase: a watcher of it finds the reader there
         phase, message = new.pop("phase"), new.pop("message")
@@ -141,6 +144,13 @@ def _start_reader(exp: Experiment, uid: str, namespace: str, logger) -> None:
         kube.create(records_reader(exp, uid, namespace, images()))
     except kube.Foreign as err:  # the record stays on the volume; the executor says it found no reader
         logger.warning(f"records reader not started: {err}")
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def spec_changed(logger, **_) -> None:
+    """A run keeps the spec it started with (its record must say what was measured)."""
+    logger.warning("spec changed after the run was created: not applied; delete the Experiment and create it again "
+                   "to run the new spec (status.observedGeneration stays the generation that runs)")
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
