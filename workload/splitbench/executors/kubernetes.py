@@ -60,7 +60,9 @@ class KubernetesExecutor:
             self._replace(custom, ns, exp)
             t0 = time.time()
             ok, message, status = self._watch(custom, ns, exp.name, t0)
-            note = self._collect(core, ns, exp.name, run_dir, str(status.get("records", "")))
+            # the operator starts the volume's reader when the run ends: none for a run timed out here
+            volume = str(status.get("records", "")) if status.get("phase") in TERMINAL else ""
+            note = self._collect(core, ns, exp.name, run_dir, volume)
             message += f"; {note}" if note else ""
             if not self.keep:
                 self._delete(custom, ns, exp.name)
