@@ -23,7 +23,8 @@ NS = "bench"
 
 class _ApiServer(kmock.KubernetesEmulator):
     """kmock keeps what it is sent; an API server also gives each new object a namespace, a
-    uid and a resourceVersion, which kopf and owner references rely on."""
+    uid, a resourceVersion and a generation, which kopf, owner references and conditions
+    rely on."""
 
     async def _handle(self, request):
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
@@ -31,6 +32,7 @@ class _ApiServer(kmock.KubernetesEmulator):
             meta.setdefault("namespace", request.namespace)
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("resourceVersion", "1")
+            meta.setdefault("generation", 1)  # what conditions' observedGeneration answers to
         return await super()._handle(request)
 
 

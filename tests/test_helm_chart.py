@@ -50,6 +50,16 @@ def test_rendered_objects_are_valid_kubernetes_and_pods_carry_prometheus_annotat
     assert env["SPLITBENCH_EDGE_IMAGE"] == "splitbench-edge:latest"
 
 
+def test_the_records_volume_setting_reaches_the_operator():
+    def env(*args):
+        (deploy,) = [d for d in render(*args) if d["kind"] == "Deployment"]
+        values = {e["name"]: e["value"] for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return json.loads(values["SPLITBENCH_RECORDS_PERSISTENCE"])
+    assert env()["enabled"] is False  # no storage class needed by default: records come back through pod logs
+    on = env("--set", "records.persistence.enabled=true", "--set", "records.persistence.storageClassName=fast")
+    assert on == {"enabled": True, "storageClassName": "fast", "accessMode": "ReadWriteOnce", "size": "1Gi"}
+
+
 def test_watching_some_namespaces():
     (deploy,) = [d for d in render("--set", "operator.namespaces={lab,bench}") if d["kind"] == "Deployment"]
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -64,6 +74,7 @@ _NEEDED = ({("splitbench.dev", "experiments", v) for v in ("get", "list", "watch
            | {("splitbench.dev", "experiments/status", "patch")}
            | {("", kind, v) for kind in ("pods", "services", "configmaps") for v in ("create", "list", "delete")}
            | {("", "secrets", v) for v in ("get", "create", "delete")}
+           | {("", "persistentvolumeclaims", v) for v in ("get", "list", "create", "delete")}
            | {("networking.k8s.io", "networkpolicies", v) for v in ("get", "create", "delete")}
            | {("batch", "jobs", v) for v in ("create", "list", "delete")} | {("", "events", "create")})
 
@@ -119,6 +130,8 @@ def test_the_dashboards_ship_as_configmaps_for_grafanas_sidecar():
     ("operator.namespaces={Not_A_Namespace}", "/operator/namespaces/0"),
     ("operator.statusIntervalSeconds=0", "/operator/statusIntervalSeconds"),
     ("typo=1", "typo"),
+    ("records.persistence.accessMode=ReadMostly", "/records/persistence/accessMode"),
+    ("records.persistence.size=lots", "/records/persistence/size"),
 ])
 def test_the_values_schema_refuses_bad_values(bad, field):
     r = helm("template", "sb", str(CHART), "--set", bad, ok=False)

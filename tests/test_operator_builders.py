@@ -3,7 +3,8 @@ import kubernetes_validate
 import pytest
 
 from splitbench.spec import Experiment
-from splitbench_operator.builders import METRICS_PORT, Images, build
+from splitbench.roleplan import RESTART_LIMIT
+from splitbench_operator.builders import METRICS_PORT, Images, RecordsVolume, build, records_reader
 from conftest import experiment_doc
 
 K8S = "1.35.0"
@@ -140,3 +141,48 @@ def test_a_long_named_hfsl_without_emulation_addresses_each_source_to_its_own_se
     for i in range(2):
         host = env["SERVER_ADDRESS"].replace("$(SOURCE_INDEX)", str(i)).split("//")[1].split(".")[0]
         assert host in services
+
+
+def test_servers_restart_in_place_and_a_source_is_retried_by_its_job_a_bounded_number_of_times():
+    objs = objects(paradigm={"name": "hfsl", "splitAfter": 2}, network={"profile": "wifi6"})
+    restart = {p["metadata"]["labels"]["splitbench.dev/role"]: p["spec"]["restartPolicy"] for p in by_kind(objs, "Pod")}
+    assert restart == {"aggregator": "OnFailure", "server": "OnFailure", "link": "Never"}
+    job = by_kind(objs, "Job")[0]["spec"]
+    # per index: one crash-looping source fails alone while the others go on; Never: the Job
+    # (not the kubelet) counts the tries, and a deleted pod is one of them
+    assert job["backoffLimitPerIndex"] == RESTART_LIMIT and "backoffLimit" not in job
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_with_a_records_volume_every_role_writes_to_one_claim_that_the_reader_pod_prints():
+    exp = Experiment.model_validate(experiment_doc(name="exp", paradigm={"name": "fedavg"}))
+    objs = build(exp, UID, "bench", records=RecordsVolume(size="2Gi", storage_class="standard"))
+    (claim,) = by_kind(objs, "PersistentVolumeClaim")
+    assert objs[1] is claim  # before the pods that mount it
+    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}},
+                             "storageClassName": "standard"}
+    reader = records_reader(exp, UID, "bench", Images())
+    for o in objs + [reader]:
+        kubernetes_validate.validate(o, K8S, strict=True)
+    pods = by_kind(objs, "Pod") + [j["spec"]["template"] for j in by_kind(objs, "Job")] + [reader]
+    for p in pods:
+        (run,) = [v for v in p["spec"]["volumes"] if v["name"] == "run"]
+        assert run == {"name": "run", "persistentVolumeClaim": {"claimName": "exp-records"}}
+    assert reader["spec"]["containers"][0]["volumeMounts"][0] == {"name": "run", "mountPath": "/var/run/splitbench",
+                                                                  "readOnly": True}
+    without = build(exp, UID, "bench")
+    assert not by_kind(without, "PersistentVolumeClaim")
+    assert all({"name": "run", "emptyDir": {}} in p["spec"]["volumes"] for p in by_kind(without, "Pod"))
+
+
+def test_the_reader_prints_every_complete_event_line_as_a_role_prints_it(tmp_path, capsys):
+    from splitbench.record import events_from_log
+    from splitbench_operator import builders
+
+    (tmp_path / "source-0.events.jsonl").write_text('{"event": "step", "instance": "source-0"}\n{"event": "st')
+    (tmp_path / "server-0.events.jsonl").write_text('{"event": "server", "instance": "server-0"}\n')
+    exp = Experiment.model_validate(experiment_doc(name="exp"))
+    code = records_reader(exp, UID, "bench", Images())["spec"]["containers"][0]["command"][-1]
+    exec(compile(code.replace(builders.RUN_DIR, str(tmp_path)), "reader", "exec"), {})
+    assert events_from_log(capsys.readouterr().out) == ('{"event": "server", "instance": "server-0"}\n'
+                                                        '{"event": "step", "instance": "source-0"}\n')

@@ -10,6 +10,7 @@ from splitbench_operator.security import SPEC_HASH, spec_hash
 from kopf.testing import KopfRunner
 
 from splitbench.crd import GROUP, PLURAL, VERSION
+from splitbench.roleplan import RESTART_LIMIT
 from conftest import experiment_doc
 from kube_emulator import NS, cluster, wait  # noqa: F401 (cluster: a fixture)
 
@@ -154,3 +155,180 @@ def test_experiments_whose_names_share_a_long_prefix_get_children_of_their_own(c
         first, second = ({o.metadata.name for v in kids[n].values() for o in v} for n in names)
         assert not first & second
     assert runner.exception is None
+
+
+def kubectl_wait(name, condition):
+    """What `kubectl wait --for=condition=<condition> experiment/<name>` checks: the condition
+    is there with status True, and it was written for the object's current generation."""
+    exp = get_experiment(name) or {}
+    for c in (exp.get("status") or {}).get("conditions") or []:
+        if c.get("type") == condition:
+            current = c.get("observedGeneration") in (None, exp["metadata"].get("generation"))
+            return c if c.get("status") == "True" and current else None
+    return None
+
+
+class JobController:
+    """What the Job controller and the kubelet would do for the sources' Indexed Job, step
+    by step: one pod per index, a deleted or failed pod replaced while its index has tries
+    left (backoffLimitPerIndex), the Job's counters and conditions."""
+
+    def __init__(self, exp):
+        self.exp, self.batch, self.core = exp, kubernetes.client.BatchV1Api(), kubernetes.client.CoreV1Api()
+        self.job = self.batch.read_namespaced_job(f"{exp}-sources", NS).to_dict()["spec"]
+        self.tries = {i: 0 for i in range(self.job["completions"])}
+        self.failed, self.failed_indexes, self.succeeded = 0, [], []
+        for i in self.tries:
+            self.start(i)
+
+    def start(self, i):
+        self.tries[i] += 1
+        name = f"{self.exp}-sources-{i}-try{self.tries[i]}"
+        self.core.create_namespaced_pod(NS, {"metadata": {"name": name, "namespace": NS, "labels": {
+            "splitbench.dev/experiment": self.exp, "splitbench.dev/role": "source"},
+            "annotations": {"batch.kubernetes.io/job-completion-index": str(i)}}})
+        set_pod_phase(name, "Running")
+        return name
+
+    def lost(self, i):
+        """Index i's pod was deleted or failed: count it and start another while tries remain."""
+        self.failed += 1
+        if self.tries[i] <= self.job["backoff_limit_per_index"]:
+            self.start(i)
+        else:
+            self.failed_indexes.append(i)
+        self.report()
+
+    def finish(self):
+        self.succeeded = [i for i in self.tries if i not in self.failed_indexes]
+        for pod in mine(self.core.list_namespaced_pod(NS).items, self.exp):
+            if pod.metadata.labels["splitbench.dev/role"] == "source" and pod.status.phase == "Running":
+                set_pod_phase(pod.metadata.name, "Succeeded")
+        self.report(done=True)
+
+    def report(self, done=False):
+        st = {"succeeded": len(self.succeeded), "failed": self.failed,
+              "failedIndexes": ",".join(map(str, self.failed_indexes)),
+              "completedIndexes": ",".join(map(str, self.succeeded))}
+        if done:
+            st["conditions"] = [{"type": "Failed", "status": "True", "reason": "FailedIndexes"} if self.failed_indexes
+                                else {"type": "Complete", "status": "True"}]
+        self.batch.patch_namespaced_job_status(f"{self.exp}-sources", NS, {"status": st})
+
+
+def test_a_deleted_source_pod_is_replaced_and_the_run_succeeds_as_kubectl_wait_sees_it(cluster):
+    with KopfRunner(KOPF, timeout=60) as runner:
+        submit(experiment_doc(name="churn", network={"profile": "wifi6"}, sources={"replicas": 2}))
+        wait("the children", lambda: status("churn").get("children"))
+        assert status("churn")["observedGeneration"] == 1 and kubectl_wait("churn", "Progressing")
+        jobs = JobController("churn")
+        for pod in ("churn-server-0", "churn-link"):
+            set_pod_phase(pod, "Running")
+        wait("Running", lambda: status("churn").get("phase") == "Running")
+        assert not kubectl_wait("churn", "Ready")
+
+        kubernetes.client.CoreV1Api().delete_namespaced_pod("churn-sources-1-try1", NS)  # kubectl delete pod
+        jobs.lost(1)
+        names = {p.metadata.name for p in mine(kubernetes.client.CoreV1Api().list_namespaced_pod(NS).items, "churn")}
+        assert {"churn-sources-1-try2", "churn-sources-0-try1"} <= names and "churn-sources-1-try1" not in names
+        time.sleep(1)
+        assert status("churn")["phase"] == "Running"  # a replaced source is not the end of the run
+
+        jobs.finish()
+        for pod in ("churn-server-0", "churn-link"):
+            set_pod_phase(pod, "Succeeded")
+        ready = wait("condition Ready", lambda: kubectl_wait("churn", "Ready"))
+        st = status("churn")
+        assert (st["phase"], st["progress"]) == ("Succeeded", "2/2")
+        assert ready["reason"] == "Succeeded" and ready["message"] == "every role finished; 1 source pod(s) retried"
+        conds = {c["type"]: c["status"] for c in st["conditions"]}
+        assert conds == {"Ready": "True", "Progressing": "False", "Degraded": "False", "Failed": "False"}
+        assert st["records"] == "pod logs"
+    assert runner.exception is None
+
+
+def test_a_source_that_keeps_dying_ends_the_run_degraded_and_the_record_volume_is_read_back(cluster, monkeypatch):
+    monkeypatch.setenv("SPLITBENCH_RECORDS_PERSISTENCE", '{"enabled": true, "size": "2Gi", "accessMode": "ReadWriteMany"}')
+    core = kubernetes.client.CoreV1Api()
+    with KopfRunner(KOPF, timeout=60) as runner:
+        submit(experiment_doc(name="lossy", paradigm={"name": "fedavg"}, sources={"replicas": 3}))
+        wait("the children", lambda: status("lossy").get("children"))
+        assert status("lossy")["records"] == "PersistentVolumeClaim/lossy-records"
+        claims = mine(core.list_namespaced_persistent_volume_claim(NS).items, "lossy")
+        assert [(c.metadata.name, c.spec.access_modes) for c in claims] == [("lossy-records", ["ReadWriteMany"])]
+        jobs = JobController("lossy")
+        for pod in ("lossy-aggregator", "lossy-link"):
+            set_pod_phase(pod, "Running")
+        for attempt in range(1, RESTART_LIMIT + 2):  # source 2 crashes every time it starts
+            set_pod_phase(f"lossy-sources-2-try{attempt}", "Failed")
+            jobs.lost(2)
+        assert jobs.failed_indexes == [2]
+        lost = wait("condition Degraded", lambda: kubectl_wait("lossy", "Degraded"))
+        assert status("lossy")["phase"] == "Running" and "lost source 2" in lost["message"]  # the others go on
+        assert not [p for p in mine(core.list_namespaced_pod(NS).items, "lossy")
+                    if p.metadata.labels["splitbench.dev/role"] == "records"]  # no reader before the end
+
+        jobs.finish()
+        for pod in ("lossy-aggregator", "lossy-link"):
+            set_pod_phase(pod, "Succeeded")
+        wait("condition Ready", lambda: kubectl_wait("lossy", "Ready"))
+        st = status("lossy")
+        assert (st["phase"], st["progress"]) == ("Degraded", "2/3")
+        assert kubectl_wait("lossy", "Degraded")["message"] == f"finished without source 2 (failed {RESTART_LIMIT + 1} times)"
+        assert not kubectl_wait("lossy", "Failed")
+        (reader,) = [p for p in mine(core.list_namespaced_pod(NS).items, "lossy")
+                     if p.metadata.labels["splitbench.dev/role"] == "records"]
+        assert reader.spec.volumes[0].persistent_volume_claim.claim_name == "lossy-records"
+
+        custom().delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "lossy")
+        wait("the experiment gone", lambda: get_experiment("lossy") is None)
+        assert not mine(core.list_namespaced_persistent_volume_claim(NS).items, "lossy")
+    assert runner.exception is None
+
+
+def test_a_failed_spec_is_a_failed_condition_kubectl_wait_can_see(cluster):
+    with KopfRunner(KOPF, timeout=60) as runner:
+        submit(experiment_doc(name="nope", sources={"replicas": 0}))
+        failed = wait("condition Failed", lambda: kubectl_wait("nope", "Failed"))
+        assert failed["reason"] == "InvalidSpec" and "sources.replicas" in failed["message"]
+        assert status("nope")["observedGeneration"] == 1 and not kubectl_wait("nope", "Ready")
+    assert runner.exception is None
+
+
+def test_a_child_of_an_earlier_run_still_terminating_is_waited_for_not_a_failure(cluster):
+    """Re-running an experiment of the same name: the earlier run's claim or pods may still be
+    on their way out (grace period, pvc-protection); the new run starts once they are gone."""
+    core = kubernetes.client.CoreV1Api()
+    core.create_namespaced_config_map(NS, {"metadata": {
+        "name": "again-spec", "namespace": NS, "finalizers": ["test/hold"],
+        "labels": {"splitbench.dev/experiment": "again"}}, "data": {"spec.yaml": "the earlier run's"}})
+    core.delete_namespaced_config_map("again-spec", NS)  # held by its finalizer: terminating
+    assert core.read_namespaced_config_map("again-spec", NS).metadata.deletion_timestamp
+    with KopfRunner(KOPF, timeout=60) as runner:
+        submit(experiment_doc(name="again", sources={"replicas": 1}))
+        time.sleep(2)
+        assert status("again").get("phase") != "Failed" and not status("again").get("children")
+        core.patch_namespaced_config_map("again-spec", NS, {"metadata": {"finalizers": None}})  # now it goes
+        wait("the children", lambda: status("again").get("children"), timeout=30)
+        assert core.read_namespaced_config_map("again-spec", NS).data["spec.yaml"] != "the earlier run's"
+    assert runner.exception is None
+    assert "still being deleted" in runner.output
+
+
+def test_a_spec_edited_mid_run_is_not_applied_and_the_conditions_say_which_generation_they_speak_for(cluster):
+    with KopfRunner(KOPF, timeout=60) as runner:
+        submit(experiment_doc(name="edit", paradigm={"name": "centralized"}))
+        wait("the children", lambda: status("edit").get("children"))
+        # an edit, with the generation bump the API server makes for a spec change
+        custom().patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "edit", {
+            "metadata": {"generation": 2}, "spec": {"training": {"epochs": 2}}})
+        wait("the edit handled", lambda: '"epochs":2' in get_experiment("edit")["metadata"]["annotations"].get(
+            "kopf.zalando.org/last-handled-configuration", ""))
+        set_pod_phase("edit-trainer", "Succeeded")
+        wait("Succeeded", lambda: status("edit").get("phase") == "Succeeded")
+        st = status("edit")
+        assert st["observedGeneration"] == 1 and {c["observedGeneration"] for c in st["conditions"]} == {1}
+        assert [c["status"] for c in st["conditions"] if c["type"] == "Ready"] == ["True"]
+        assert kubectl_wait("edit", "Ready") is None  # not for generation 2: kubectl wait would keep waiting
+    assert runner.exception is None
+    assert "spec changed after the run was created: not applied" in runner.output

@@ -7,6 +7,12 @@ ConfigMap holds the spec; each role is a Pod (servers, aggregator, link) or an I
 by DNS. Device profiles become resources.limits (the role detects the inherited quota);
 a GPU server asks for nvidia.com/gpu and, if given, a runtimeClassName. Every object is
 owned by the Experiment, so deleting it deletes them.
+
+Records: with a RecordsVolume (the chart's records.persistence) every pod mounts one
+PersistentVolumeClaim per Experiment as its run folder, so a role's events file outlives
+its pod and a restarted role appends to it; records_reader() is the pod that prints those
+files back for the executor. Without one the run folder is an emptyDir and the executor
+reads the events from the pods' logs (current and previous container).
 """
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from dataclasses import dataclass
 
 import yaml
 
-from splitbench.roleplan import METRICS_PORT, PORT, SPEC_FILE, Role, plan_roles, role_names
+from splitbench.record import EVENT_PREFIX
+from splitbench.roleplan import METRICS_PORT, PORT, RESTART_LIMIT, SPEC_FILE, Role, plan_roles, role_names
 from splitbench.spec import API_VERSION, Experiment
 
 from . import security
@@ -30,6 +37,16 @@ class Images:
     gpu: str = "splitbench-gpu:latest"
     pull_policy: str = "IfNotPresent"
     runtime_class: str | None = None  # e.g. "nvidia" where the GPU runtime is not the default
+
+
+@dataclass(frozen=True)
+class RecordsVolume:
+    """The chart's records.persistence: a PersistentVolumeClaim per Experiment for the run
+    folder. Every role of the run mounts it, so on a multi-node cluster the access mode must
+    let them (ReadWriteMany, or ReadWriteOnce where the roles share a node)."""
+    size: str = "1Gi"
+    storage_class: str | None = None  # None: the cluster's default class
+    access_mode: str = "ReadWriteOnce"
 
 
 def labels(exp: Experiment, role: str | None = None) -> dict[str, str]:
@@ -94,13 +111,19 @@ def _container(role: Role, image: str, args: list[str], resources: dict, pull: s
     return c
 
 
-def _pod_spec(exp: Experiment, container: dict, restart: str, keys: list[str] = ()) -> dict:
+def _run_volume(exp: Experiment, records: RecordsVolume | None) -> dict:
+    if records is None:
+        return {"name": "run", "emptyDir": {}}
+    return {"name": "run", "persistentVolumeClaim": {"claimName": _child(exp, "records")}}
+
+
+def _pod_spec(exp: Experiment, container: dict, restart: str, keys: list[str] = (),
+              records: RecordsVolume | None = None) -> dict:
     """A role's pod: the spec and the run folder mounted, its keys where the transport is
     authenticated, hardened (security.harden_pod: non-root, read-only root, no capabilities,
     seccomp, no service-account token)."""
     spec = {"restartPolicy": restart, "containers": [container],
-            "volumes": [{"name": "spec", "configMap": {"name": _child(exp, "spec")}},
-                        {"name": "run", "emptyDir": {}}]}
+            "volumes": [{"name": "spec", "configMap": {"name": _child(exp, "spec")}}, _run_volume(exp, records)]}
     if keys:
         volume, mount, env = security.keys_volume(exp, keys[0], role_names(exp.spec))
         for other in keys[1:]:  # the sources' Job: one template for every source's key
@@ -137,11 +160,11 @@ def _service(exp: Experiment, suffix: str, role: str, uid: str, namespace: str, 
 
 def _pod(exp: Experiment, suffix: str, role: str, uid: str, namespace: str, container: dict,
          extra_labels: dict | None = None, runtime_class: str | None = None, restart: str = "Never",
-         keys: list[str] = ()) -> dict:
+         keys: list[str] = (), records: RecordsVolume | None = None) -> dict:
     meta = _meta(exp, _child(exp, suffix), role, uid, namespace)
     meta["labels"].update(extra_labels or {})
     meta["annotations"].update(_annotations())
-    spec = _pod_spec(exp, container, restart, keys)
+    spec = _pod_spec(exp, container, restart, keys, records)
     if runtime_class:
         spec["runtimeClassName"] = runtime_class
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
@@ -162,10 +185,43 @@ def _keys(exp: Experiment, roles: list[Role]) -> list[str]:
     return [r.name for r in roles] if exp.spec.transport.auth == "curve" else []
 
 
+def records_claim(exp: Experiment, uid: str, namespace: str, records: RecordsVolume) -> dict:
+    """The run folder that outlives every pod of the run (owned by the Experiment: deleted with it)."""
+    spec = {"accessModes": [records.access_mode], "resources": {"requests": {"storage": records.size}}}
+    if records.storage_class:
+        spec["storageClassName"] = records.storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": _meta(exp, _child(exp, "records"), None, uid, namespace), "spec": spec}
+
+
+# The reader prints every complete line of every events file (a line cut by a crash is not
+# complete), each behind the prefix the roles use in their logs, so the executor reads it
+# as it reads a role's log. Plain Python: the edge image's venv, nothing to install.
+_READER = ("import glob, sys\n"
+           f"for p in sorted(glob.glob('{RUN_DIR}/*.events.jsonl')):\n"
+           "    for line in open(p):\n"
+           "        if line.endswith('\\n'):\n"
+           f"            sys.stdout.write({EVENT_PREFIX!r} + line)\n")
+
+
+def records_reader(exp: Experiment, uid: str, namespace: str, images: Images) -> dict:
+    """A pod that mounts the records volume read-only and prints its events to its log, for
+    the executor to read back: a pod log is what both a cluster and an API emulator serve
+    (no exec, no port-forward, no storage-specific access)."""
+    c = {"name": "records", "image": images.edge, "imagePullPolicy": images.pull_policy,
+         "command": ["python", "-c", _READER],
+         "volumeMounts": [{"name": "run", "mountPath": RUN_DIR, "readOnly": True}],
+         "resources": {"limits": {"memory": "256Mi"}, "requests": {"cpu": "50m", "memory": "64Mi"}}}
+    spec = security.harden_pod({"restartPolicy": "OnFailure", "containers": [c],
+                                "volumes": [_run_volume(exp, RecordsVolume())]}, "records")
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(exp, _child(exp, "records"), "records", uid, namespace),
+            "spec": spec}
+
+
 def build(exp: Experiment, uid: str, namespace: str = "default", images: Images = Images(),
-          metrics_namespaces: dict | None = None) -> list[dict]:
-    """Every object of the experiment's run, in creation order: the role plan, each
-    listener behind a Service, the sources as one Indexed Job."""
+          metrics_namespaces: dict | None = None, records: RecordsVolume | None = None) -> list[dict]:
+    """Every object of the experiment's run, in creation order: the records volume where
+    there is one, the role plan, each listener behind a Service, the sources as one Indexed Job."""
     plan = plan_roles(exp)
     by_name = {r.name: r for r in plan}
 
@@ -173,6 +229,8 @@ def build(exp: Experiment, uid: str, namespace: str = "default", images: Images 
         return _address(exp, suffix(by_name[name]), namespace)
 
     objects = [spec_configmap(exp, uid, namespace)]
+    if records is not None:
+        objects.append(records_claim(exp, uid, namespace, records))
     if exp.spec.transport.auth == "curve":
         objects.append(security.keys_secret(exp, uid, namespace, role_names(exp.spec)))
     objects.append(security.network_policy(exp, uid, namespace, PORT, METRICS_PORT, metrics_namespaces))
@@ -184,17 +242,20 @@ def build(exp: Experiment, uid: str, namespace: str = "default", images: Images 
         if role.listens:
             objects.append(_service(exp, suffix(role), role.kind, uid, namespace, {**labels(exp, role.kind), **index}))
         objects.append(_pod(exp, suffix(role), role.kind, uid, namespace, c, index,
-                            images.runtime_class if role.gpu else None, role.restart, _keys(exp, [role])))
+                            images.runtime_class if role.gpu else None, role.restart, _keys(exp, [role]), records))
     sources = plan.of_kind("source")
     if sources:
-        objects.append(sources_job(exp, uid, namespace, images, sources, address))
+        objects.append(sources_job(exp, uid, namespace, images, sources, address, records))
     return objects
 
 
-def sources_job(exp: Experiment, uid: str, namespace: str, images: Images, sources: list[Role], address) -> dict:
+def sources_job(exp: Experiment, uid: str, namespace: str, images: Images, sources: list[Role], address,
+                records: RecordsVolume | None = None) -> dict:
     """The K sources as one Indexed Job: completion i runs source i. The plan's sources differ
     only in their index and, where each has its own server (hfsl without emulation), their
-    first peer: both come from the completion index."""
+    first peer: both come from the completion index. A source's pod that dies or is deleted
+    is replaced by the Job up to RESTART_LIMIT times per index (backoffLimitPerIndex), so one
+    crash-looping source ends as a failed index while the others go on."""
     first = sources[0]
     peers = {r.connect for r in sources}
     render = address
@@ -211,7 +272,7 @@ def sources_job(exp: Experiment, uid: str, namespace: str, images: Images, sourc
     # One template serves every completion, so it carries every source's key: a source
     # could speak as another source (not as a server, the link or the aggregator).
     template = {"metadata": {"labels": labels(exp, "source"), "annotations": _annotations()},
-                "spec": _pod_spec(exp, c, first.restart, _keys(exp, sources))}
+                "spec": _pod_spec(exp, c, first.restart, _keys(exp, sources), records)}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(exp, _child(exp, "sources"), "source", uid, namespace),
             "spec": {"completions": len(sources), "parallelism": len(sources), "completionMode": "Indexed",
-                     "backoffLimit": 0, "template": template}}
+                     "backoffLimitPerIndex": RESTART_LIMIT, "template": template}}

@@ -31,6 +31,7 @@ _CREATE = {
     "Secret": lambda ns, o: core().create_namespaced_secret(ns, o),
     "Job": lambda ns, o: batch().create_namespaced_job(ns, o),
     "NetworkPolicy": lambda ns, o: networking().create_namespaced_network_policy(ns, o),
+    "PersistentVolumeClaim": lambda ns, o: core().create_namespaced_persistent_volume_claim(ns, o),
 }
 _READ = {
     "ConfigMap": lambda ns, n: core().read_namespaced_config_map(n, ns),
@@ -39,12 +40,18 @@ _READ = {
     "Secret": lambda ns, n: core().read_namespaced_secret(n, ns),
     "Job": lambda ns, n: batch().read_namespaced_job(n, ns),
     "NetworkPolicy": lambda ns, n: networking().read_namespaced_network_policy(n, ns),
+    "PersistentVolumeClaim": lambda ns, n: core().read_namespaced_persistent_volume_claim(n, ns),
 }
 SPEC_HASH = "splitbench.dev/spec-hash"  # security.SPEC_HASH
 
 
 class Foreign(RuntimeError):
     """A child's name is taken by an object that is not this Experiment's; str() is one line."""
+
+
+class Terminating(RuntimeError):
+    """A child's name is still held by an object on its way out (an earlier Experiment of the
+    same name: its pods' grace period, its claim until they are gone); str() is one line."""
 
 
 def create(obj: dict) -> bool:
@@ -60,6 +67,8 @@ def create(obj: dict) -> bool:
             raise
     existing = plain(_READ[obj["kind"]](ns, name))
     meta = existing.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        raise Terminating(f"{obj['kind']}/{name} of an earlier run is still being deleted")
     want_uids = {r["uid"] for r in obj["metadata"].get("ownerReferences", [])}
     have_uids = {r.get("uid") for r in meta.get("ownerReferences") or []}
     if want_uids and not want_uids & have_uids:
@@ -96,6 +105,7 @@ def delete_children(namespace: str, experiment: str) -> int:
         (core().list_namespaced_pod, core().delete_namespaced_pod),
         (core().list_namespaced_service, core().delete_namespaced_service),
         (core().list_namespaced_config_map, core().delete_namespaced_config_map),
+        (core().list_namespaced_persistent_volume_claim, core().delete_namespaced_persistent_volume_claim),
     ]
     n = 0
     for lister, deleter in listed:

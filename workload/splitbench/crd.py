@@ -88,12 +88,35 @@ def spec_schema() -> dict:
     return structural(resolved)
 
 
+PHASES = ("Pending", "Running", "Succeeded", "Degraded", "Failed")
+TERMINAL = PHASES[2:]
+FINISHED = ("Succeeded", "Degraded")  # ended with a record (Degraded: without some sources)
+# metav1.Condition, as `kubectl wait --for=condition=...` and controllers expect it
+CONDITION = {"type": "object", "required": ["type", "status", "reason", "message", "lastTransitionTime"],
+             "properties": {
+                 "type": {"type": "string", "maxLength": 316},
+                 "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                 "reason": {"type": "string", "maxLength": 1024, "minLength": 1,
+                            "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"},
+                 "message": {"type": "string", "maxLength": 32768},
+                 "lastTransitionTime": {"type": "string", "format": "date-time"},
+                 "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+             }}
+
+
 def crd() -> dict:
     status = {"type": "object", "properties": {
-        "phase": {"type": "string", "enum": ["Pending", "Running", "Succeeded", "Failed"]},
+        "phase": {"type": "string", "enum": list(PHASES),
+                  "description": "Degraded: the run finished without some of its sources"},
         "progress": {"type": "string", "description": "sources finished / sources (the trainer for centralized), e.g. 1/4"},
         "message": {"type": "string"},
         "children": {"type": "array", "items": {"type": "string"}},
+        "records": {"type": "string", "description": "where the roles write the record: "
+                    "PersistentVolumeClaim/<name>, or pod logs"},
+        "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+        "conditions": {"type": "array", "items": CONDITION, "x-kubernetes-list-type": "map",
+                       "x-kubernetes-list-map-keys": ["type"],
+                       "description": "Ready (finished with a record), Progressing, Degraded, Failed"},
     }}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

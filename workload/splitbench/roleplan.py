@@ -26,6 +26,11 @@ LINK_MEMORY = "2Gi"     # the link emulator: its queue is bounded to 256 MiB (ro
 MEMORY_REQUEST = "1Gi"  # what such a role asks the scheduler for (a process with torch: under 1 GiB)
 KEYS_DIR = "keys"       # in the run folder: one CURVE keypair per role (transport/keys.py)
 KINDS = ("source", "server", "aggregator", "link", "trainer")
+# A role that dies is started again this many times, then the run gives it up: a server or
+# the aggregator restarts in place (restart "OnFailure"; past the limit the run fails), a
+# source's pod is retried by its Job (backoffLimitPerIndex; past it the run goes on without it)
+RESTART_LIMIT = 3
+RESTARTS_IN_PLACE = "OnFailure"
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ class Role:
     gpu: int = 0
     env: tuple[tuple[str, str], ...] = (("PYTHONUNBUFFERED", "1"),)
     volumes: tuple[Volume, ...] = VOLUMES
-    restart: str = "Never"
+    restart: str = "Never"                      # Kubernetes restartPolicy: RESTARTS_IN_PLACE or Never
 
     def args(self, address: Callable[[str], str], *, bind: str, spec_path: str, run_dir: str,
              metrics_port: int | None = None, metrics_addr: str | None = None,
@@ -186,7 +191,7 @@ def _roles(spec: ExperimentSpec) -> list[Role]:
     if agg:  # the high-computational device: the CUDA image where the experiment has GPUs
         device = resolve_device(spec.aggregator.device)
         roles.append(Role(agg, "aggregator", 0, gpu_image, True, cpu=device.cpu, memory=device.memory or DEFAULT_MEMORY,
-                          memory_request=device.memory or MEMORY_REQUEST))
+                          memory_request=device.memory or MEMORY_REQUEST, restart=RESTARTS_IN_PLACE))
     direct = _direct_routes(spec, servers, agg, second_peer)
     if relay:
         first_hop = role_name("server") if servers else agg
@@ -197,7 +202,8 @@ def _roles(spec: ExperimentSpec) -> list[Role]:
         roles.append(Role(role_name("server", j), "server", j, gpu_image, True,
                           aggregator=(relay or agg) if agg else None, cpu=server_device.cpu,
                           memory=server_device.memory or DEFAULT_MEMORY,
-                          memory_request=server_device.memory or MEMORY_REQUEST, gpu=spec.server.gpu))
+                          memory_request=server_device.memory or MEMORY_REQUEST, gpu=spec.server.gpu,
+                          restart=RESTARTS_IN_PLACE))
     for i in range(k):
         name = role_name("source", i)
         roles.append(Role(name, "source", i, "edge", False, connect=relay or direct[name],

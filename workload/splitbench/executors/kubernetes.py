@@ -1,26 +1,35 @@
 """The Kubernetes executor: each experiment becomes an Experiment custom resource that the
 operator (helm/splitbench) turns into pods; this side waits for its status to finish, then
-reads every pod's log back into the run folder (the roles print their events there, see
-record.py), so the same record and report come out as with the local executor.
+reads the record back into the run folder, so the same record and report come out as with
+the local executor:
+
+- with a records volume (status.records is a PersistentVolumeClaim: the chart's
+  records.persistence) the roles' events files live on it, appended across restarts and
+  kept when a pod is deleted; the operator's reader pod prints them to its log, which is
+  read here (a pod log is what both a cluster and an API emulator serve);
+- without one, every pod's log (the roles print their events there, see record.py), with
+  the previous container's log first where the pod restarted: what a restart or a deleted
+  pod took with it beyond that is lost, and the volume is the way to keep it.
 
 Needs a reachable cluster (KUBECONFIG or ~/.kube/config) with the chart installed
 (`make deploy`); the namespace is $SPLITBENCH_NAMESPACE or the kubeconfig context's.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from ..crd import GROUP, PLURAL, VERSION
+from ..crd import FINISHED, GROUP, PLURAL, TERMINAL, VERSION
 from ..record import events_from_log, merge
 from ..spec import Experiment
 from .base import RunResult
 from .kubeapi import NoCluster, api_client, current_namespace
 
-TERMINAL = ("Succeeded", "Failed")
 NO_OPERATOR_S = 60.0  # an Experiment with no status after this long: no operator is watching
+READER_S = 120.0  # the records reader pod: pulled, started and done within this long
 
 
 class KubernetesExecutor:
@@ -50,8 +59,11 @@ class KubernetesExecutor:
             ns = self.namespace or current_namespace()
             self._replace(custom, ns, exp)
             t0 = time.time()
-            ok, message = self._watch(custom, ns, exp.name, t0)
-            self._collect(core, ns, exp.name, run_dir)
+            ok, message, status = self._watch(custom, ns, exp.name, t0)
+            # the operator starts the volume's reader when the run ends: none for a run timed out here
+            volume = str(status.get("records", "")) if status.get("phase") in TERMINAL else ""
+            note = self._collect(core, ns, exp.name, run_dir, volume)
+            message += f"; {note}" if note else ""
             if not self.keep:
                 self._delete(custom, ns, exp.name)
         except NoCluster as err:
@@ -105,7 +117,9 @@ class KubernetesExecutor:
                 raise RuntimeError(f"experiment {name} still there {wait_s:.0f} s after delete (is the operator up?)")
             time.sleep(self.poll_s)
 
-    def _watch(self, custom, ns: str, name: str, t0: float) -> tuple[bool, str]:
+    def _watch(self, custom, ns: str, name: str, t0: float) -> tuple[bool, str, dict]:
+        """Poll the Experiment until its phase is terminal: (finished with a record, a
+        one-line account, the last status)."""
         last = ""
         while True:
             status = (self._get(custom, ns, name) or {}).get("status") or {}
@@ -115,30 +129,81 @@ class KubernetesExecutor:
                 print(f"{line}  {time.time() - t0:6.1f} s", file=sys.stderr, flush=True)
                 last = line
             if phase in TERMINAL:
-                return phase == "Succeeded", f"{phase.lower()} in {time.time() - t0:.1f} s: {status.get('message', '')}"
+                return (phase in FINISHED, f"{phase.lower()} in {time.time() - t0:.1f} s: {status.get('message', '')}",
+                        status)
             if phase is None and time.time() - t0 > NO_OPERATOR_S:
-                return False, f"no operator answered in {NO_OPERATOR_S:.0f} s: is it deployed (make deploy)?"
+                return False, f"no operator answered in {NO_OPERATOR_S:.0f} s: is it deployed (make deploy)?", status
             if self.timeout_s and time.time() - t0 > self.timeout_s:
-                return False, f"timed out after {self.timeout_s:.0f} s ({phase}, {status.get('progress', '?')} sources)"
+                return (False, f"timed out after {self.timeout_s:.0f} s ({phase}, {status.get('progress', '?')} sources)",
+                        status)
             time.sleep(self.poll_s)
 
-    @staticmethod
-    def _collect(core, ns: str, name: str, run_dir: Path) -> None:
-        """Every pod's log into <pod>.log, and its event lines into <pod>.events.jsonl."""
+    def _collect(self, core, ns: str, name: str, run_dir: Path, records: str) -> str:
+        """Every role pod's log into <pod>.log; the events from the records volume where the
+        run has one (<instance>.events.jsonl), else from those logs (<pod>.events.jsonl).
+        Returns a note for the run's message where the volume could not be read ('' if fine)."""
         from kubernetes.client.exceptions import ApiException
 
-        pods = core.list_namespaced_pod(ns, label_selector=f"splitbench.dev/experiment={name}").items
-        for pod in pods:
-            if (pod.metadata.labels or {}).get("splitbench.dev/experiment") != name:
-                continue
+        pods = [p for p in core.list_namespaced_pod(ns, label_selector=f"splitbench.dev/experiment={name}").items
+                if (p.metadata.labels or {}).get("splitbench.dev/experiment") == name]
+        roles = [p for p in pods if (p.metadata.labels or {}).get("splitbench.dev/role") != "records"]
+        logs = {p.metadata.name: _pod_log(core, ns, p) for p in roles}
+        for pod, text in logs.items():
+            (run_dir / f"{pod}.log").write_text(text)
+        note = ""
+        if records.startswith("PersistentVolumeClaim/"):
             try:
-                text = core.read_namespaced_pod_log(pod.metadata.name, ns)
-            except ApiException as err:
-                text = f"(log unavailable: {err.status} {err.reason})\n"
-            (run_dir / f"{pod.metadata.name}.log").write_text(text)
+                by_instance = _split_by_instance(events_from_log(self._read_volume(core, ns, name)))
+                for instance, text in by_instance.items():
+                    (run_dir / f"{instance}.events.jsonl").write_text(text)
+                return ""
+            except (RuntimeError, ValueError, ApiException) as err:
+                note = f"{records} not read back ({_one_line(err)}): events from the pods' logs"
+        for pod, text in logs.items():
             events = events_from_log(text)
             if events:
-                (run_dir / f"{pod.metadata.name}.events.jsonl").write_text(events)
+                (run_dir / f"{pod}.events.jsonl").write_text(events)
+        return note
+
+    def _read_volume(self, core, ns: str, name: str) -> str:
+        """The log of the operator's records reader pod (label splitbench.dev/role=records),
+        once it has succeeded."""
+        deadline = time.time() + READER_S
+        while True:
+            readers = [p for p in core.list_namespaced_pod(ns, label_selector=f"splitbench.dev/experiment={name}").items
+                       if (p.metadata.labels or {}).get("splitbench.dev/role") == "records"]
+            phase = readers[0].status.phase if readers and readers[0].status else None
+            if phase == "Succeeded":
+                return core.read_namespaced_pod_log(readers[0].metadata.name, ns)
+            if phase == "Failed":
+                raise RuntimeError(f"the records reader pod {readers[0].metadata.name} failed")
+            if time.time() > deadline:
+                raise RuntimeError(f"no records reader pod done in {READER_S:.0f} s ({phase or 'none'})")
+            time.sleep(self.poll_s)
+
+
+def _pod_log(core, ns: str, pod) -> str:
+    """A pod's log, after its previous container's where it restarted (the kubelet keeps
+    one previous instance: a role restarted in place appends to its record)."""
+    from kubernetes.client.exceptions import ApiException
+
+    parts = []
+    restarted = any((cs.restart_count or 0) > 0 for cs in (pod.status.container_statuses or [])) if pod.status else False
+    for previous in ((True, False) if restarted else (False,)):
+        try:
+            parts.append(core.read_namespaced_pod_log(pod.metadata.name, ns, previous=previous))
+        except ApiException as err:
+            which = "previous container's " if previous else ""
+            parts.append(f"({which}log unavailable: {err.status} {err.reason})\n")
+    return "".join(p if p.endswith("\n") or not p else p + "\n" for p in parts)
+
+
+def _split_by_instance(events: str) -> dict[str, str]:
+    """Event lines -> {role instance: its lines}, as each role wrote its own events file."""
+    out: dict[str, list[str]] = {}
+    for line in events.splitlines(keepends=True):
+        out.setdefault(str(json.loads(line).get("instance")), []).append(line)
+    return {k: "".join(v) for k, v in out.items()}
 
 
 def _one_line(err: Exception) -> str:
