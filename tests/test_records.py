@@ -1,0 +1,127 @@
+"""Records that survive: files replaced in one step, events that a SIGKILL cuts at most by the
+line being written, and a report that names a damaged record and still reports every whole run."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from report_fixtures import fake_run
+from splitbench.atomic import atomic_path, write_atomic
+from splitbench.record import read_events_file, read_run
+
+CRASH_AT_RENAME = """
+import os, sys
+from splitbench.atomic import write_atomic
+os.replace = lambda *a: os._exit(9)  # the process dies after writing, before the rename
+write_atomic(sys.argv[1], "new content")
+"""
+
+
+def test_a_crash_between_write_and_rename_leaves_the_old_file_intact(tmp_path):
+    target = tmp_path / "status.txt"
+    write_atomic(target, "old content\n")
+    r = subprocess.run([sys.executable, "-c", CRASH_AT_RENAME, str(target)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 9, r.stderr
+    assert target.read_text() == "old content\n"
+    leftovers = [p.name for p in tmp_path.iterdir() if p != target]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".status.txt.") and leftovers[0].endswith(".tmp")
+    assert read_run(tmp_path).damage == ["record.parquet: missing, and no events files: run left out"]
+
+    with pytest.raises(RuntimeError):  # an error in the writer: old file kept, temporary removed
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("writer failed")
+    assert target.read_text() == "old content\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, leftovers[0]])
+    write_atomic(target, b"new")
+    assert target.read_bytes() == b"new"
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from splitbench.record import EventLog
+log = EventLog(Path(sys.argv[1]), "e", "source", "source-0")
+n = 0
+while True:
+    log.write("step", step=n, pad="x" * (n % 3000))  # lines of many lengths, some over a buffer's size
+    n += 1
+    if n == 300:
+        print("300", flush=True)
+"""
+
+
+def test_sigkill_loses_at_most_the_line_being_written(tmp_path):
+    path = tmp_path / "source-0.events.jsonl"
+    p = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "300"
+        time.sleep(0.2)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+    rows, problem = read_events_file(path)
+    lines = path.read_bytes().split(b"\n")
+    assert len(rows) >= 300 and [r["step"] for r in rows] == list(range(len(rows)))
+    assert len(rows) >= len(lines) - 1  # every newline-ended line reads; at most the last one is cut
+    assert "unreadable" not in problem and "no closing session event" in problem
+
+
+def _cut(path, rng) -> int:
+    data = path.read_bytes()
+    at = rng.randrange(1, len(data) - 1)
+    path.write_bytes(data[:at])
+    return at
+
+
+def test_read_run_names_a_record_cut_at_any_byte(tmp_path):
+    whole = fake_run(tmp_path / "whole", "s", 1, 0.1, 0.8)
+    assert read_run(whole).damage == [] and read_run(whole).source == "record.parquet"
+    rng = random.Random(15)
+    for i in range(12):
+        d = shutil.copytree(whole, tmp_path / f"cut{i}")
+        name = "record.parquet" if i % 2 == 0 else "source-0.events.jsonl"
+        at = _cut(d / name, rng)
+        got = read_run(d)
+        assert got.record is not None, (name, at)
+        assert len(got.damage) == 1 and got.damage[0].startswith(f"{name}: "), (name, at, got.damage)
+        if name == "record.parquet":  # the events are whole: rebuilt from them, every step kept
+            assert got.source == "events" and "rebuilt from 1 whole events files" in got.damage[0]
+        else:
+            assert got.source == "record.parquet" and "record.parquet is whole and was used" in got.damage[0]
+        assert (got.record["event"] == "step").sum() == 6
+
+
+def test_report_lists_damaged_runs_and_reports_every_complete_run(tmp_path):
+    root = tmp_path / "runs"
+    dirs = {f"s-r{r}": fake_run(root, "s", r, 0.1 + 0.001 * r, 0.8) for r in (1, 2, 3, 4)}
+    rng = random.Random(15)
+    _cut(dirs["s-r2"] / "record.parquet", rng)          # rebuilt from its whole events
+    _cut(dirs["s-r3"] / "source-0.events.jsonl", rng)   # its record.parquet is whole
+    _cut(dirs["s-r4"] / "record.parquet", rng)          # nothing whole left: left out
+    _cut(dirs["s-r4"] / "source-0.events.jsonl", rng)
+    out = tmp_path / "report"
+    r = subprocess.run([sys.executable, "-m", "splitbench", "report", str(root), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    named = [line for line in r.stderr.splitlines() if "record.parquet:" in line or "events.jsonl:" in line]
+    assert len(named) == 4, r.stderr
+    assert any(line.startswith(f"{dirs['s-r2']}/record.parquet: unreadable") and "rebuilt" in line for line in named)
+    assert any(line.startswith(f"{dirs['s-r3']}/source-0.events.jsonl: ") for line in named)
+    assert any(line.startswith(f"{dirs['s-r4']}/record.parquet: unreadable") and "run left out" in line
+               for line in named)
+    report = json.loads((out / "report.json").read_text())
+    used = {row["experiment"]: row["record"] for row in report["runs"]}
+    assert used == {"s-r1": "record.parquet", "s-r2": "events", "s-r3": "record.parquet"}
+    assert report["summary"][0]["repeats"] == 3
+    assert {row["experiment"] for row in report["damaged"]} == {"s-r2", "s-r3", "s-r4"}
+    page = (out / "report.html").read_text()
+    assert "Damaged records" in page and "run left out" in page
