@@ -125,3 +125,86 @@ def test_report_lists_damaged_runs_and_reports_every_complete_run(tmp_path):
     assert {row["experiment"] for row in report["damaged"]} == {"s-r2", "s-r3", "s-r4"}
     page = (out / "report.html").read_text()
     assert "Damaged records" in page and "run left out" in page
+
+
+def _hashes(folder) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _leftover_cgroups(prefix: str) -> list[str]:
+    from pathlib import Path
+
+    found = []
+    for base in (Path("/sys/fs/cgroup/cpu/splitbench"), Path("/sys/fs/cgroup/splitbench")):
+        if base.is_dir():
+            found += [p.name for p in base.iterdir() if p.name.startswith(prefix)]
+    return found
+
+
+@pytest.mark.integration
+def test_sigterm_during_the_third_run_then_resume_completes_the_suite_and_keeps_the_first_two(tmp_path):
+    """A suite of three tiny runs, the third slow; SIGTERM to bench during the third: no role or
+    cgroup is left, the third is marked interrupted, and --resume reuses the first two (their
+    folders byte-identical), runs the third and reports all three."""
+    import os
+
+    from conftest import experiment_doc
+    from helpers import processes_mentioning
+    import yaml
+
+    name = f"resume{os.getpid()}"  # its own cgroup names, beside other benches on this machine
+    base = experiment_doc()["spec"]
+    base.update(dataset={"name": "synthetic", "samplesPerSource": 128, "testSamples": 64},
+                network={"profile": "unconstrained"}, transport={"auth": "none"},
+                sources={"replicas": 1, "device": {"cpu": "1"}})
+    slow = {"profile": "low-bitrate"}  # ~3 s a step: long enough to be caught in flight
+    suite = {"apiVersion": "splitbench.dev/v1alpha1", "kind": "Suite", "metadata": {"name": name},
+             "spec": {"base": base, "cases": [{"label": "a"}, {"label": "b", "seed": 1},
+                                              {"label": "c", "network": slow}]}}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    runs, out = tmp_path / "runs", tmp_path / "report"
+    argv = [sys.executable, "-m", "splitbench", "bench", str(tmp_path / "suite.yaml"), "--runs", str(runs),
+            "--out", str(out)]
+    folders = [runs / name / f"{name}-{x}" for x in "abc"]
+    log = open(tmp_path / "bench.log", "w")
+    bench = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        events = folders[2] / "source-0.events.jsonl"
+        deadline = time.time() + 300
+        while time.time() < deadline and bench.poll() is None and not (
+                events.exists() and '"event": "step"' in events.read_text()):
+            time.sleep(0.2)
+        assert bench.poll() is None and events.exists(), (tmp_path / "bench.log").read_text()
+        before = [_hashes(f) for f in folders[:2]]
+        bench.send_signal(signal.SIGTERM)  # to bench alone, as `kill` or make would send it
+        assert bench.wait(90) == 143
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+        log.close()
+    said = (tmp_path / "bench.log").read_text()
+    last = said.strip().splitlines()[-1]
+    assert "interrupted (SIGTERM) during" in last and f"{name}-c (3/3)" in last, said
+    assert last.endswith(f"resume with: splitbench bench {tmp_path / 'suite.yaml'} --runs {runs} --out {out} "
+                         "--resume"), last
+    assert "Traceback" not in said
+    time.sleep(0.5)
+    assert processes_mentioning(str(runs)) == [], "a role outlived the interrupted bench"
+    assert _leftover_cgroups(name) == []
+    assert (folders[2] / "status.txt").read_text().startswith("interrupted: stopped by SIGTERM: roles stopped")
+
+    r = subprocess.run(argv + ["--resume"], capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"(1/3) {name}-a (seed 0): reused, completed earlier (ok)" in r.stderr
+    assert f"(2/3) {name}-b (seed 1): reused, completed earlier (ok)" in r.stderr
+    assert f"(3/3) {name}-c (seed 0): running (status interrupted)" in r.stderr
+    assert [_hashes(f) for f in folders[:2]] == before
+    assert all((f / "status.txt").read_text().startswith("ok:") for f in folders)
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(row["experiment"] for row in report["runs"]) == [f.name for f in folders]
+    assert processes_mentioning(str(runs)) == []
+    assert _leftover_cgroups(name) == []
+    assert all(read_run(f).damage == [] for f in folders)  # real roles' whole records read as whole
