@@ -208,3 +208,86 @@ def test_sigterm_during_the_third_run_then_resume_completes_the_suite_and_keeps_
     assert processes_mentioning(str(runs)) == []
     assert _leftover_cgroups(name) == []
     assert all(read_run(f).damage == [] for f in folders)  # real roles' whole records read as whole
+
+
+class _FakeContainer:
+    def __init__(self, client, **opts):
+        self.client, self.name, self.status, self.signals = client, opts["name"], "created", []
+        self.attrs = {"State": {"ExitCode": 0}}
+
+    def start(self):
+        self.status = "running"
+
+    def reload(self):
+        pass
+
+    def kill(self, signal="SIGKILL"):
+        self.signals.append(signal)
+        self.status = "exited"
+
+    def wait(self, timeout=None):
+        return {"StatusCode": 0}
+
+    def logs(self, **kw):
+        return b"a role's log\n"
+
+    def remove(self, force=False):
+        self.client.removed.append(self.name)
+
+
+class _FakeEngine:
+    """What the docker executor calls of the Docker SDK, recorded (no engine on this machine)."""
+
+    def __init__(self):
+        import types
+
+        self.made, self.removed = [], []
+        self.containers = types.SimpleNamespace(create=self._create, list=lambda **kw: list(self.made))
+        self.networks = types.SimpleNamespace(create=self._network, list=lambda **kw: [self.net])
+
+    def _create(self, **opts):
+        self.made.append(_FakeContainer(self, **opts))
+        return self.made[-1]
+
+    def _network(self, name, **kw):
+        import types
+
+        self.net = types.SimpleNamespace(name=name, remove=lambda: self.removed.append(name))
+        return self.net
+
+
+def test_sigterm_in_the_docker_executor_stops_and_removes_every_container_and_marks_the_run(tmp_path, monkeypatch):
+    from conftest import experiment_doc
+    from splitbench.executors import docker as docker_executor
+    from splitbench.spec import Experiment
+
+    fake = _FakeEngine()
+    monkeypatch.setattr(docker_executor, "engine", lambda: fake)
+
+    def interrupted(*a):
+        raise KeyboardInterrupt("SIGTERM")  # what bench's SIGTERM handler raises
+    monkeypatch.setattr(docker_executor.DockerExecutor, "_watch", interrupted)
+    exp = Experiment.model_validate(experiment_doc(name="dk", network={"profile": "wifi6"}))
+    with pytest.raises(KeyboardInterrupt):
+        docker_executor.DockerExecutor(tmp_path, quiet=True).run(exp)
+    names = {c.name for c in fake.made}
+    assert len(names) == 4  # link, server, 2 sources
+    assert all(c.signals[:1] == ["SIGINT"] for c in fake.made)  # each asked to write its last record
+    assert set(fake.removed) == names | {fake.net.name}
+    run_dir = tmp_path / "dk"
+    assert (run_dir / "status.txt").read_text().startswith("interrupted: stopped by SIGTERM: containers stopped")
+    assert (run_dir / "record.parquet").exists() and not list(run_dir.glob(".*.tmp"))
+
+
+def test_a_role_restarted_after_a_kill_mid_line_appends_on_a_line_of_its_own(tmp_path):
+    from splitbench.record import EventLog
+
+    path = tmp_path / "server-0.events.jsonl"
+    path.write_text('{"event": "session", "status": "start"}\n{"event": "st')  # killed mid-line
+    log = EventLog(path, "e", "server", "server-0", echo=False)
+    log.write("session", status="start")
+    log.write("session", status="ok", duration_s=1.0)
+    log.close()
+    rows, problem = read_events_file(path)
+    assert [r["status"] for r in rows] == ["start", "start", "ok"]
+    assert problem == "1 unreadable line(s), first line 2"

@@ -56,6 +56,8 @@ class EventLog:
         self.path = path
         self.fixed = {"experiment": experiment, "role": role, "instance": instance}
         self._f = open(path, "a", buffering=1)
+        if self._f.tell() and not _ends_with_newline(path):  # a restarted role after one killed mid-line:
+            self._f.write("\n")  # its first event must not be glued to the cut line
         self.echo = os.environ.get("SPLITBENCH_EVENTS_STDOUT") == "1" if echo is None else echo
 
     def write(self, event: str, **fields: Any) -> None:
@@ -69,6 +71,12 @@ class EventLog:
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _plain(v: Any) -> Any:
