@@ -28,7 +28,7 @@ help:  ## list the targets (make bench is the main job)
 bench: deps dataset  ## run a suite (default: benchmarks/suites/default.yaml, 3 repeats) and write report/
 	@if [ "$(EXECUTOR)" = docker ]; then $(MAKE) --no-print-directory images IMAGES=--edge; fi
 	$(if $(filter docker,$(EXECUTOR)),export $$($(BIN)/python tools/container_engine.py start);) \
-	$(BIN)/splitbench bench $(SUITE) --executor $(EXECUTOR) --runs $(RUNS) --out $(OUT) $(ARGS)
+	exec $(BIN)/splitbench bench $(SUITE) --executor $(EXECUTOR) --runs $(RUNS) --out $(OUT) $(ARGS)
 
 test: deps dataset test-tools  ## unit and integration tests, including the network-usage regression and containers
 	$(BIN)/python -m pytest -q -ra

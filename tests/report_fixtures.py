@@ -42,6 +42,9 @@ def fake_run(root: Path, setting: str, repeat: int, step_s: float, accuracy: flo
         rows.append({"event": "eval", "time": t + 0.01, "role": "source", "instance": "source-0", "epoch": epoch,
                      "samples": 128, "accuracy": accuracy * (0.8 if epoch == 0 else 1.0), "exit": "final",
                      "up_eval_bytes": 1000})
+    # the role's closing event, as roles.runtime writes it: record.read_run takes a file without one as cut short
+    rows.append({"event": "session", "time": t + 0.02, "role": "source", "instance": "source-0", "status": "ok",
+                 "duration_s": t + 0.02 - t0})
     with open(d / "source-0.events.jsonl", "w") as f:
         for r in rows:
             r.setdefault("experiment", name)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 
+from .atomic import write_atomic
+
 _LABELS = ("experiment", "role", "role_instance")
 _STEP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -52,4 +54,4 @@ class RoleMetrics:
 
     def dump(self, path: Path) -> None:
         """The exposition text a final scrape would see, kept beside the run record."""
-        path.write_bytes(generate_latest(self.registry))
+        write_atomic(path, generate_latest(self.registry))

@@ -1,13 +1,22 @@
-"""splitbench bench SUITE: run every setting of a suite `repeats` times, then write the report."""
+"""splitbench bench SUITE: run every setting of a suite `repeats` times, then write the report.
+
+Ctrl-C or SIGTERM stops the run in flight (its folder is marked interrupted, its roles are
+stopped), leaves the runs before it exactly as they are and prints how to resume;
+`--resume` runs only what is not completed (why_rerun) and rebuilds the report from all of it."""
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
 
+from ..executors.base import RunResult, interrupt_on_sigterm
+from ..record import read_environment, read_run, run_status
 from ..report import build_report
-from ..spec import load_suite
+from ..spec import Experiment, load_experiment, load_suite
 from .run import add_executor_args, make_executor, quick
+
+COMPLETED = ("ok", "degraded")  # statuses of a run that --resume keeps
 
 
 def add_parser(sub) -> None:
@@ -16,28 +25,78 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="report", help="report folder")
     p.add_argument("--repeats", type=int, default=None,
                    help="runs per setting, seeds seed..seed+N-1 (default: the suite's repeats)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already completed in --runs (status ok or degraded, a readable "
+                        "record.parquet, the same spec and executor) and run only the others")
     add_executor_args(p)
     p.set_defaults(func=run)
 
 
+def why_rerun(run_dir: Path, exp: Experiment, executor: str) -> str | None:
+    """Why --resume cannot keep this run folder for this run (None: it is completed). Completed
+    means: status.txt says ok or degraded; record.parquet reads whole; the stored spec.yaml is
+    the spec the suite would run now (after --quick, --repeats), so a changed suite never reuses
+    a stale run; and the same executor made it (times from another one do not compare)."""
+    if not (run_dir / "spec.yaml").exists():
+        return "no run folder" if not run_dir.exists() else "no spec.yaml in its folder"
+    status = run_status(run_dir).split(":")[0]
+    if status not in COMPLETED:
+        return f"status {status}"
+    try:
+        if load_experiment(run_dir / "spec.yaml").to_yaml() != exp.to_yaml():
+            return "the suite's spec for it changed"
+    except Exception as err:  # an older spec the model no longer reads: not the same spec either
+        return f"stored spec.yaml unreadable ({type(err).__name__})"
+    made_by = read_environment(run_dir).get("executor", "unknown")
+    if made_by != executor:
+        return f"made by the {made_by} executor, not {executor}"
+    if read_run(run_dir).source != "record.parquet":
+        return "record.parquet missing or unreadable"
+    return None
+
+
+def resume_command() -> str:
+    argv = sys.argv[1:]
+    return "splitbench " + shlex.join(argv + ([] if "--resume" in argv else ["--resume"]))
+
+
 def run(args) -> int:
+    interrupt_on_sigterm()
     suite = load_suite(args.suite)
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit(f"splitbench bench: --repeats must be at least 1, got {args.repeats}")
-    exps = suite.runs(args.repeats)
+    exps = [quick(e) if args.quick else e for e in suite.runs(args.repeats)]
     args.runs = str(Path(args.runs) / suite.metadata.name)
     executor = make_executor(args)
     t0 = time.time()
     print(f"suite {suite.metadata.name}: {len(suite.experiments())} settings x {args.repeats or suite.spec.repeats} "
           f"repeats = {len(exps)} runs, records in {args.runs}/", file=sys.stderr)
-    results = []
-    for i, exp in enumerate(exps, 1):
-        print(f"({i}/{len(exps)}) {exp.name} (seed {exp.spec.seed})", file=sys.stderr)
-        results.append(executor.run(quick(exp) if args.quick else exp))
-        if not results[-1].ok:
-            print(f"  FAILED: {results[-1].message}", file=sys.stderr)
-    build_report([r.run_dir for r in results], Path(args.out), suite.spec.report.target_accuracy,
-                 title=f"splitbench: suite {suite.metadata.name}", claims=suite.spec.report.paper_claims)
+    results: list[RunResult] = []
+    current = None
+    try:
+        for i, exp in enumerate(exps, 1):
+            head = f"({i}/{len(exps)}) {exp.name} (seed {exp.spec.seed})"
+            run_dir = (Path(args.runs) / exp.name).resolve()
+            why = why_rerun(run_dir, exp, args.executor) if args.resume else None
+            if args.resume and why is None:
+                status = run_status(run_dir)
+                print(f"{head}: reused, completed earlier ({status.split(':')[0]})", file=sys.stderr)
+                results.append(RunResult(exp.name, run_dir, status.startswith("ok"), status, 0.0))
+                continue
+            print(head + (f": running ({why})" if why else ""), file=sys.stderr)
+            current = f"{exp.name} ({i}/{len(exps)})"
+            results.append(executor.run(exp))
+            current = None
+            if not results[-1].ok:
+                print(f"  FAILED: {results[-1].message}", file=sys.stderr)
+        build_report([r.run_dir for r in results], Path(args.out), suite.spec.report.target_accuracy,
+                     title=f"splitbench: suite {suite.metadata.name}", claims=suite.spec.report.paper_claims)
+    except KeyboardInterrupt as err:
+        where = (f"during {current}, which is marked interrupted" if current
+                 else "while building the report" if len(results) == len(exps) else "between runs")
+        print(f"bench interrupted ({err or 'Ctrl-C'}) {where}; the {len(results)} runs before it are kept as they "
+              f"are; resume with: {resume_command()}", file=sys.stderr)
+        return 143 if str(err) == "SIGTERM" else 130
     print(Path(args.out, "ranking.txt").read_text() if Path(args.out, "ranking.txt").exists() else "", end="")
     print(f"report: {Path(args.out) / 'report.html'} (CSV tables and report.json beside it); "
           f"{time.time() - t0:.0f} s in all")

@@ -57,6 +57,9 @@ def quick(exp, steps: int = 4):
 
 
 def run(args) -> int:
+    from ..executors.base import interrupt_on_sigterm
+
+    interrupt_on_sigterm()  # SIGTERM stops the run as Ctrl-C does: roles stopped, record kept
     suite = load_suite(args.spec)
     executor = make_executor(args)
     failed = 0

@@ -13,19 +13,18 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import write_atomic
 from ..record import merge
 from ..roleplan import METRICS_PORT, PORT, SPEC_FILE, Role, RolePlan, plan_roles, role_names
 from ..transport import make_keys
 from ..transport.keys import KEYS_ENV
 from ..spec import Experiment
-from .base import RunResult
+from .base import RunResult, status_line, uninterrupted
 from .progress import Progress
 
 RUN_DIR = "/var/run/splitbench"          # the run folder, inside every container
@@ -134,14 +133,14 @@ class DockerExecutor:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        (run_dir / SPEC_FILE).write_text(exp.to_yaml())
+        write_atomic(run_dir / SPEC_FILE, exp.to_yaml())
         t0 = time.time()
         run = run_id(exp, t0)
         plan = plan_roles(exp)
         progress = Progress(exp.name, run_dir)
         containers: dict[str, object] = {}
         network = None
-        ok, message = False, ""
+        ok, message, interrupted = False, "", False
         if os.getuid() == 0:  # the image's user writes the record; the folder is handed back at the end
             _chown_tree(run_dir, 10001, 10001)
         keys = tempfile.TemporaryDirectory(prefix=f"sb-{run}-keys-")
@@ -156,17 +155,17 @@ class DockerExecutor:
                 containers[role.name] = c
                 c.start()
             ok, message = self._watch(containers, progress, t0)
-        except KeyboardInterrupt:
-            message = "interrupted (Ctrl-C): containers stopped, partial record kept"
-            self._stop(containers, "SIGINT")
+        except KeyboardInterrupt as err:
+            interrupted = True
+            message = f"stopped by {err or 'Ctrl-C'}: containers stopped, partial record kept"
+            with uninterrupted():
+                self._stop(containers, "SIGINT")
             raise
         except Exception as err:
             message = f"docker: {type(err).__name__}: {err}".splitlines()[0]
         finally:
-            # a second Ctrl-C must not leave containers behind: clean up first, then let it through
-            main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
-            try:
+            # a second Ctrl-C or SIGTERM must not leave containers behind: clean up first, then let it through
+            with uninterrupted():
                 self._stop(containers, "SIGTERM")
                 self._save_logs(containers, run_dir)
                 remove_run(client, run)  # by label: also a container created just before an interrupt
@@ -178,13 +177,10 @@ class DockerExecutor:
                 except Exception as err:  # the roles' own files stay; say why there is no merged record
                     message = f"{message}; record not merged: {type(err).__name__}: {err}".lstrip("; ")
                     ok = False
-            finally:
-                if main_thread:
-                    signal.signal(signal.SIGINT, previous)
-            if not self.quiet:
-                progress.poll()
-                progress.show(force=True)
-            (run_dir / "status.txt").write_text(("ok" if ok else "failed") + f": {message}\n")
+                if not self.quiet:
+                    progress.poll()
+                    progress.show(force=True)
+                write_atomic(run_dir / "status.txt", status_line(ok, interrupted, message))
         return RunResult(exp.name, run_dir, ok, message, time.time() - t0)
 
     def _watch(self, containers: dict, progress: Progress, t0: float) -> tuple[bool, str]:
@@ -232,7 +228,7 @@ class DockerExecutor:
     def _save_logs(containers: dict, run_dir: Path) -> None:
         for name, c in containers.items():
             try:
-                (run_dir / f"{name}.log").write_bytes(c.logs(stdout=True, stderr=True))
+                write_atomic(run_dir / f"{name}.log", c.logs(stdout=True, stderr=True))
             except Exception:
                 pass
 

@@ -18,12 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from ..atomic import write_atomic
 from ..devices import remove_cgroups
 from ..record import merge
 from ..roleplan import KEYS_DIR, SPEC_FILE, Role, plan_roles, role_names
 from ..transport import make_keys
 from ..spec import Experiment
-from .base import RunResult
+from .base import RunResult, status_line, uninterrupted
 from .progress import Progress
 
 _PR_SET_PDEATHSIG = 1
@@ -94,14 +95,14 @@ class LocalExecutor:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        (run_dir / SPEC_FILE).write_text(exp.to_yaml())
+        write_atomic(run_dir / SPEC_FILE, exp.to_yaml())
         if exp.spec.transport.auth == "curve":  # one keypair per role, 0600, never in the record
             make_keys(run_dir / KEYS_DIR, role_names(exp.spec))
         t0 = time.time()
         procs: dict[str, subprocess.Popen] = {}
         logs = []
         progress = Progress(exp.name, run_dir)
-        ok, message = False, ""
+        ok, message, interrupted = False, "", False
         try:
             procs_plan = self.processes(exp, run_dir)
             write_targets(run_dir / "targets.json", procs_plan)
@@ -112,20 +113,23 @@ class LocalExecutor:
                 procs[instance] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                                    env={**os.environ, **dict(role.env)}, preexec_fn=_die_with_parent)
             ok, message = self._watch(procs, run_dir, progress, t0)
-        except KeyboardInterrupt:
-            message = "interrupted (Ctrl-C): roles stopped, partial record kept"
-            self._stop(procs, signal.SIGINT)  # as a terminal would: let each role write its last record
+        except KeyboardInterrupt as err:
+            interrupted = True
+            message = f"stopped by {err or 'Ctrl-C'}: roles stopped, partial record kept"
+            with uninterrupted():
+                self._stop(procs, signal.SIGINT)  # as a terminal would: let each role write its last record
             raise
         finally:
-            self._stop(procs)
-            for log in logs:
-                log.close()
-            merge(run_dir, t0, executor="local")
-            remove_cgroups([f"{exp.name}-{i}" for i in procs])
-            if not self.quiet:
-                progress.poll()
-                progress.show(force=True)
-            (run_dir / "status.txt").write_text(("ok" if ok else "failed") + f": {message}\n")
+            with uninterrupted():
+                self._stop(procs)
+                for log in logs:
+                    log.close()
+                merge(run_dir, t0, executor="local")
+                remove_cgroups([f"{exp.name}-{i}" for i in procs])
+                if not self.quiet:
+                    progress.poll()
+                    progress.show(force=True)
+                write_atomic(run_dir / "status.txt", status_line(ok, interrupted, message))
         return RunResult(exp.name, run_dir, ok, message, time.time() - t0)
 
     def _watch(self, procs: dict[str, subprocess.Popen], run_dir: Path, progress: Progress,
@@ -165,7 +169,7 @@ def write_targets(path: Path, plan: list[tuple[Role, list[str]]]) -> None:
     files: [runs/<suite>/<experiment>/targets.json])."""
     targets = [{"targets": [f"127.0.0.1:{argv[argv.index('--metrics-port') + 1]}"]}
                for _, argv in plan if "--metrics-port" in argv]
-    path.write_text(json.dumps(targets, indent=1))
+    write_atomic(path, json.dumps(targets, indent=1))
 
 
 def _last_line(path: Path) -> str:

@@ -27,6 +27,7 @@ import time
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
 from ..models import split
 from ..models.compression import Compressor, Decompressor, encoded_hw, prune_loss
 from ..spec import CompressionSpec
@@ -101,7 +102,8 @@ class _Stages:
         folder = self.setup.out_dir / "models"
         folder.mkdir(parents=True, exist_ok=True)
         budget = self.schedule.comp.budgets[stage]
-        torch.save({k: m.state_dict() for k, m in self.modules.items()}, folder / f"{self.name}-budget{budget}.pt")
+        with atomic_path(folder / f"{self.name}-budget{budget}.pt") as tmp:
+            torch.save({k: m.state_dict() for k, m in self.modules.items()}, tmp)
 
 
 class CompressedSplitSource(SourceWorker):

@@ -20,8 +20,9 @@ import pandas as pd
 
 from ..data import dataset_meta
 from ..environment import timing_key
-from ..record import load, read_environment
-from ..spec import Experiment, PaperClaim, load_experiment
+from ..atomic import write_atomic
+from ..record import read_environment, read_run, run_status
+from ..spec import Experiment, PaperClaim, SpecError, load_experiment
 from . import figures, units
 from .budgets import budget_table
 from .claims import claims_table
@@ -34,11 +35,6 @@ def _png(fig) -> str:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
-
-
-def _status(run_dir: Path) -> str:
-    p = run_dir / "status.txt"
-    return p.read_text().strip() if p.exists() else "unknown"
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -196,20 +192,31 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
     by_name: dict[str, pd.DataFrame] = {}
     experiments: dict[str, Experiment] = {}
     rows, envs = [], {}
+    damaged = []  # one row per damaged or missing file of a run folder
     for d in run_dirs:
         d = Path(d).resolve()
-        exp = load_experiment(d / "spec.yaml")
         try:
-            rec = load(d)
-        except (FileNotFoundError, OSError):
+            exp = load_experiment(d / "spec.yaml")
+        except (OSError, SpecError) as err:
+            damaged.append({"experiment": d.name, "run_dir": str(d), "record": "",
+                            "problem": f"spec.yaml: {str(err).splitlines()[0]}: run left out"})
             continue
-        row = summarize(rec, exp, target_accuracy, _status(d).split(":")[0])
+        got = read_run(d)
+        damaged += [{"experiment": exp.name, "run_dir": str(d), "record": got.source, "problem": line}
+                    for line in got.damage]
+        if got.record is None:
+            continue
+        rec = got.record
+        row = summarize(rec, exp, target_accuracy, run_status(d).split(":")[0])
         row["run_dir"] = str(d)
+        row["record"] = got.source
         rows.append(row)
         records[(row["setting"], row["repeat"])] = rec
         by_name[exp.name] = rec
         experiments.setdefault(row["setting"], exp)
         envs[exp.name] = read_environment(d)
+    for x in damaged:  # one line each on stderr (stdout may carry the report as JSON)
+        print(f"{x['run_dir']}/{x['problem']}", file=sys.stderr)
     runs = pd.DataFrame(rows)
     summary = aggregate(runs) if not runs.empty else pd.DataFrame()
     # progress on stderr: stdout may carry the report as JSON
@@ -224,6 +231,8 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
                                        "environment": pd.DataFrame(env_rows)}
     if not predicted.empty:
         tables["predicted"] = predicted
+    if damaged:
+        tables["damaged"] = pd.DataFrame(damaged)
     models = sorted({(e.spec.model.name, dataset_meta(e.spec.dataset).input_shape) for e in experiments.values()})
     models += [m for m in figures.REFERENCE_MODELS if m not in models]
     cross = figures.crossover_table(models)
@@ -255,9 +264,9 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
                             "tuned to match.</p>" + _plain_table(table)))
 
     for name, df in tables.items():
-        df.to_csv(out / f"{name}.csv", index=False)
-    (out / "ranking.txt").write_text(ranking_text(rank))
-    (out / "report.json").write_text(json.dumps(
+        write_atomic(out / f"{name}.csv", df.to_csv(index=False))
+    write_atomic(out / "ranking.txt", ranking_text(rank))
+    write_atomic(out / "report.json", json.dumps(
         {name: json.loads(df.to_json(orient="records")) for name, df in tables.items()}, indent=1) + "\n")
 
     left_out = runs[runs["status"] != "ok"] if not runs.empty else runs
@@ -270,6 +279,12 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
     if not left_out.empty:
         parts.append("<p class='note'><b>Left out of means and rankings:</b> " + "; ".join(
             html.escape(f"{r.experiment}: {r.status}") for r in left_out.itertuples()) + "</p>")
+    if damaged:
+        parts.append("<h2>Damaged records</h2><p class='note'>Files of run folders that are cut short, unreadable "
+                     "or missing, and what the report did: used the whole record.parquet, rebuilt it from whole "
+                     "events files, or left the run out.</p><ul class='note'>" + "".join(
+                         f"<li>{html.escape(x['experiment'])}: {html.escape(x['problem'])}</li>" for x in damaged)
+                     + "</ul>")
     if not summary.empty:
         parts += ["<h2>Ranking</h2>", _ranking_html(rank),
                   "<h2>Traffic</h2><p>Training bytes per training sample (inputs, activations, gradients, labels, "
@@ -303,5 +318,5 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
     page = ("<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
-    (out / "report.html").write_text(page)
+    write_atomic(out / "report.html", page)
     return summary

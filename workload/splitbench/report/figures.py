@@ -81,7 +81,9 @@ def accuracy_over_time(records: dict[RunKey, pd.DataFrame], target: float):
         ax.plot(both["t"], both["mean"], marker="o", ms=3, color=color[setting], label=label[setting])
         if len(accs) > 1:  # band between epochs, whiskers at each (a single epoch has no band to draw)
             ax.fill_between(both["t"], both["lo"], both["hi"], color=color[setting], alpha=0.15, lw=0)
-            ax.errorbar(both["t"], both["mean"], yerr=[both["mean"] - both["lo"], both["hi"] - both["mean"]],
+            # clipped: the mean of equal accuracies can round a hair outside them, and matplotlib refuses
+            ax.errorbar(both["t"], both["mean"], yerr=[(both["mean"] - both["lo"]).clip(lower=0),
+                                                       (both["hi"] - both["mean"]).clip(lower=0)],
                         fmt="none", ecolor=color[setting], capsize=3, lw=1)
     ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.2f}")
     ax.set(xlabel="time since training began (s)", ylabel="held-out accuracy",
