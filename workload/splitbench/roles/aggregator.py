@@ -7,7 +7,7 @@ are averaged apart, each as soon as its last contribution arrives, or sources.de
 seconds after its first: a round that closes at the deadline averages the updates that
 came (weighted by their sample counts, as FedAvg weights) and the devices that missed it
 are recorded (`source_gone`) and not waited for again, so one dead source does not end the
-run; a device that comes back to a later round is taken back (`rejoined`). Where hfsl's split may
+run (a late update to a closed round is refused, as before; one to an open round still counts). Where hfsl's split may
 move (paradigm.candidates), a round closes when both partitions are in: the Q-learning
 agent (planning/hfsl.py), trained here at start-up on the candidates' costs, picks the
 next cut from the lowest remaining power each tier reported, and every device gets its
@@ -236,10 +236,6 @@ class Aggregator:
         power = float(msg.tensors["power"][0]) if "power" in msg.tensors else None
         # copies: the received frame is not kept, and the average must not alias a peer's buffer
         round_[sender] = (msg.tensors[f"w_{part}"].clone(), int(msg.tensors["n"][0]), power)
-        if who in self.gone:  # late for an earlier round, not dead: wait for it again
-            self.gone.discard(who)
-            self.members[part].add(who)
-            self.rt.log.write("rejoined", source=who, partition=part, round=msg.epoch)
         if self.members[part] <= self.whos[key]:
             self.close(part, msg.epoch)
 
