@@ -67,6 +67,24 @@ def test_a_killed_source_of_four_leaves_a_degraded_run(tmp_path, paradigm):
     assert processes_mentioning(str(result.run_dir)) == []
 
 
+def test_hfsl_goes_on_without_a_killed_source_and_its_medium_device(tmp_path):
+    """In hfsl the killed source's medium device is left with nothing to serve: both partitions'
+    rounds close at the deadline without the pair, and every round is still averaged."""
+    exp = small("kill-hfsl", {"name": "hfsl", "splitAfter": 2}, 3, [{"kind": "kill", "role": "source-1", "atStep": 5}],
+                epochs=3)
+    result = LocalExecutor(tmp_path, cpu_limit="off", quiet=True, timeout_s=400).run(exp)
+    assert result.status == "degraded", result.message
+    rec = load(result.run_dir)
+    done = steps_of(rec)
+    assert done["source-0"] == done["source-2"] == 12 and done["source-1"] < 12
+    agg = rec[rec["event"] == "aggregate"]
+    assert sorted(agg.groupby("partition")["round"].apply(list).sum()) == [0, 0, 1, 1, 2, 2]
+    assert (agg.loc[agg["round"] == 2, "contributors"] == 2).all()
+    noticed = rec[rec["event"] == "source_gone"].groupby("noticed_by")["source"].apply(set).to_dict()
+    assert noticed["executor-0"] == {"source-1"} and noticed["server-1"] == {"source-1"}
+    assert noticed["aggregator-0"] == {"source-1", "server-1"}  # the live pairs said goodbye: not dropped
+
+
 def test_every_source_gone_fails_with_one_line(tmp_path):
     faults = [{"kind": "kill", "role": f"source-{i}", "atStep": 2} for i in range(2)]
     exp = small("all-gone", {"name": "split", "splitAfter": 4}, 2, faults)

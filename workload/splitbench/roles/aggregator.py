@@ -63,6 +63,7 @@ class Aggregator:
         self.whos: dict[tuple[str, int], set[str]] = {}  # who contributed to each open round
         self.done: dict[tuple[str, int], tuple[dict, torch.Tensor, float | None]] = {}  # averaged, not yet sent
         self.gone: set[str] = set()  # devices that missed a round's deadline: not waited for again
+        self.last_round_in: set[str] = set()  # devices that sent their update of the last round
 
     def run(self) -> int:
         return self.rt.run(self.body)
@@ -152,7 +153,7 @@ class Aggregator:
         last_heard = time.time()
         while not self.devices - self.gone <= self.byes:
             due = min((t + deadline for t in self.opened.values()), default=math.inf)
-            if self.byes and not self.opened:  # the others finished: how long to wait for the rest
+            if self.all_rounds_in():  # every device still out sent its last round: wait for its goodbye
                 due = min(due, last_heard + deadline)
             try:
                 sender, msg, _ = self.ep.recv(max(0.01, min(last_heard + idle, due) - time.time()))
@@ -160,8 +161,8 @@ class Aggregator:
             except PeerTimeout:
                 for key in [k for k, t in self.opened.items() if t + deadline <= time.time()]:
                     self.close_late(key)
-                if self.byes and not self.opened and time.time() - last_heard > deadline:
-                    self.drop_silent()  # others finished; these sent their last round but no goodbye
+                if self.all_rounds_in() and time.time() - last_heard > deadline:
+                    self.drop_silent()  # they sent their last round but no goodbye
                     continue
                 if time.time() - last_heard < idle:
                     continue
@@ -173,6 +174,10 @@ class Aggregator:
                 sender, user, msg = getattr(err, "sender", None), getattr(err, "user", None), err
             last_heard = time.time()
             self.answer(sender, user, msg)
+
+    def all_rounds_in(self) -> bool:
+        out = self.devices - self.gone - self.byes
+        return bool(out) and not self.opened and out <= self.last_round_in
 
     def drop_silent(self) -> None:
         for who in sorted(self.devices - self.gone - self.byes):
@@ -236,6 +241,8 @@ class Aggregator:
         power = float(msg.tensors["power"][0]) if "power" in msg.tensors else None
         # copies: the received frame is not kept, and the average must not alias a peer's buffer
         round_[sender] = (msg.tensors[f"w_{part}"].clone(), int(msg.tensors["n"][0]), power)
+        if msg.epoch == self.spec.training.epochs // getattr(self.spec.paradigm, "local_epochs", 1) - 1:
+            self.last_round_in.add(who)
         if self.members[part] <= self.whos[key]:
             self.close(part, msg.epoch)
 
