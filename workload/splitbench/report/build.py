@@ -252,7 +252,8 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
             ("faults", fault_table(runs, exp_by_name, by_name) if by_name else pd.DataFrame(), "Faults",
              "Each fault injected (the spec's faults), when it ran (seconds since training began; hatched on the "
              "time figures) and what it cost: the run's training time and final accuracy minus the mean of the "
-             "clean runs of the same setting without faults (n/a where the suite has none)."),
+             "clean runs of the same setting without faults, whose mean and standard deviation are beside it (n/a "
+             "where the suite has none)."),
             ("degraded", degraded_table(runs, by_name) if by_name else pd.DataFrame(), "Degraded runs",
              "Runs that went on without some sources (a source that died or stopped answering within "
              "sources.deadline). They are left out of the means and the ranking: with fewer devices and less data "

@@ -116,9 +116,11 @@ def fault_table(runs: pd.DataFrame, experiments: dict[str, Experiment],
                    "sources_lost": ", ".join(lost["source"]) if not lost.empty else "",
                    "train_time_s": run.get("train_time_s", math.nan),
                    "final_accuracy": run.get("final_accuracy", math.nan)}
-            if base is not None:
-                row["time_cost_s"] = row["train_time_s"] - float(base["train_time_s"].mean())
-                row["accuracy_cost"] = row["final_accuracy"] - float(base["final_accuracy"].mean())
+            if base is not None:  # the clean runs' spread beside the cost: a cost inside it is noise
+                for metric, cost in (("train_time_s", "time_cost_s"), ("final_accuracy", "accuracy_cost")):
+                    row[cost] = row[metric] - float(base[metric].mean())
+                    row[f"unfaulted_{metric}"] = float(base[metric].mean())
+                    row[f"unfaulted_{metric}_std"] = float(base[metric].std()) if len(clean) > 1 else math.nan
                 row["against"] = f"{len(clean)} unfaulted run(s)"
             else:
                 row["time_cost_s"] = row["accuracy_cost"] = math.nan
