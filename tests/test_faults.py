@@ -192,3 +192,26 @@ def test_a_cut_is_an_outage_of_the_link():
                                                    faults=[{"kind": "cut", "atS": 2, "forS": 3}]))
     assert [(o.at_s, o.for_s) for o in exp.spec.network_with_faults().outages] == [(2, 3), (10, 1)]
     assert exp.spec.network.outages[0].at_s == 10  # the spec itself is not rewritten
+
+
+def test_a_slow_fault_moves_the_source_quota_for_its_interval(tmp_path):
+    """The executor moves the source's quota to the fault's for forS seconds and back, through
+    the mechanism the source's quota is enforced by; where that cannot move (no cgroup), the
+    fault event says it was not enforced."""
+    doc = experiment_doc(name="slow", sources={"replicas": 1, "device": {"cpu": "1"}},
+                         faults=[{"kind": "slow", "role": "source-0", "atS": 0.5, "forS": 1.5, "cpu": "100m"}],
+                         dataset={"name": "synthetic", "samplesPerSource": 64, "testSamples": 64},
+                         training={"epochs": 4, "batchSize": 16, "maxStepsPerEpoch": 4})
+    result = LocalExecutor(tmp_path, cpu_limit="auto", quiet=True, timeout_s=300).run(Experiment.model_validate(doc))
+    assert result.status == "ok", result.message
+    rec = load(result.run_dir)
+    mechanism = rec.loc[(rec["event"] == "session") & (rec["status"] == "limited") & (rec["instance"] == "source-0"),
+                        "cpu_limit"].iloc[0]
+    start, end = (rec[(rec["event"] == "fault") & (rec["state"] == s)].iloc[0] for s in ("start", "end"))
+    assert start["target"] == end["target"] == "source-0" and start["cpu_quota"] == 0.1 and end["cpu_quota"] == 1.0
+    if mechanism.startswith("cgroup"):
+        assert start["cpu_limit"] == end["cpu_limit"] == mechanism
+        assert end["t"] - start["t"] == pytest.approx(1.5, abs=0.5)
+    else:
+        assert start["cpu_limit"].startswith("unchanged")
+    assert fault_intervals(rec)[0][2] == "slow source-0"
