@@ -111,8 +111,8 @@ def test_centralized_uses_no_network(tmp_path):
 def test_a_crashed_source_is_reported_and_nothing_is_left_running(tmp_path, monkeypatch):
     monkeypatch.setenv("SPLITBENCH_DATA_ROOTS", str(tmp_path))  # dataset.root must be under an allowed root
     _, result, rec = run(tmp_path, dataset={"name": "fashion_mnist", "root": str(tmp_path / "nowhere")})
-    assert not result.ok
-    assert result.message.startswith("source-") and "exited with code 2" in result.message
+    assert not result.ok and result.status == "failed"  # every source crashed: nothing can go on
+    assert result.message.startswith("every source gone: source-") and "exited with code 2" in result.message
     assert "Fashion-MNIST not found" in result.message
     assert (result.run_dir / "record.parquet").exists()
     failed = rec[(rec["event"] == "session") & (rec["status"] == "failed")]

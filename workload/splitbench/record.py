@@ -17,6 +17,11 @@ Events (column `event`):
   launch   when the executor started the roles
   session  role start/stop, limits in force, errors
   outage   the link emulator took the link down (state=down) or brought it back (state=up)
+  source_gone  a source the run went on without: from the executor (it saw the process end: exit
+           code, last step, samples trained) or a server/the aggregator (it fell silent past
+           sources.deadline)
+  fault    an injected fault (spec.faults) began (state=start), ended (state=end) or never came
+           (state=missed), written by the executor
 On Kubernetes a pod's files die with it, so each role also prints every event to its log,
 one line each behind EVENT_PREFIX (SPLITBENCH_EVENTS_STDOUT=1, set by the operator's
 builders); the Kubernetes executor reads the pods' logs back into the same files.

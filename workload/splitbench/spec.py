@@ -285,6 +285,13 @@ class DeviceSpec(_Model):
 class SourcesSpec(_Model):
     replicas: int = Field(1, ge=1, le=256)
     device: DeviceSpec = DeviceSpec()
+    deadline: float = Field(30.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False, description=(
+        "seconds a source may be late before the run goes on without it. split, compressed_split, early_exit, "
+        "full_offload: per step (a source silent this long while the others have finished is gone); fedavg, "
+        "hfsl: per round (a round closes this long after its first update arrived, averaging the updates that "
+        "came, weighted by their sample counts, and a device that missed it is not waited for again). A run "
+        "that lost a source ends degraded, not failed; devices that wait on the aggregator allow it this much "
+        "beyond training.replyTimeoutS"))
 
 
 class ServerSpec(_Model):
@@ -305,6 +312,49 @@ class TransportSpec(_Model):
                              "can speak)")
 
 
+FAULT_ROLE = re.compile(r"^(source|server|aggregator)-(\d+)$")
+
+
+class FaultSpec(_Model):
+    """A fault injected on purpose, to measure how a paradigm tolerates churn. Times count from
+    the start of training (the first step), as network.outages do."""
+    kind: Literal["kill", "cut", "slow"] = Field(description=(
+        "kill: the executor kills the role (SIGKILL) at atStep or atS; cut: the emulated link carries nothing "
+        "from atS for forS (added to network.outages); slow: the source's CPU quota is cpu from atS for forS"))
+    role: str | None = Field(None, description="kill, slow: the role instance, e.g. source-1, server-0, aggregator-0")
+    at_step: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="kill a source once it has recorded this "
+                                                                        "many training steps")
+    at_s: float | None = Field(None, ge=0, le=MAX_TIMEOUT_S, allow_inf_nan=False,
+                               description="seconds after training begins")
+    for_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False,
+                                description="cut, slow: how long the fault lasts")
+    cpu: str | float | None = Field(None, description="slow: the CPU quota meanwhile, in cores or millicores")
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, v: Any) -> Any:
+        return DeviceSpec._cpu(v)
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> "FaultSpec":
+        given = {f for f in ("role", "at_step", "at_s", "for_s", "cpu") if getattr(self, f) is not None}
+        need = {"kill": {"role"}, "cut": {"at_s", "for_s"}, "slow": {"role", "at_s", "for_s", "cpu"}}[self.kind]
+        allowed = need | ({"at_step", "at_s"} if self.kind == "kill" else set())
+        if need - given:
+            raise ValueError(f"a {self.kind} fault needs {', '.join(sorted(to_camel(f) for f in need - given))}")
+        if given - allowed:
+            raise ValueError(f"a {self.kind} fault takes no {', '.join(sorted(to_camel(f) for f in given - allowed))}")
+        if self.kind == "kill" and (self.at_step is None) == (self.at_s is None):
+            raise ValueError("a kill fault needs exactly one of atStep and atS")
+        if self.role is not None and not FAULT_ROLE.match(self.role):
+            raise ValueError(f"role {self.role[:64]!r}: expected source-<i>, server-<j> or aggregator-0")
+        if self.at_step is not None and not self.role.startswith("source-"):
+            raise ValueError("atStep counts a source's steps: use atS for a server or the aggregator")
+        if self.kind == "slow" and not self.role.startswith("source-"):
+            raise ValueError("a slow fault slows a source")
+        return self
+
+
 class ExperimentSpec(_Model):
     model: ModelSpec
     dataset: DatasetSpec
@@ -315,6 +365,9 @@ class ExperimentSpec(_Model):
     server: ServerSpec = ServerSpec()
     aggregator: AggregatorSpec = AggregatorSpec()
     transport: TransportSpec = TransportSpec()
+    faults: list[FaultSpec] = Field(default_factory=list, max_length=64, description=(
+        "faults injected on purpose (kill a role, cut the link, slow a source); each is recorded as a fault "
+        "event with its start and end"))
     seed: int = Field(0, ge=0)
 
     @property
@@ -325,6 +378,31 @@ class ExperimentSpec(_Model):
     def server_count(self) -> int:
         """Server processes: one, or for hfsl one medium device per source."""
         return self.sources.replicas if self.paradigm.name == "hfsl" else 1
+
+    def network_with_faults(self) -> NetworkSpec:
+        """The network with the cut faults as outages (the link emulator's one mechanism for them)."""
+        cuts = [OutageSpec(at_s=f.at_s, for_s=f.for_s) for f in self.faults if f.kind == "cut"]
+        if not cuts:
+            return self.network
+        outages = sorted([*self.network.outages, *cuts], key=lambda o: o.at_s)
+        return NetworkSpec.model_validate({**self.network.model_dump(), "outages": [o.model_dump() for o in outages]})
+
+    @model_validator(mode="after")
+    def _faults_name_roles(self) -> "ExperimentSpec":
+        for f in self.faults:
+            if f.role is None:
+                if not self.uses_network or self.network.medium == "none":
+                    raise ValueError("a cut fault needs an emulated link to cut")
+                continue
+            kind, index = FAULT_ROLE.match(f.role).groups()
+            count = {"source": self.sources.replicas if self.uses_network else 0,
+                     "server": self.server_count if self.paradigm.name not in ("centralized", "fedavg") else 0,
+                     "aggregator": 1 if self.paradigm.name in ("fedavg", "hfsl") else 0}[kind]
+            if int(index) >= count:
+                raise ValueError(f"fault role {f.role}: {self.paradigm.name} with {self.sources.replicas} sources "
+                                 f"has {count} {kind} role(s)")
+        self.network_with_faults()  # cuts must not overlap the network's outages
+        return self
 
     @model_validator(mode="after")
     def _epochs_match_schedule(self) -> "ExperimentSpec":
@@ -529,6 +607,9 @@ def _merge(base: Any, value: Any) -> Any:
 
 def _label(field: str, value: Any) -> str:
     """A short name for one matrix value, for experiment names."""
+    if field == "faults" and isinstance(value, list):  # a list of faults: what each does to whom
+        return "-".join(_label("", f"{f.get('kind')}-{f.get('role') or 'link'}") for f in value
+                        if isinstance(f, dict)) or "no-faults"
     if isinstance(value, dict):
         if field == "paradigm":
             short = {"compressed_split": "cs"}

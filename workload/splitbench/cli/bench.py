@@ -81,14 +81,17 @@ def run(args) -> int:
             if args.resume and why is None:
                 status = run_status(run_dir)
                 print(f"{head}: reused, completed earlier ({status.split(':')[0]})", file=sys.stderr)
-                results.append(RunResult(exp.name, run_dir, status.startswith("ok"), status, 0.0))
+                kind = status.split(":")[0]
+                results.append(RunResult(exp.name, run_dir, kind == "ok", status, 0.0,
+                                         status=kind if kind in ("ok", "degraded") else "failed"))
                 continue
             print(head + (f": running ({why})" if why else ""), file=sys.stderr)
             current = f"{exp.name} ({i}/{len(exps)})"
             results.append(executor.run(exp))
             current = None
             if not results[-1].ok:
-                print(f"  FAILED: {results[-1].message}", file=sys.stderr)
+                print(f"  {'FAILED' if not results[-1].finished else results[-1].status}: {results[-1].message}",
+                      file=sys.stderr)
         build_report([r.run_dir for r in results], Path(args.out), suite.spec.report.target_accuracy,
                      title=f"splitbench: suite {suite.metadata.name}", claims=suite.spec.report.paper_claims)
     except KeyboardInterrupt as err:
@@ -100,4 +103,4 @@ def run(args) -> int:
     print(Path(args.out, "ranking.txt").read_text() if Path(args.out, "ranking.txt").exists() else "", end="")
     print(f"report: {Path(args.out) / 'report.html'} (CSV tables and report.json beside it); "
           f"{time.time() - t0:.0f} s in all")
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if all(r.finished for r in results) else 1  # degraded runs are reported, not errors

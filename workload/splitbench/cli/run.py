@@ -65,7 +65,7 @@ def run(args) -> int:
     failed = 0
     for exp in suite.experiments():
         result = executor.run(quick(exp) if args.quick else exp)
-        print(f"{result.name}: {'ok' if result.ok else 'FAILED'}: {result.message} -> {result.run_dir}",
-              file=sys.stderr if not result.ok else sys.stdout)
-        failed += not result.ok
+        print(f"{result.name}: {'FAILED' if not result.finished else result.status}: {result.message} -> "
+              f"{result.run_dir}", file=sys.stderr if not result.ok else sys.stdout)
+        failed += not result.finished
     return 1 if failed else 0

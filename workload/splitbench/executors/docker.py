@@ -180,7 +180,7 @@ class DockerExecutor:
                 if not self.quiet:
                     progress.poll()
                     progress.show(force=True)
-                write_atomic(run_dir / "status.txt", status_line(ok, interrupted, message))
+                write_atomic(run_dir / "status.txt", status_line("ok" if ok else "failed", interrupted, message))
         return RunResult(exp.name, run_dir, ok, message, time.time() - t0)
 
     def _watch(self, containers: dict, progress: Progress, t0: float) -> tuple[bool, str]:

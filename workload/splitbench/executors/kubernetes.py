@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 from ..crd import FINISHED, GROUP, PLURAL, TERMINAL, VERSION
+from ..atomic import write_atomic
 from ..record import events_from_log, merge
 from ..spec import Experiment
-from .base import RunResult
+from .base import RunResult, status_line
 from .kubeapi import NoCluster, api_client, current_namespace
 
 NO_OPERATOR_S = 60.0  # an Experiment with no status after this long: no operator is watching
@@ -51,9 +52,9 @@ class KubernetesExecutor:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        (run_dir / "spec.yaml").write_text(exp.to_yaml())
+        write_atomic(run_dir / "spec.yaml", exp.to_yaml())
         t0 = time.time()
-        ok, message = False, ""
+        ok, message, status = False, "", {}
         try:
             custom, core = self._apis()
             ns = self.namespace or current_namespace()
@@ -73,8 +74,9 @@ class KubernetesExecutor:
         finally:
             if any(run_dir.glob("*.events.jsonl")):
                 merge(run_dir, t0, executor="kubernetes")
-            (run_dir / "status.txt").write_text(("ok" if ok else "failed") + f": {message}\n")
-        return RunResult(exp.name, run_dir, ok, message, time.time() - t0)
+            kind = ("degraded" if status.get("phase") == "Degraded" else "ok") if ok else "failed"
+            write_atomic(run_dir / "status.txt", status_line(kind, False, message))
+        return RunResult(exp.name, run_dir, kind == "ok", message, time.time() - t0, status=kind)
 
     def _replace(self, custom, ns: str, exp: Experiment) -> None:
         """Create the Experiment, after removing one of the same name left by an earlier run."""
@@ -149,20 +151,20 @@ class KubernetesExecutor:
         roles = [p for p in pods if (p.metadata.labels or {}).get("splitbench.dev/role") != "records"]
         logs = {p.metadata.name: _pod_log(core, ns, p) for p in roles}
         for pod, text in logs.items():
-            (run_dir / f"{pod}.log").write_text(text)
+            write_atomic(run_dir / f"{pod}.log", text)
         note = ""
         if records.startswith("PersistentVolumeClaim/"):
             try:
                 by_instance = _split_by_instance(events_from_log(self._read_volume(core, ns, name)))
                 for instance, text in by_instance.items():
-                    (run_dir / f"{instance}.events.jsonl").write_text(text)
+                    write_atomic(run_dir / f"{instance}.events.jsonl", text)
                 return ""
             except (RuntimeError, ValueError, ApiException) as err:
                 note = f"{records} not read back ({_one_line(err)}): events from the pods' logs"
         for pod, text in logs.items():
             events = events_from_log(text)
             if events:
-                (run_dir / f"{pod}.events.jsonl").write_text(events)
+                write_atomic(run_dir / f"{pod}.events.jsonl", events)
         return note
 
     def _read_volume(self, core, ns: str, name: str) -> str:

@@ -2,7 +2,10 @@
 
 Children die with us (PR_SET_PDEATHSIG), a crashed role stops the run with its own
 one-line error, Ctrl-C stops everything cleanly, and the run record is merged whatever
-happened, so nothing already recorded is lost.
+happened, so nothing already recorded is lost. A source that dies does not stop the run:
+it is recorded (source_gone) and the run goes on with the others and ends `degraded`;
+`failed` is for a dead server, aggregator or link, or every source gone. spec.faults'
+kills and slowdowns are performed here (executors/faults.py).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from ..roleplan import KEYS_DIR, SPEC_FILE, Role, plan_roles, role_names
 from ..transport import make_keys
 from ..spec import Experiment
 from .base import RunResult, status_line, uninterrupted
+from .faults import FaultInjector, executor_log, source_gone
 from .progress import Progress
 
 _PR_SET_PDEATHSIG = 1
@@ -102,7 +106,9 @@ class LocalExecutor:
         procs: dict[str, subprocess.Popen] = {}
         logs = []
         progress = Progress(exp.name, run_dir)
-        ok, message, interrupted = False, "", False
+        status, message, interrupted = "failed", "", False
+        events = executor_log(exp, run_dir)  # what the executor saw and did: gone sources, faults
+        faults = FaultInjector(exp, events)
         try:
             procs_plan = self.processes(exp, run_dir)
             write_targets(run_dir / "targets.json", procs_plan)
@@ -112,7 +118,8 @@ class LocalExecutor:
                 logs.append(log)
                 procs[instance] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                                    env={**os.environ, **dict(role.env)}, preexec_fn=_die_with_parent)
-            ok, message = self._watch(procs, run_dir, progress, t0)
+            kinds = {role.name: role.kind for role, _ in procs_plan}
+            status, message = self._watch(procs, kinds, run_dir, progress, t0, events, faults)
         except KeyboardInterrupt as err:
             interrupted = True
             message = f"stopped by {err or 'Ctrl-C'}: roles stopped, partial record kept"
@@ -122,6 +129,8 @@ class LocalExecutor:
         finally:
             with uninterrupted():
                 self._stop(procs)
+                faults.close()
+                events.close()
                 for log in logs:
                     log.close()
                 merge(run_dir, t0, executor="local")
@@ -129,24 +138,43 @@ class LocalExecutor:
                 if not self.quiet:
                     progress.poll()
                     progress.show(force=True)
-                write_atomic(run_dir / "status.txt", status_line(ok, interrupted, message))
-        return RunResult(exp.name, run_dir, ok, message, time.time() - t0)
+                write_atomic(run_dir / "status.txt", status_line(status, interrupted, message))
+        return RunResult(exp.name, run_dir, status == "ok", message, time.time() - t0, status=status)
 
-    def _watch(self, procs: dict[str, subprocess.Popen], run_dir: Path, progress: Progress,
-               t0: float) -> tuple[bool, str]:
+    def _watch(self, procs: dict[str, subprocess.Popen], kinds: dict[str, str], run_dir: Path, progress: Progress,
+               t0: float, events, faults: FaultInjector) -> tuple[str, str]:
+        """(status, one line) once the run ends: ok, degraded (it went on without some
+        sources) or failed."""
+        sources = {n for n, k in kinds.items() if k == "source"}
+        gone: dict[str, str] = {}
         while True:
             time.sleep(0.25)
+            progress.poll()
             if not self.quiet:
-                progress.poll()
                 progress.show()
+            faults.tick(progress, kill=lambda name: _kill(procs.get(name)))
             for instance, p in procs.items():
                 code = p.poll()
-                if code not in (None, 0):
-                    return False, f"{instance} exited with code {code}: {_last_line(run_dir / f'{instance}.log')}"
-            if all(p.poll() == 0 for p in procs.values()):
-                return True, f"finished in {time.time() - t0:.1f} s"
+                if code in (None, 0) or instance in gone:
+                    continue
+                why = f"{instance} exited with code {code}: {_last_line(run_dir / f'{instance}.log')}"
+                if instance not in sources:
+                    return "failed", why
+                gone[instance] = why
+                source_gone(events, progress, instance, why, exit_code=code,
+                            fault=instance in faults.killed or None)
+                if sources <= set(gone):
+                    return "failed", f"every source gone: {'; '.join(gone[s] for s in sorted(gone))}"
+            working = [n for n in procs if kinds[n] != "link" and n not in gone]
+            if all(procs[n].poll() == 0 for n in working):
+                if gone:  # the link emulator would wait for the goodbye of a source that is gone
+                    self._stop({n: p for n, p in procs.items() if kinds[n] == "link"})
+                    return "degraded", (f"finished in {time.time() - t0:.1f} s without {', '.join(sorted(gone))} "
+                                        f"({gone[min(gone)]})")
+                if all(p.poll() == 0 for p in procs.values()):
+                    return "ok", f"finished in {time.time() - t0:.1f} s"
             if self.timeout_s and time.time() - t0 > self.timeout_s:
-                return False, f"timed out after {self.timeout_s:.0f} s"
+                return "failed", f"timed out after {self.timeout_s:.0f} s"
 
     @staticmethod
     def _stop(procs: dict[str, subprocess.Popen], sig: int = signal.SIGTERM) -> None:
@@ -161,6 +189,14 @@ class LocalExecutor:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def _kill(p: subprocess.Popen | None) -> bool:
+    """SIGKILL a role (a kill fault): no chance to write a last record, as a crash."""
+    if p is None or p.poll() is not None:
+        return False
+    p.send_signal(signal.SIGKILL)
+    return True
 
 
 def write_targets(path: Path, plan: list[tuple[Role, list[str]]]) -> None:

@@ -13,6 +13,10 @@ class Progress:
         self.offsets: dict[Path, int] = {}
         self.planned: dict[str, int] = {}
         self.done: dict[str, int] = {}
+        self.samples: dict[str, int] = {}     # per source: samples trained so far
+        self.last_step: dict[str, int] = {}   # per source: the last step recorded
+        self.cpu_limit: dict[str, str] = {}   # per role: the CPU quota mechanism in force
+        self.first_step: float | None = None  # wall time training began (the first step's start)
         self.loss = self.acc = None
         self.up = self.down = 0
         self.started = time.time()
@@ -37,7 +41,13 @@ class Progress:
                     self.planned[inst] = e["planned_steps"]
                 elif e["event"] == "step":
                     self.done[inst] = self.done.get(inst, 0) + 1
+                    self.samples[inst] = self.samples.get(inst, 0) + int(e.get("samples") or 0)
+                    self.last_step[inst] = e.get("step")
                     self.loss = e.get("loss", self.loss)
+                    start = e["time"] - (e.get("duration_s") or 0)
+                    self.first_step = start if self.first_step is None else min(self.first_step, start)
+                elif e["event"] == "session" and e.get("status") == "limited":
+                    self.cpu_limit[inst] = e.get("cpu_limit")
                 if e["event"] in ("step", "round"):
                     self.up += sum(v for k, v in e.items() if k.startswith("up_") and k.endswith("_bytes"))
                     self.down += sum(v for k, v in e.items() if k.startswith("down_") and k.endswith("_bytes"))

@@ -26,6 +26,7 @@ from ..spec import Experiment, PaperClaim, SpecError, load_experiment
 from . import figures, units
 from .budgets import budget_table
 from .claims import claims_table
+from .faults import degraded_table, fault_table
 from .predicted import prediction_table
 from .summary import RANKED, RANKING_NOTE, aggregate, ranking, round_table, summarize
 
@@ -256,6 +257,20 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
                             "<p>One row per run and budget stage: bytes per training sample, accuracy at the end "
                             "of the stage, and where the suite also trained that budget from scratch, the time "
                             "this stage took to reach that accuracy.</p>" + _plain_table(budgets)))
+    for key, df, title, intro in (
+            ("faults", fault_table(runs, exp_by_name, by_name) if by_name else pd.DataFrame(), "Faults",
+             "Each fault injected (the spec's faults), when it ran (seconds since training began; hatched on the "
+             "time figures) and what it cost: the run's training time and final accuracy minus the mean of the "
+             "clean runs of the same setting without faults, whose mean and standard deviation are beside it (n/a "
+             "where the suite has none)."),
+            ("degraded", degraded_table(runs, by_name) if by_name else pd.DataFrame(), "Degraded runs",
+             "Runs that went on without some sources (a source that died or stopped answering within "
+             "sources.deadline). They are left out of the means and the ranking: with fewer devices and less data "
+             "they answer another question than a clean run. Here is what each lost: the source, when it stopped "
+             "(s since training began), its last step and the samples it trained.")):
+        if not df.empty:
+            tables[key] = df
+            sections.insert(0, (title, f"<p>{html.escape(intro)}</p>" + _plain_table(df)))
     if claims:
         table = claims_table(summary, claims, budgets=budgets)
         tables["paper_vs_measured"] = table

@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 
 from ..models import REGISTRY, build_model  # noqa: E402
 from ..models.profile import profile_model  # noqa: E402
+from .faults import fault_intervals  # noqa: E402
 from .summary import accuracy_by_epoch  # noqa: E402
 
 RunKey = tuple[str, int]  # (setting, repeat)
@@ -38,6 +39,18 @@ def _legend_outside(ax, **kw) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=7, frameon=False, **kw)
 
 
+def _mark_faults(ax, records: dict[RunKey, pd.DataFrame], color: dict[str, tuple]) -> None:
+    """Each run's faults as hatched spans in its setting's color, labelled at the top."""
+    labelled = False
+    for (setting, repeat), df in records.items():
+        for start, end, what in fault_intervals(df):
+            ax.axvspan(start, max(end, start + 1e-3), color=color[setting], alpha=0.12, hatch="//", lw=0,
+                       label=None if labelled else "fault (hatched)")
+            ax.annotate(f"{what} (r{repeat})", (start, 1), xycoords=("data", "axes fraction"), fontsize=6,
+                        rotation=90, va="top", ha="right", color=color[setting])
+            labelled = True
+
+
 def _bytes(df: pd.DataFrame) -> pd.Series:
     return df.filter(regex=r"^(up|down)_.*_bytes$").sum(axis=1)
 
@@ -56,6 +69,8 @@ def cumulative_bytes(records: dict[RunKey, pd.DataFrame]):
         ax.plot(ev["t"], total, color=color[setting], lw=1.2, alpha=0.8,
                 label=None if setting in drawn else label[setting])
         drawn.add(setting)
+    _mark_faults(ax, records, color)
+    drawn |= {"fault"} if any(fault_intervals(df) for df in records.values()) else set()
     ax.set(xlabel="time since training began (s)", ylabel="cumulative MiB on the wire",
            title="Cumulative bytes, up + down (one line per repeat)")
     ax.grid(alpha=0.3)
@@ -86,6 +101,7 @@ def accuracy_over_time(records: dict[RunKey, pd.DataFrame], target: float):
                                                        (both["hi"] - both["mean"]).clip(lower=0)],
                         fmt="none", ecolor=color[setting], capsize=3, lw=1)
     ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.2f}")
+    _mark_faults(ax, records, color)
     ax.set(xlabel="time since training began (s)", ylabel="held-out accuracy",
            title="Accuracy at each epoch's end: mean; band and whiskers: lowest to highest repeat")
     ax.grid(alpha=0.3)

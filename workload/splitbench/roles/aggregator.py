@@ -3,7 +3,11 @@ weights of a partition from every device that trains it, averages them weighted 
 sample count (FedAvg), and answers each device with the average.
 
 Partitions are independent: in hfsl the K low devices' W_l and the K medium devices' W_m
-are averaged apart, each as soon as its last contribution arrives. Where hfsl's split may
+are averaged apart, each as soon as its last contribution arrives, or sources.deadline
+seconds after its first: a round that closes at the deadline averages the updates that
+came (weighted by their sample counts, as FedAvg weights) and the devices that missed it
+are recorded (`source_gone`) and not waited for again, so one dead source does not end the
+run (a late update to a closed round is refused, as before; one to an open round still counts). Where hfsl's split may
 move (paradigm.candidates), a round closes when both partitions are in: the Q-learning
 agent (planning/hfsl.py), trained here at start-up on the candidates' costs, picks the
 next cut from the lowest remaining power each tier reported, and every device gets its
@@ -20,6 +24,7 @@ message is counted and answered with ERROR; the aggregator goes on.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -57,6 +62,8 @@ class Aggregator:
         self.closed: dict[str, int] = {}  # per partition: rounds below this are averaged and sent
         self.whos: dict[tuple[str, int], set[str]] = {}  # who contributed to each open round
         self.done: dict[tuple[str, int], tuple[dict, torch.Tensor, float | None]] = {}  # averaged, not yet sent
+        self.gone: set[str] = set()  # devices that missed a round's deadline: not waited for again
+        self.last_round_in: set[str] = set()  # devices that sent their update of the last round
 
     def run(self) -> int:
         return self.rt.run(self.body)
@@ -68,7 +75,8 @@ class Aggregator:
         for d, n in ep.transport.items():
             rt.metrics.transport_bytes.labels(**rt.metrics.base, direction=d, auth=security.mode).inc(n)
         rt.log.write("session", status="aggregated", auth=security.mode, transport_rx_bytes=ep.transport["rx"],
-                     transport_tx_bytes=ep.transport["tx"], rejected=self.rejections.total)
+                     transport_tx_bytes=ep.transport["tx"], rejected=self.rejections.total,
+                     gone=",".join(sorted(self.gone)) or None)
 
     def setup(self) -> None:
         rt, spec = self.rt, self.spec
@@ -83,6 +91,8 @@ class Aggregator:
         self.servers = {role_name("server", j) for j in range(paradigm.servers())}
         # who may contribute what: sources train "whole" (fedavg) or "low" (hfsl), servers "medium"
         self.trains = {p: (self.servers if p == "medium" else self.sources) for p in self.expected}
+        self.members = {p: set(who) for p, who in self.trains.items()}  # whom each partition's round waits for
+        self.devices = set().union(*self.trains.values())
         self.limits = Limits(rt.experiment)
         self.ep = Endpoint(zmq.Context.instance(), zmq.ROUTER, self.args.bind, bind=True, security=self.security,
                            max_msg_bytes=message_cap(spec),
@@ -139,19 +149,52 @@ class Aggregator:
                 self.reply(to, out)
 
     def serve(self) -> None:
-        idle = self.spec.training.reply_timeout_s * 2
-        while len(self.byes) < self.peers:
+        idle, deadline = self.spec.training.reply_timeout_s * 2, self.spec.sources.deadline
+        last_heard = time.time()
+        while not self.devices - self.gone <= self.byes:
+            due = min((t + deadline for t in self.opened.values()), default=math.inf)
+            if self.all_rounds_in():  # every device still out sent its last round: wait for its goodbye
+                due = min(due, last_heard + deadline)
             try:
-                sender, msg, _ = self.ep.recv(idle)
+                sender, msg, _ = self.ep.recv(max(0.01, min(last_heard + idle, due) - time.time()))
                 user = self.ep.last_user
             except PeerTimeout:
-                waiting = "; ".join(f"{p} round {r}: {len(c)}/{self.expected[p]} in"
+                for key in [k for k, t in self.opened.items() if t + deadline <= time.time()]:
+                    self.close_late(key)
+                if self.all_rounds_in() and time.time() - last_heard > deadline:
+                    self.drop_silent()  # they sent their last round but no goodbye
+                    continue
+                if time.time() - last_heard < idle:
+                    continue
+                waiting = "; ".join(f"{p} round {r}: {len(c)}/{len(self.members[p])} in"
                                     for (p, r), c in self.pending.items())
                 raise RoleFailed(f"no message for {idle:.0f} s; {len(self.byes)}/{self.peers} devices finished"
                                  + (f"; waiting for {waiting}" if waiting else ""), code=3) from None
             except WireError as err:
                 sender, user, msg = getattr(err, "sender", None), getattr(err, "user", None), err
+            last_heard = time.time()
             self.answer(sender, user, msg)
+
+    def all_rounds_in(self) -> bool:
+        out = self.devices - self.gone - self.byes
+        return bool(out) and not self.opened and out <= self.last_round_in
+
+    def drop_silent(self) -> None:
+        for who in sorted(self.devices - self.gone - self.byes):
+            self.gone.add(who)
+            self.rt.log.write("source_gone", source=who, noticed_by=self.rt.instance,
+                              reason=f"no goodbye within {self.spec.sources.deadline:g} s of the others' end")
+
+    def close_late(self, key: tuple[str, int]) -> None:
+        """The round's deadline passed: the devices that sent nothing are gone; average what came."""
+        part, round_ = key
+        for who in sorted(self.members[part] - self.whos.get(key, set())):
+            self.members[part].discard(who)
+            self.gone.add(who)
+            self.rt.log.write("source_gone", source=who, partition=part, round=round_, noticed_by=self.rt.instance,
+                              reason=f"no {part} update for round {round_} within {self.spec.sources.deadline:g} s "
+                                     "of the first")
+        self.close(part, round_)
 
     def check(self, sender: bytes | None, user, msg) -> tuple[str, str | None]:
         """(who sent it, the partition it contributes to); raises Rejected."""
@@ -198,15 +241,20 @@ class Aggregator:
         power = float(msg.tensors["power"][0]) if "power" in msg.tensors else None
         # copies: the received frame is not kept, and the average must not alias a peer's buffer
         round_[sender] = (msg.tensors[f"w_{part}"].clone(), int(msg.tensors["n"][0]), power)
-        if len(round_) < self.expected[part]:
-            return
-        self.closed[part] = msg.epoch + 1
+        if msg.epoch == self.spec.training.epochs // getattr(self.spec.paradigm, "local_epochs", 1) - 1:
+            self.last_round_in.add(who)
+        if self.members[part] <= self.whos[key]:
+            self.close(part, msg.epoch)
+
+    def close(self, part: str, round_: int) -> None:
+        key = (part, round_)
+        self.closed[part] = max(self.closed.get(part, 0), round_ + 1)
         self.whos.pop(key, None)
-        self.done[key] = self.average(part, msg.epoch, self.pending.pop(key), self.opened.pop(key))
+        self.done[key] = self.average(part, round_, self.pending.pop(key), self.opened.pop(key))
         if not self.mover:
-            self.send_round(msg.epoch, {part: self.done.pop(key)})
-        elif all((p, msg.epoch) in self.done for p in self.expected):
-            self.send_round(msg.epoch, {p: self.done.pop((p, msg.epoch)) for p in self.expected})
+            self.send_round(round_, {part: self.done.pop(key)})
+        elif all((p, round_) in self.done for p in self.expected):
+            self.send_round(round_, {p: self.done.pop((p, round_)) for p in self.expected})
 
 
 def run(args) -> int:

@@ -118,7 +118,7 @@ class Relay:
     def setup(self) -> None:
         rt, spec, args = self.rt, self.spec, self.args
         self.security = role_security(rt, on_denied=lambda text: self.rejections("?", "auth", text))
-        cfg = resolve_network(spec.network)
+        cfg = resolve_network(spec.network_with_faults())  # cut faults are outages
         self.routes = dict(r.split("=", 1) for r in args.route)
         self.allowed = set(self.routes) | {role_name("source", i) for i in range(spec.sources.replicas)}
         self.limits = Limits(rt.experiment)

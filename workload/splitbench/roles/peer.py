@@ -46,6 +46,8 @@ class PeerLink:
         self.peer = peer
         identity = routing_id(rt.instance, peer if second else None)
         self.timeout = rt.spec.training.reply_timeout_s
+        if peer == "aggregator":  # it may hold a round open for sources.deadline, waiting for stragglers
+            self.timeout += rt.spec.sources.deadline
         self.ep = Endpoint(self.ctx, zmq.DEALER, address, bind=False, identity=identity,
                            on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "tx" else "down", t.label, n),
                            security=role_security(rt), peer=first_hop(rt.spec, rt.instance, peer if second else None),

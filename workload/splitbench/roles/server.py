@@ -141,17 +141,44 @@ class Server:
         rt.log.write("session", status="listening", address=self.io.ep.address, auth=self.security.mode)
         k = spec.sources.replicas
         self.mine = {role_name("source", i) for i in range(k) if i * paradigm.servers() // k == index}  # hfsl: one each
+        self.paradigm_servers = paradigm.servers()
         self.limits, self.stream = Limits(rt.experiment), SourceStream()
 
     def serve(self) -> None:
-        idle_limit = self.spec.training.reply_timeout_s * 2
-        while len(self.said_bye) < len(self.mine):
+        """Answer until every source said BYE, or the ones that did not are gone: nothing came
+        for sources.deadline once the others finished (each recorded as `source_gone`)."""
+        idle_limit, deadline = self.spec.training.reply_timeout_s * 2, self.spec.sources.deadline
+        last_heard = time.time()
+        self.heard: dict[str, float] = {}
+        self.last_step: dict[str, int] = {}
+        while waiting := self.mine - self.said_bye:
             try:
-                sender, user, msg, t_arrival = self.io.inbox.get(timeout=idle_limit)
+                sender, user, msg, t_arrival = self.io.inbox.get(timeout=min(1.0, deadline))
             except queue.Empty:
-                raise RoleFailed(f"no message from any source for {idle_limit:.0f} s; "
-                                 f"{len(self.said_bye)}/{len(self.mine)} sources finished", code=3) from None
+                now = time.time()
+                # nothing to do for the deadline: the sources still out are gone, once each was heard
+                # from or another finished (one still starting up has not been heard from yet); the
+                # server's own blocking work (an hfsl round) is not their silence
+                if now - last_heard > deadline and (self.said_bye or waiting <= set(self.heard)):
+                    self.drop(waiting, deadline)
+                    return
+                if now - last_heard > idle_limit:
+                    raise RoleFailed(f"no message from any source for {idle_limit:.0f} s; "
+                                     f"{len(self.said_bye)}/{len(self.mine)} sources finished", code=3) from None
+                continue
             self.answer(sender, user, msg, t_arrival)
+            last_heard = time.time()
+
+    def drop(self, waiting: set[str], deadline: float) -> None:
+        """Record the sources that are gone; with none left at all, the run cannot go on."""
+        now = time.time()
+        for who in sorted(waiting):
+            self.rt.log.write("source_gone", source=who, last_step=self.last_step.get(who),
+                              silent_s=now - self.heard[who] if who in self.heard else None,
+                              noticed_by=self.rt.instance, reason=f"silent for more than {deadline:g} s")
+        if not self.said_bye and self.paradigm_servers == 1:
+            raise RoleFailed(f"every source gone: {', '.join(sorted(waiting))} silent for more than {deadline:g} s",
+                             code=3)
 
     def answer(self, sender: bytes | None, user, msg, t_arrival: float) -> None:
         """Check one message, hand it to the worker, reply, record: a message the server
@@ -172,6 +199,9 @@ class Server:
             reject(rt, io, sender, who, err.reason, str(err))
             return
         self.stream.accept(who, msg, msg.kind == Kind.TRAIN)
+        self.heard[who] = time.time()  # when it was dealt with: a queue behind others is not its silence
+        if msg.kind == Kind.TRAIN:
+            self.last_step[who] = msg.step
         reply, loss, correct, fwd, bwd = out
         if msg.kind == Kind.BYE:
             self.said_bye.add(who)
@@ -203,6 +233,7 @@ class Server:
         for d, n in wire.items():
             rt.metrics.transport_bytes.labels(**rt.metrics.base, direction=d, auth=self.security.mode).inc(n)
         rt.log.write("session", status="served", sources=len(self.said_bye), auth=self.security.mode,
+                     gone=",".join(sorted(self.mine - self.said_bye)) or None,
                      up_bytes=sum(io.ep.rx.values()), down_bytes=sum(io.ep.tx.values()),
                      transport_rx_bytes=wire["rx"], transport_tx_bytes=wire["tx"], rejected=self.rejections.total)
 
