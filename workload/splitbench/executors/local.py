@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..devices import remove_cgroups
-from ..record import merge
+from ..record import EventLog, merge
 from ..roleplan import KEYS_DIR, SPEC_FILE, Role, plan_roles, role_names
 from ..transport import make_keys
 from ..spec import Experiment
@@ -105,13 +105,17 @@ class LocalExecutor:
         try:
             procs_plan = self.processes(exp, run_dir)
             write_targets(run_dir / "targets.json", procs_plan)
-            for role, argv in procs_plan:
-                instance = role.name
-                log = open(run_dir / f"{instance}.log", "w")
+            plan = {role.name: (role, argv) for role, argv in procs_plan}
+
+            def start(instance: str) -> None:  # a restart appends to the role's log, as to its events
+                role, argv = plan[instance]
+                log = open(run_dir / f"{instance}.log", "a")
                 logs.append(log)
                 procs[instance] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                                    env={**os.environ, **dict(role.env)}, preexec_fn=_die_with_parent)
-            ok, message = self._watch(procs, run_dir, progress, t0)
+            for instance in plan:
+                start(instance)
+            ok, message = self._watch(procs, run_dir, progress, t0, Restarts(exp.name, run_dir, plan, start))
         except KeyboardInterrupt:
             message = "interrupted (Ctrl-C): roles stopped, partial record kept"
             self._stop(procs, signal.SIGINT)  # as a terminal would: let each role write its last record
@@ -129,7 +133,7 @@ class LocalExecutor:
         return RunResult(exp.name, run_dir, ok, message, time.time() - t0)
 
     def _watch(self, procs: dict[str, subprocess.Popen], run_dir: Path, progress: Progress,
-               t0: float) -> tuple[bool, str]:
+               t0: float, restarts: "Restarts") -> tuple[bool, str]:
         while True:
             time.sleep(0.25)
             if not self.quiet:
@@ -137,9 +141,12 @@ class LocalExecutor:
                 progress.show()
             for instance, p in procs.items():
                 code = p.poll()
-                if code not in (None, 0):
-                    return False, f"{instance} exited with code {code}: {_last_line(run_dir / f'{instance}.log')}"
-            if all(p.poll() == 0 for p in procs.values()):
+                if code not in (None, 0) and not restarts.handle(instance, code):
+                    after = f" after {restarts.count[instance]} restart(s)" if restarts.count.get(instance) else ""
+                    return False, (f"{instance} exited with code {code}{after}: "
+                                   f"{_last_line(run_dir / f'{instance}.log')}")
+            restarts.start_due()
+            if not restarts.waiting and all(p.poll() == 0 for p in procs.values()):
                 return True, f"finished in {time.time() - t0:.1f} s"
             if self.timeout_s and time.time() - t0 > self.timeout_s:
                 return False, f"timed out after {self.timeout_s:.0f} s"
@@ -157,6 +164,39 @@ class LocalExecutor:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+class Restarts:
+    """The role plan's restart policy, as a kubelet applies it: a role with OnFailure that
+    exits non-zero (or is killed) is started again with the same arguments after a doubling
+    back-off, at most restart_limit times; each restart is a `restart` event in its record."""
+
+    def __init__(self, experiment: str, run_dir: Path, plan: dict, start):
+        self.experiment, self.run_dir, self.plan, self.start = experiment, run_dir, plan, start
+        self.count: dict[str, int] = {}
+        self.waiting: dict[str, float] = {}  # instance -> when to start it again
+
+    def handle(self, instance: str, code: int) -> bool:
+        """True when the dead role will be restarted (or already is about to be)."""
+        if instance in self.waiting:
+            return True
+        role = self.plan[instance][0]
+        n = self.count.get(instance, 0)
+        if role.restart != "OnFailure" or n >= role.restart_limit:
+            return False
+        delay = role.restart_delay(n)
+        self.count[instance] = n + 1
+        self.waiting[instance] = time.time() + delay
+        log = EventLog(self.run_dir / f"{instance}.events.jsonl", self.experiment, role.kind, instance, echo=False)
+        log.write("restart", attempt=n + 1, exit_code=code, backoff_s=delay)
+        log.close()
+        return True
+
+    def start_due(self) -> None:
+        now = time.time()
+        for instance in [i for i, t in self.waiting.items() if t <= now]:
+            del self.waiting[instance]
+            self.start(instance)
 
 
 def write_targets(path: Path, plan: list[tuple[Role, list[str]]]) -> None:
