@@ -167,9 +167,9 @@ def _count(events: Path, event: str) -> int:
         return 0
 
 
-def _run(tmp_path: Path, doc: dict, kill: tuple[str, str, int] | None = None):
-    """Run an experiment; with kill=(role kind, event, n): SIGKILL that role once its events
-    file holds n such events. Returns (result, record, kill time or None)."""
+def _run(tmp_path: Path, doc: dict, kill: tuple[str, str, str, int] | None = None):
+    """Run an experiment; with kill=(role kind, instance, event, n): SIGKILL that role once
+    the instance's events file holds n such events. Returns (result, record, kill time or None)."""
     exp = Experiment.model_validate(doc)
     out: dict = {}
     runner = threading.Thread(target=lambda: out.update(r=LocalExecutor(tmp_path, cpu_limit="off", quiet=True,
@@ -177,9 +177,9 @@ def _run(tmp_path: Path, doc: dict, kill: tuple[str, str, int] | None = None):
     runner.start()
     t_kill = None
     if kill is not None:
-        kind, event, n = kill
+        kind, watched, event, n = kill
         run_dir = (tmp_path / exp.name).resolve()
-        events = run_dir / f"{kind}-0.events.jsonl"
+        events = run_dir / f"{watched}.events.jsonl"
         deadline = time.time() + 240
         while runner.is_alive() and time.time() < deadline and _count(events, event) < n:
             time.sleep(0.02)
@@ -221,40 +221,53 @@ def _check_resumed(rec: pd.DataFrame, clean: list[pd.DataFrame], kind: str, t_ki
             "duplicates": int((mine["event"] == "duplicate").sum()), "resends": int((rec["event"] == "resend").sum())}
 
 
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1)
+
+
+def _losses(rec: pd.DataFrame) -> list[float]:
+    steps = rec[rec["event"] == "step"].sort_values(["instance", "step"])
+    return steps["loss"].tolist()
 
 
 @pytest.mark.integration
 def test_a_killed_split_server_restarts_from_its_checkpoint(tmp_path):
+    """One source, so that a run is deterministic: the server is killed mid-run (at a
+    random point of a step: the kill follows the source's records) and resumes from its
+    checkpoint of the step before."""
     def doc(seed):
-        return experiment_doc(name=f"split-{seed}", seed=seed, network=SLOW_LINK,
+        return experiment_doc(name=f"split-{seed}", seed=seed, network=SLOW_LINK, sources={"replicas": 1},
                               dataset={"name": "synthetic", "samplesPerSource": 256, "testSamples": 128},
-                              training={"epochs": 2, "batchSize": 32, "lr": 0.05, "replyTimeoutS": 60},
+                              training={"epochs": 2, "batchSize": 32, "lr": 0.05, "replyTimeoutS": 120},
                               checkpoint={"every": 1, "backoffS": 0.5})
     clean = [_run(tmp_path / "clean", doc(s))[1] for s in SEEDS]
-    _, rec, t_kill = _run(tmp_path / "faulted", doc(0), kill=("server", "server", 10))
+    _, rec, t_kill = _run(tmp_path / "faulted", doc(0), kill=("server", "source-0", "step", 6))
     m = _check_resumed(rec, clean, "server", t_kill)
     server = rec[rec["instance"] == "server-0"]
     served = server[server["event"] == "server"]
-    assert set(zip(served["source"], served["step"])) == set(zip(rec.loc[rec["event"] == "step", "instance"],
-                                                                 rec.loc[rec["event"] == "step", "step"]))
+    assert set(served["step"]) == set(rec.loc[rec["event"] == "step", "step"])  # every step served
+    lost = int(server.loc[server["event"] == "resume", "lost_updates"].sum())
+    if lost == 0:  # the kill fell outside the moment between a reply and its checkpoint: nothing differs
+        assert _losses(rec) == pytest.approx(_losses(clean[0]), rel=1e-5)
     first = served[served["time"] > t_kill]["time"].min()
-    print(f"split: recovery {first - t_kill:.2f} s to the first served step; {m}")
+    print(f"split: recovery {first - t_kill:.2f} s to the first served step; lost updates {lost}; {m}")
 
 
 @pytest.mark.integration
 def test_a_killed_fedavg_aggregator_restarts_from_its_checkpoint(tmp_path):
+    """The aggregator holds no model: its checkpoint (written before a round's replies) and
+    the contributions sent again make the faulted run the unfaulted one, step for step."""
     def doc(seed):
         return experiment_doc(name=f"fedavg-{seed}", seed=seed, network=SLOW_LINK, paradigm={"name": "fedavg"},
                               dataset={"name": "synthetic", "samplesPerSource": 256, "testSamples": 128},
-                              training={"epochs": 6, "batchSize": 32, "lr": 0.05, "replyTimeoutS": 60},
+                              training={"epochs": 4, "batchSize": 32, "lr": 0.05, "replyTimeoutS": 120},
                               checkpoint={"backoffS": 0.5})
     clean = [_run(tmp_path / "clean", doc(s))[1] for s in SEEDS]
-    _, rec, t_kill = _run(tmp_path / "faulted", doc(0), kill=("aggregator", "aggregate", 1))
+    _, rec, t_kill = _run(tmp_path / "faulted", doc(0), kill=("aggregator", "aggregator-0", "checkpoint", 1))
     m = _check_resumed(rec, clean, "aggregator", t_kill)
+    assert _losses(rec) == pytest.approx(_losses(clean[0]), rel=1e-5)
     agg = rec[rec["instance"] == "aggregator-0"]
     rounds = agg[agg["event"] == "aggregate"]
-    assert sorted(set(rounds["round"])) == list(range(6))  # every round averaged,
+    assert sorted(set(rounds["round"])) == list(range(4))  # every round averaged,
     for incarnation in (rounds[rounds["time"] < t_kill], rounds[rounds["time"] > t_kill]):
         assert not incarnation["round"].duplicated().any()  # once by each run of the aggregator
     print(f"fedavg: {m}")

@@ -150,9 +150,11 @@ class Aggregator:
     def average(self, part: str, round_: int, contributions: dict, since: float):
         """(the contributors, their weighted average, the lowest power they reported)."""
         t0 = time.perf_counter()
+        # in the contributors' order, not their arrival's: float sums then do not depend on timing,
+        # and a round re-averaged after a restart is the very same
+        ordered = [contributions[k] for k in sorted(contributions)]
         try:
-            avg = weighted_average([w for w, _, _ in contributions.values()],
-                                   [n for _, n, _ in contributions.values()])
+            avg = weighted_average([w for w, _, _ in ordered], [n for _, n, _ in ordered])
         except ValueError as err:  # checked contributions cannot get here; if they do, say so and stop
             raise RoleFailed(f"{part} round {round_}: {err}", code=4) from None
         powers = [p for _, _, p in contributions.values() if p is not None]
@@ -216,7 +218,8 @@ class Aggregator:
                                       2 * len(self.expected))
             if who in self.whos.get((part, msg.epoch), set()):
                 kept = self.pending.get((part, msg.epoch), {}).get(sender)
-                if kept is not None and kept[1] == int(msg.tensors["n"][0]) and torch.equal(kept[0], msg.tensors[f"w_{part}"]):
+                w, n = msg.tensors[f"w_{part}"], int(msg.tensors["n"][0])
+                if kept is not None and kept[1] == n and torch.equal(kept[0], w):
                     return who, part, "open"  # the same contribution again: its reply comes with the round's
                 raise Rejected("step", f"{who} sent {part} for round {msg.epoch} twice")
             last = self.last.get(part)
