@@ -137,6 +137,17 @@ class Checkpointer:
         self.rt.metrics.checkpoint_seconds.labels(**self.rt.metrics.base).observe(seconds)
         self.rt.log.write("checkpoint", checkpoint_s=seconds, bytes=nbytes, **where)
 
+    def restore(self, worker, state: dict) -> None:
+        """Put a checkpoint's worker state back; one that does not fit this role's model
+        (another spec wrote it) ends the role with one line."""
+        from .roles.runtime import RoleFailed  # late: roles import this module
+
+        try:
+            load_worker_state(worker, state["worker"])
+        except (CheckpointError, RuntimeError, KeyError, ValueError) as err:
+            raise RoleFailed(f"{self.path}: does not fit {self.rt.instance}'s model: {str(err).splitlines()[0]}",
+                             code=2) from None
+
     def load(self) -> dict | None:
         """The last checkpoint (its RNG states applied), or None. A file that is not a
         weights-only checkpoint ends the role with one line (RoleFailed, code 2)."""

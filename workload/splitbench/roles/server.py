@@ -25,7 +25,7 @@ from ..data import dataset_meta
 from ..paradigms import Setup, get_paradigm
 from ..transport import Endpoint, Kind, Message, PeerGone, Security, Traffic, WireError
 from ..transport.wire import error_message
-from ..checkpoint import CheckpointError, Checkpointer, load_worker_state, worker_state
+from ..checkpoint import Checkpointer, worker_state
 from ..record import byte_fields
 from ..roleplan import role_name, routing_id
 from .checks import Limits, Rejected, Rejections, SourceStream, check_server_message, identity_of, message_cap
@@ -173,11 +173,7 @@ class Server:
         if state is None:
             self.resumed = {} if self.rt.restarted else None
             return
-        try:
-            load_worker_state(self.worker, state["worker"])
-        except (CheckpointError, RuntimeError, KeyError, ValueError) as err:
-            raise RoleFailed(f"{self.ckpt.path}: does not fit this server's model: {str(err).splitlines()[0]}",
-                             code=2) from None
+        self.ckpt.restore(self.worker, state)
         self.served, self.said_bye = state["served"], set(state["said_bye"])
         self.stream.step, self.stream.epoch = dict(state["stream_step"]), dict(state["stream_epoch"])
         self.ckpt_epoch = max(self.stream.epoch.values(), default=0)

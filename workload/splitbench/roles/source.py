@@ -9,7 +9,7 @@ from collections import Counter
 
 import torch
 
-from ..checkpoint import CheckpointError, Checkpointer, load_worker_state, worker_state
+from ..checkpoint import Checkpointer, worker_state
 from ..data import DatasetMissing, load_dataset
 from ..devices import resolve_device
 from ..paradigms import Setup, get_paradigm
@@ -87,11 +87,7 @@ class Source:
         enough to draw the same ones)."""
         if state is None:
             return
-        try:
-            load_worker_state(self.worker, state["worker"])
-        except (CheckpointError, RuntimeError, KeyError, ValueError) as err:
-            raise RoleFailed(f"{self.ckpt.path}: does not fit this source's model: {str(err).splitlines()[0]}",
-                             code=2) from None
+        self.ckpt.restore(self.worker, state)
         self.cursor = (state["epoch"], state["next"], state["step"])
         self.rt.log.write("session", status="checkpoint", epoch=state["epoch"], step=state["step"])
 
