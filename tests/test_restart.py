@@ -134,6 +134,7 @@ def test_restarts_start_a_dead_role_again_until_its_budget_is_spent(tmp_path):
     started = []
     restarts = Restarts(exp.name, tmp_path, plan, started.append)
     assert not restarts.handle("source-0", 1)  # Never: its failure is the run's
+    assert not restarts.handle("server-0", 2)  # its setup refused something: a restart would too
     for attempt in (1, 2):
         assert restarts.handle("server-0", -9)
         assert restarts.handle("server-0", -9)  # seen again before its restart: still one restart

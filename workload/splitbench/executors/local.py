@@ -166,10 +166,15 @@ class LocalExecutor:
                 p.wait()
 
 
+CONFIG_ERROR = 2  # RoleFailed(code=2): what a role's setup refuses
+
+
 class Restarts:
     """The role plan's restart policy, as a kubelet applies it: a role with OnFailure that
     exits non-zero (or is killed) is started again with the same arguments after a doubling
-    back-off, at most restart_limit times; each restart is a `restart` event in its record."""
+    back-off, at most restart_limit times; each restart is a `restart` event in its record.
+    Exit code 2 (its setup refused the spec, the data or a checkpoint) is not retried: the
+    same start would fail the same way."""
 
     def __init__(self, experiment: str, run_dir: Path, plan: dict, start):
         self.experiment, self.run_dir, self.plan, self.start = experiment, run_dir, plan, start
@@ -182,7 +187,7 @@ class Restarts:
             return True
         role = self.plan[instance][0]
         n = self.count.get(instance, 0)
-        if role.restart != "OnFailure" or n >= role.restart_limit:
+        if role.restart != "OnFailure" or n >= role.restart_limit or code == CONFIG_ERROR:
             return False
         delay = role.restart_delay(n)
         self.count[instance] = n + 1
