@@ -14,6 +14,12 @@ Events (column `event`):
   launch   when the executor started the roles
   session  role start/stop, limits in force, errors
   outage   the link emulator took the link down (state=down) or brought it back (state=up)
+  checkpoint  a role wrote its checkpoint (checkpoint_s, bytes; checkpoint.py)
+  restart  the executor started a dead role again (attempt, exit_code, backoff_s)
+  resend   a source sent a request again after its peer's restart notice
+  duplicate  a server or aggregator dropped a request it had already served (answered again)
+  resume   a restarted server's first step from a source (lost_updates: steps it trained
+           after its last checkpoint, whose updates died with it)
 On Kubernetes a pod's files die with it, so each role also prints every event to its log,
 one line each behind EVENT_PREFIX (SPLITBENCH_EVENTS_STDOUT=1, set by the operator's
 builders); the Kubernetes executor reads the pods' logs back into the same files.
