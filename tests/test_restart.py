@@ -272,3 +272,52 @@ def test_a_killed_fedavg_aggregator_restarts_from_its_checkpoint(tmp_path):
     for incarnation in (rounds[rounds["time"] < t_kill], rounds[rounds["time"] > t_kill]):
         assert not incarnation["round"].duplicated().any()  # once by each run of the aggregator
     print(f"fedavg: {m}")
+
+
+@pytest.mark.integration
+def test_a_killed_source_started_again_resumes_its_partition(tmp_path):
+    """Sources are not restarted by the local executor (a Job's pod is, on Kubernetes): a
+    source killed mid-run and started again with the same arguments goes on from its
+    checkpoint, and the run trains exactly as one without the fault."""
+    from splitbench.roleplan import SPEC_FILE
+
+    def doc(name):
+        return experiment_doc(name=name, network=SLOW_LINK, sources={"replicas": 1}, transport={"auth": "none"},
+                              dataset={"name": "synthetic", "samplesPerSource": 256, "testSamples": 128},
+                              training={"epochs": 2, "batchSize": 32, "lr": 0.05, "replyTimeoutS": 120},
+                              checkpoint={"every": 1})
+    clean = _run(tmp_path / "clean", doc("clean"))[1]
+    exp = Experiment.model_validate(doc("faulted"))
+    run_dir = tmp_path / "faulted"
+    run_dir.mkdir()
+    (run_dir / SPEC_FILE).write_text(exp.to_yaml())
+    argv = dict((r.name, a + ["--cpu-limit", "off"]) for r, a in
+                LocalExecutor(tmp_path, metrics=False).processes(exp, run_dir))
+    procs = {name: subprocess.Popen(a, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for name, a in argv.items()}
+    try:
+        events = run_dir / "source-0.events.jsonl"
+        deadline = time.time() + 240
+        while time.time() < deadline and _count(events, "step") < 6 and procs["source-0"].poll() is None:
+            time.sleep(0.02)
+        assert procs["source-0"].poll() is None, "the source ended before the kill"
+        procs["source-0"].kill()
+        procs["source-0"].wait()
+        procs["source-0"] = subprocess.Popen(argv["source-0"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        for name, p in procs.items():
+            assert p.wait(240) == 0, name
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    from splitbench.record import merge
+    rec = merge(run_dir)
+    steps = rec[rec["event"] == "step"].sort_values("step")
+    assert steps["step"].tolist() == list(range(16))  # each step once: none lost, none twice
+    redone = rec[rec["event"] == "redo"]  # trained again after the checkpoint: same batch, same loss
+    assert len(redone) <= 1 and set(redone["step"]) <= set(steps["step"])
+    for _, r in redone.iterrows():
+        assert r["loss"] == pytest.approx(steps.loc[steps["step"] == r["step"], "loss"].iloc[0], rel=1e-5)
+    source = rec[rec["instance"] == "source-0"]
+    assert source.loc[source["event"] == "session", "status"].tolist().count("resumed") == 1
+    assert _losses(rec) == pytest.approx(_losses(clean), rel=1e-5)

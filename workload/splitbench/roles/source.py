@@ -13,7 +13,7 @@ from ..checkpoint import Checkpointer, worker_state
 from ..data import DatasetMissing, load_dataset
 from ..devices import resolve_device
 from ..paradigms import Setup, get_paradigm
-from ..record import byte_fields
+from ..record import byte_fields, last_step
 from ..roleplan import role_name
 from ..schedule import batches, evaluation_due, source_indices, steps_per_epoch, test_subset
 from ..transport import Kind, Message, Traffic
@@ -79,6 +79,7 @@ class Source:
         self.start_tx, self.start_rx = self.moved()  # HELLO/WELCOME so far
         self.ckpt = Checkpointer(rt, spec.checkpoint.every)
         self.cursor = (0, 0, 0)  # (epoch, step in epoch, step) to train next
+        self.recorded = last_step(rt.log.path)  # steps this source recorded before a restart
         self.resume(self.ckpt.load())
 
     def resume(self, state: dict | None) -> None:
@@ -115,9 +116,12 @@ class Source:
                 phases = {**out.phases, **link.phases()}
                 loss = link.last.get("loss", out.loss)
                 correct = int(link.last.get("correct", out.correct))
-                rt.metrics.step(out.samples, phases, None if math.isnan(loss) else loss)
+                first_time = step > self.recorded  # else: recorded before the restart, counted once
+                if first_time:
+                    rt.metrics.step(out.samples, phases, None if math.isnan(loss) else loss)
                 up1, down1 = self.moved()
-                rt.log.write("step", epoch=epoch, step=step, samples=out.samples, loss=loss, **worker.tags(epoch),
+                rt.log.write("step" if first_time else "redo", epoch=epoch, step=step, samples=out.samples, loss=loss,
+                             **worker.tags(epoch),
                              accuracy=correct / out.samples, duration_s=duration,
                              **{f"phase_{k}_s": v for k, v in phases.items()},
                              **byte_fields(up1 - up0, down1 - down0))
