@@ -100,7 +100,8 @@ def test_aggregator_averages_by_sample_count_and_rejects_bad_contributions(tmp_p
                                                                                          Traffic.CONTROL))
         assert "one w_<partition> tensor (w_whole)" in a.recv(30)[1].error_text()
         a.send(contribution(1.0, 1))
-        a.send(contribution(1.0, 1))
+        a.send(contribution(1.0, 1))  # the same again (a re-send): dropped and counted, answered with the round
+        a.send(contribution(2.0, 1))  # another contribution to the same round: refused
         assert "sent whole for round 0 twice" in a.recv(30)[1].error_text()
         b.send(contribution(3.0, 3))
         for ep in (a, b):
@@ -119,6 +120,9 @@ def test_aggregator_averages_by_sample_count_and_rejects_bad_contributions(tmp_p
         ctx.term()
         if agg.poll() is None:
             agg.kill()
+    dropped = [s.value for s in prom_samples(tmp_path / "aggregator-0.prom", "splitbench_duplicates_dropped")
+               if s.name.endswith("_total")]
+    assert dropped == [1]
     agg2 = role("aggregator", spec, tmp_path / "2", "--bind", f"tcp://127.0.0.1:{free_port()}")
     assert agg2.wait(60) == 3
     assert "no message for 8 s; 0/2 devices finished" in agg2.stdout.read()

@@ -35,6 +35,10 @@ class RoleMetrics:
                                 [*_LABELS, "reason"], registry=r)
         self.transport_bytes = Counter("splitbench_transport_bytes", "All bytes on the wire including CURVE's "
                                        "per-frame overhead", [*_LABELS, "direction", "auth"], registry=r)
+        self.duplicates = Counter("splitbench_duplicates_dropped", "Re-sent requests already served: answered "
+                                  "again, never trained on twice", _LABELS, registry=r)
+        self.checkpoint_seconds = Histogram("splitbench_checkpoint_seconds", "Time to write one checkpoint",
+                                            _LABELS, buckets=_STEP_BUCKETS, registry=r)
         self.link_queue = Histogram("splitbench_link_queue_seconds", "Time a message waited for its channel",
                                     [*_LABELS, "direction"], buckets=_STEP_BUCKETS, registry=r)
 

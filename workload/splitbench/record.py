@@ -22,6 +22,14 @@ Events (column `event`):
            sources.deadline)
   fault    an injected fault (spec.faults) began (state=start), ended (state=end) or never came
            (state=missed), written by the executor
+  checkpoint  a role wrote its checkpoint (checkpoint_s, bytes; checkpoint.py)
+  restart  the executor started a dead role again (attempt, exit_code, backoff_s)
+  resend   a source sent a request again after its peer's restart notice
+  redo     a resumed source trained again a step it had recorded after its last checkpoint
+           (the same batch and result; its bytes are here, the step is counted once)
+  duplicate  a server or aggregator dropped a request it had already served (answered again)
+  resume   a restarted server's first step from a source (lost_updates: steps it trained
+           after its last checkpoint, whose updates died with it)
 On Kubernetes a pod's files die with it, so each role also prints every event to its log,
 one line each behind EVENT_PREFIX (SPLITBENCH_EVENTS_STDOUT=1, set by the operator's
 builders); the Kubernetes executor reads the pods' logs back into the same files.
@@ -94,6 +102,24 @@ def events_from_log(text: str) -> str:
     """The event lines a role printed among its other output, as an events.jsonl text."""
     n = len(EVENT_PREFIX)
     return "".join(line[n:] + "\n" for line in text.splitlines() if line.startswith(EVENT_PREFIX))
+
+
+def last_step(path: Path) -> int:
+    """The highest step a role's events file records (-1: none): what a resumed source
+    already recorded, so that a step it trains again is not counted twice."""
+    last = -1
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a kill
+                if row.get("event") == "step":
+                    last = max(last, int(row["step"]))
+    except OSError:
+        pass
+    return last
 
 
 def byte_fields(up: dict, down: dict) -> dict[str, int]:

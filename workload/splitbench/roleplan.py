@@ -25,6 +25,7 @@ DEFAULT_MEMORY = "4Gi"  # a role whose device states no memory: a bound, far abo
 LINK_MEMORY = "2Gi"     # the link emulator: its queue is bounded to 256 MiB (roles/link.py)
 MEMORY_REQUEST = "1Gi"  # what such a role asks the scheduler for (a process with torch: under 1 GiB)
 KEYS_DIR = "keys"       # in the run folder: one CURVE keypair per role (transport/keys.py)
+MAX_BACKOFF_S = 300.0  # a kubelet's cap on its restart back-off
 KINDS = ("source", "server", "aggregator", "link", "trainer")
 # A role that dies is started again this many times, then the run gives it up: a server or
 # the aggregator restarts in place (restart "OnFailure"; past the limit the run fails), a
@@ -91,6 +92,8 @@ class Role:
     env: tuple[tuple[str, str], ...] = (("PYTHONUNBUFFERED", "1"),)
     volumes: tuple[Volume, ...] = VOLUMES
     restart: str = "Never"                      # Kubernetes restartPolicy: RESTARTS_IN_PLACE or Never
+    restart_limit: int = 0                      # restarts before its failure fails the run
+    backoff_s: float = 10.0                     # delay before the first restart, doubling (a kubelet's)
 
     def args(self, address: Callable[[str], str], *, bind: str, spec_path: str, run_dir: str,
              metrics_port: int | None = None, metrics_addr: str | None = None,
@@ -112,6 +115,11 @@ class Role:
         if metrics_addr is not None:
             out += ["--metrics-addr", metrics_addr]
         return out + list(extra)
+
+    def restart_delay(self, attempt: int) -> float:
+        """Seconds before restart number `attempt` (0 first): doubling from backoff_s, at
+        most 300 s, as a kubelet backs off a crashing container."""
+        return min(MAX_BACKOFF_S, self.backoff_s * 2 ** attempt)
 
     @property
     def peers(self) -> list[str]:
@@ -188,10 +196,13 @@ def _roles(spec: ExperimentSpec) -> list[Role]:
     gpu_image = "gpu" if spec.server.gpu else "edge"
     relay = role_name("link") if resolve_network(spec.network).emulated else None
     roles: list[Role] = []
+    # the server and the aggregator hold state every source depends on: restarted, they resume
+    # from their checkpoints (a source that dies is its executor's or Job's business)
+    resume = dict(restart=RESTARTS_IN_PLACE, restart_limit=spec.checkpoint.restarts, backoff_s=spec.checkpoint.backoff_s)
     if agg:  # the high-computational device: the CUDA image where the experiment has GPUs
         device = resolve_device(spec.aggregator.device)
         roles.append(Role(agg, "aggregator", 0, gpu_image, True, cpu=device.cpu, memory=device.memory or DEFAULT_MEMORY,
-                          memory_request=device.memory or MEMORY_REQUEST, restart=RESTARTS_IN_PLACE))
+                          memory_request=device.memory or MEMORY_REQUEST, **resume))
     direct = _direct_routes(spec, servers, agg, second_peer)
     if relay:
         first_hop = role_name("server") if servers else agg
@@ -202,8 +213,7 @@ def _roles(spec: ExperimentSpec) -> list[Role]:
         roles.append(Role(role_name("server", j), "server", j, gpu_image, True,
                           aggregator=(relay or agg) if agg else None, cpu=server_device.cpu,
                           memory=server_device.memory or DEFAULT_MEMORY,
-                          memory_request=server_device.memory or MEMORY_REQUEST, gpu=spec.server.gpu,
-                          restart=RESTARTS_IN_PLACE))
+                          memory_request=server_device.memory or MEMORY_REQUEST, gpu=spec.server.gpu, **resume))
     for i in range(k):
         name = role_name("source", i)
         roles.append(Role(name, "source", i, "edge", False, connect=relay or direct[name],

@@ -355,6 +355,25 @@ class FaultSpec(_Model):
         return self
 
 
+class CheckpointSpec(_Model):
+    """Checkpoints and restarts (roles/recovery.py): what a killed role resumes from."""
+    every: int | Literal["epoch", "none"] = Field(
+        "epoch", description="a source saves every N steps, the server every N steps served, the aggregator "
+                             "every N rounds; epoch: once an epoch (a round); none: never")
+    restarts: int = Field(3, ge=0, le=100, description="times a dead server or aggregator is restarted "
+                                                       "before the run fails")
+    backoff_s: float = Field(10.0, gt=0, le=300, allow_inf_nan=False,
+                             description="delay before the first restart, doubling after each (at most 300 s), "
+                                         "as a kubelet backs off a crashing container")
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be a positive number of steps or rounds, 'epoch' or 'none'")
+        return v
+
+
 class ExperimentSpec(_Model):
     model: ModelSpec
     dataset: DatasetSpec
@@ -368,6 +387,7 @@ class ExperimentSpec(_Model):
     faults: list[FaultSpec] = Field(default_factory=list, max_length=64, description=(
         "faults injected on purpose (kill a role, cut the link, slow a source); each is recorded as a fault "
         "event with its start and end"))
+    checkpoint: CheckpointSpec = CheckpointSpec()
     seed: int = Field(0, ge=0)
 
     @property

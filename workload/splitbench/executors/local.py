@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..atomic import write_atomic
 from ..devices import remove_cgroups
-from ..record import merge
+from ..record import EventLog, merge
 from ..roleplan import KEYS_DIR, SPEC_FILE, Role, plan_roles, role_names
 from ..transport import make_keys
 from ..spec import Experiment
@@ -112,14 +112,19 @@ class LocalExecutor:
         try:
             procs_plan = self.processes(exp, run_dir)
             write_targets(run_dir / "targets.json", procs_plan)
-            for role, argv in procs_plan:
-                instance = role.name
-                log = open(run_dir / f"{instance}.log", "w")
+            plan = {role.name: (role, argv) for role, argv in procs_plan}
+
+            def start(instance: str) -> None:  # a restart appends to the role's log, as to its events
+                role, argv = plan[instance]
+                log = open(run_dir / f"{instance}.log", "a")
                 logs.append(log)
                 procs[instance] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                                    env={**os.environ, **dict(role.env)}, preexec_fn=_die_with_parent)
+            for instance in plan:
+                start(instance)
             kinds = {role.name: role.kind for role, _ in procs_plan}
-            status, message = self._watch(procs, kinds, run_dir, progress, t0, events, faults)
+            status, message = self._watch(procs, kinds, run_dir, progress, t0, events, faults,
+                                          Restarts(exp.name, run_dir, plan, start))
         except KeyboardInterrupt as err:
             interrupted = True
             message = f"stopped by {err or 'Ctrl-C'}: roles stopped, partial record kept"
@@ -142,9 +147,9 @@ class LocalExecutor:
         return RunResult(exp.name, run_dir, status == "ok", message, time.time() - t0, status=status)
 
     def _watch(self, procs: dict[str, subprocess.Popen], kinds: dict[str, str], run_dir: Path, progress: Progress,
-               t0: float, events, faults: FaultInjector) -> tuple[str, str]:
+               t0: float, events, faults: FaultInjector, restarts: "Restarts") -> tuple[str, str]:
         """(status, one line) once the run ends: ok, degraded (it went on without some
-        sources) or failed."""
+        sources) or failed. A dead role with a restart policy is started again first."""
         sources = {n for n, k in kinds.items() if k == "source"}
         gone: dict[str, str] = {}
         while True:
@@ -155,9 +160,10 @@ class LocalExecutor:
             faults.tick(progress, kill=lambda name: _kill(procs.get(name)))
             for instance, p in procs.items():
                 code = p.poll()
-                if code in (None, 0) or instance in gone:
+                if code in (None, 0) or instance in gone or restarts.handle(instance, code):
                     continue
-                why = f"{instance} exited with code {code}: {_last_line(run_dir / f'{instance}.log')}"
+                after = f" after {restarts.count[instance]} restart(s)" if restarts.count.get(instance) else ""
+                why = f"{instance} exited with code {code}{after}: {_last_line(run_dir / f'{instance}.log')}"
                 if instance not in sources:
                     return "failed", why
                 gone[instance] = why
@@ -165,8 +171,9 @@ class LocalExecutor:
                             fault=instance in faults.killed or None)
                 if sources <= set(gone):
                     return "failed", f"every source gone: {'; '.join(gone[s] for s in sorted(gone))}"
+            restarts.start_due()
             working = [n for n in procs if kinds[n] != "link" and n not in gone]
-            if all(procs[n].poll() == 0 for n in working):
+            if not restarts.waiting and all(procs[n].poll() == 0 for n in working):
                 if gone:  # the link emulator would wait for the goodbye of a source that is gone
                     self._stop({n: p for n, p in procs.items() if kinds[n] == "link"})
                     return "degraded", (f"finished in {time.time() - t0:.1f} s without {', '.join(sorted(gone))} "
@@ -197,6 +204,44 @@ def _kill(p: subprocess.Popen | None) -> bool:
         return False
     p.send_signal(signal.SIGKILL)
     return True
+
+
+CONFIG_ERROR = 2  # RoleFailed(code=2): what a role's setup refuses
+
+
+class Restarts:
+    """The role plan's restart policy, as a kubelet applies it: a role with OnFailure that
+    exits non-zero (or is killed) is started again with the same arguments after a doubling
+    back-off, at most restart_limit times; each restart is a `restart` event in its record.
+    Exit code 2 (its setup refused the spec, the data or a checkpoint) is not retried: the
+    same start would fail the same way."""
+
+    def __init__(self, experiment: str, run_dir: Path, plan: dict, start):
+        self.experiment, self.run_dir, self.plan, self.start = experiment, run_dir, plan, start
+        self.count: dict[str, int] = {}
+        self.waiting: dict[str, float] = {}  # instance -> when to start it again
+
+    def handle(self, instance: str, code: int) -> bool:
+        """True when the dead role will be restarted (or already is about to be)."""
+        if instance in self.waiting:
+            return True
+        role = self.plan[instance][0]
+        n = self.count.get(instance, 0)
+        if role.restart != "OnFailure" or n >= role.restart_limit or code == CONFIG_ERROR:
+            return False
+        delay = role.restart_delay(n)
+        self.count[instance] = n + 1
+        self.waiting[instance] = time.time() + delay
+        log = EventLog(self.run_dir / f"{instance}.events.jsonl", self.experiment, role.kind, instance, echo=False)
+        log.write("restart", attempt=n + 1, exit_code=code, backoff_s=delay)
+        log.close()
+        return True
+
+    def start_due(self) -> None:
+        now = time.time()
+        for instance in [i for i, t in self.waiting.items() if t <= now]:
+            del self.waiting[instance]
+            self.start(instance)
 
 
 def write_targets(path: Path, plan: list[tuple[Role, list[str]]]) -> None:

@@ -30,6 +30,7 @@ import time
 import torch
 import zmq
 
+from ..checkpoint import Checkpointer
 from ..data import dataset_meta
 from ..devices import resolve_device
 from ..paradigms import Setup, get_paradigm
@@ -40,8 +41,8 @@ from ..planning.hfsl import QAgent, candidate_costs
 from ..transport import Endpoint, Kind, Message, PeerGone, PeerTimeout, Traffic, WireError
 from ..transport.wire import error_message
 from .checks import Limits, Rejected, Rejections, check_contribution, common, identity_of, message_cap
-from .peer import role_security
-from ..roleplan import role_name
+from .peer import NOTICE_EVERY_S, Notices, role_security
+from ..roleplan import role_name, routing_id
 from .runtime import RoleFailed, Runtime
 
 
@@ -64,6 +65,13 @@ class Aggregator:
         self.done: dict[tuple[str, int], tuple[dict, torch.Tensor, float | None]] = {}  # averaged, not yet sent
         self.gone: set[str] = set()  # devices that missed a round's deadline: not waited for again
         self.last_round_in: set[str] = set()  # devices that sent their update of the last round
+        self.closed_by: dict[tuple[str, int], set[str]] = {}  # who contributed to a round averaged, not yet sent
+        # per partition: the last round sent (round, average, cut, contributors): a device that re-sends
+        # its contribution to it (its reply was lost with a restart) gets the average again
+        self.last: dict[str, dict] = {}
+        self.rounds = 0  # rounds sent, over every run of this role
+        self.duplicates = 0
+        self.notices: Notices | None = None
 
     def run(self) -> int:
         return self.rt.run(self.body)
@@ -76,7 +84,7 @@ class Aggregator:
             rt.metrics.transport_bytes.labels(**rt.metrics.base, direction=d, auth=security.mode).inc(n)
         rt.log.write("session", status="aggregated", auth=security.mode, transport_rx_bytes=ep.transport["rx"],
                      transport_tx_bytes=ep.transport["tx"], rejected=self.rejections.total,
-                     gone=",".join(sorted(self.gone)) or None)
+                     gone=",".join(sorted(self.gone)) or None, duplicates_dropped=self.duplicates)
 
     def setup(self) -> None:
         rt, spec = self.rt, self.spec
@@ -101,6 +109,37 @@ class Aggregator:
                      auth=self.security.mode)
         self.block_sizes = [sum(t.numel() for t in state_tensors(block)) for block in whole_model(paradigm.setup)]
         self.mover = SplitMover(rt, paradigm) if getattr(spec.paradigm, "candidates", None) else None
+        self.ckpt = Checkpointer(rt, spec.checkpoint.every)
+        self.resume(self.ckpt.load())
+        if rt.restarted:  # tell every device: a contribution sent to the aggregator that died may be lost
+            second = paradigm.uses_server
+            peers = {n: routing_id(n, "aggregator" if second or n in self.servers else None).encode()
+                     for n in sorted(self.sources | self.servers)}
+            self.notices = Notices(peers, self.reply, spec.training.reply_timeout_s)
+
+    def state(self) -> dict:
+        return {"closed": dict(self.closed), "byes": sorted(self.byes), "rounds": self.rounds,
+                "last": {p: dict(v) for p, v in self.last.items()}, "cut": self.mover.cut if self.mover else None,
+                "gone": sorted(self.gone)}
+
+    def resume(self, state: dict | None) -> None:
+        if state is None:
+            return
+        self.closed, self.byes, self.rounds = dict(state["closed"]), set(state["byes"]), state["rounds"]
+        self.last = {p: dict(v) for p, v in state["last"].items()}
+        self.gone = set(state.get("gone", ()))  # not waited for again after a restart either
+        for members in self.members.values():
+            members -= self.gone
+        if self.mover and state["cut"] is not None:
+            self.mover.cut = state["cut"]
+        self.rt.log.write("session", status="checkpoint", rounds=self.rounds, devices_done=len(self.byes))
+
+    def save(self, bye: bool = False) -> None:
+        """When due (every N rounds; every round for epoch), and when a device leaves;
+        before a round's replies go out, so a restart never reopens a round a device has left."""
+        if self.ckpt.every == "none" or not (bye or self.ckpt.due(self.rounds, True)):
+            return
+        self.ckpt.save(self.state(), rounds=self.rounds, round=max(self.closed.values(), default=0) - 1)
 
     def reply(self, to: bytes, msg: Message) -> None:
         msg.experiment, msg.sender = self.rt.experiment.name, self.rt.instance
@@ -124,9 +163,11 @@ class Aggregator:
     def average(self, part: str, round_: int, contributions: dict, since: float):
         """(the contributors, their weighted average, the lowest power they reported)."""
         t0 = time.perf_counter()
+        # in the contributors' order, not their arrival's: float sums then do not depend on timing,
+        # and a round re-averaged after a restart is the very same
+        ordered = [contributions[k] for k in sorted(contributions)]
         try:
-            avg = weighted_average([w for w, _, _ in contributions.values()],
-                                   [n for _, n, _ in contributions.values()])
+            avg = weighted_average([w for w, _, _ in ordered], [n for _, n, _ in ordered])
         except ValueError as err:  # checked contributions cannot get here; if they do, say so and stop
             raise RoleFailed(f"{part} round {round_}: {err}", code=4) from None
         powers = [p for _, _, p in contributions.values() if p is not None]
@@ -141,10 +182,13 @@ class Aggregator:
         cut = None
         if self.mover:
             averages, cut = self.mover.resplit(round_, averages, {p: power for p, (_, _, power) in parts.items()})
+        for p in parts:
+            self.last[p] = {"round": round_, "avg": averages[p], "cut": cut,
+                            "contributors": sorted(self.closed_by.pop((p, round_), ()))}
+        self.rounds += 1
+        self.save()
         for p, (contributions, _, _) in parts.items():
-            out = Message(Kind.TRAIN_REPLY, epoch=round_).add(f"w_{p}", averages[p], Traffic.WEIGHTS)
-            if cut is not None:
-                out.add("cut", torch.tensor([cut], dtype=torch.int32), Traffic.CONTROL)
+            out = round_reply(self.last[p], p)
             for to in contributions:
                 self.reply(to, out)
 
@@ -155,8 +199,11 @@ class Aggregator:
             due = min((t + deadline for t in self.opened.values()), default=math.inf)
             if self.all_rounds_in():  # every device still out sent its last round: wait for its goodbye
                 due = min(due, last_heard + deadline)
+            if self.notices is not None:
+                self.notices.tick()
             try:
-                sender, msg, _ = self.ep.recv(max(0.01, min(last_heard + idle, due) - time.time()))
+                sender, msg, _ = self.ep.recv(max(0.01, min(last_heard + idle, due, time.time() + NOTICE_EVERY_S)
+                                                  - time.time()))
                 user = self.ep.last_user
             except PeerTimeout:
                 for key in [k for k, t in self.opened.items() if t + deadline <= time.time()]:
@@ -196,8 +243,9 @@ class Aggregator:
                                      "of the first")
         self.close(part, round_)
 
-    def check(self, sender: bytes | None, user, msg) -> tuple[str, str | None]:
-        """(who sent it, the partition it contributes to); raises Rejected."""
+    def check(self, sender: bytes | None, user, msg) -> tuple[str, str | None, str | None]:
+        """(who sent it, the partition it contributes to, "open"/"sent" if it is a copy of a
+        contribution to a round still open / already answered); raises Rejected."""
         who = identity_of(sender, user, self.security.curve)
         if isinstance(msg, WireError):
             raise Rejected("wire", f"malformed message: {msg}")
@@ -211,24 +259,40 @@ class Aggregator:
             part = check_contribution(self.limits, self.trains, self.sizes(), who, msg, len(self.pending),
                                       2 * len(self.expected))
             if who in self.whos.get((part, msg.epoch), set()):
+                kept = self.pending.get((part, msg.epoch), {}).get(sender)
+                w, n = msg.tensors[f"w_{part}"], int(msg.tensors["n"][0])
+                if kept is not None and kept[1] == n and torch.equal(kept[0], w):
+                    return who, part, "open"  # the same contribution again: its reply comes with the round's
                 raise Rejected("step", f"{who} sent {part} for round {msg.epoch} twice")
+            last = self.last.get(part)
+            if last is not None and last["round"] == msg.epoch and who in last["contributors"]:
+                return who, part, "sent"
             if (part, msg.epoch) in self.done or msg.epoch < self.closed.get(part, 0):
                 raise Rejected("step", f"{who} sent {part} for round {msg.epoch}, which is closed")
             if self.mover and "power" not in msg.tensors:
                 raise Rejected("shape", f"{who}: a moving split needs each device's power")
-        return who, part
+        return who, part, None
 
     def answer(self, sender: bytes | None, user, msg) -> None:
         who = (sender or b"?").decode("utf-8", "replace")
         try:
-            who, part = self.check(sender, user, msg)
+            who, part, copy = self.check(sender, user, msg)
         except Rejected as err:
             self.reject(sender, who, err.reason, str(err))
             return
-        if msg.kind == Kind.HELLO:
+        if self.notices is not None:
+            self.notices.heard(who)
+        if copy is not None:  # dropped and counted; a round already sent is answered again
+            self.duplicates += 1
+            self.rt.metrics.duplicates.labels(**self.rt.metrics.base).inc()
+            self.rt.log.write("duplicate", source=who, partition=part, round=msg.epoch, answered=copy == "sent")
+            if copy == "sent":
+                self.reply(sender, round_reply(self.last[part], part))
+        elif msg.kind == Kind.HELLO:
             self.reply(sender, Message(Kind.WELCOME))
         elif msg.kind == Kind.BYE:
             self.byes.add(who)
+            self.save(bye=True)
             self.reply(sender, Message(Kind.BYE))
         else:
             self.contribute(sender, who, part, msg)
@@ -249,7 +313,7 @@ class Aggregator:
     def close(self, part: str, round_: int) -> None:
         key = (part, round_)
         self.closed[part] = max(self.closed.get(part, 0), round_ + 1)
-        self.whos.pop(key, None)
+        self.closed_by[key] = self.whos.pop(key, set())
         self.done[key] = self.average(part, round_, self.pending.pop(key), self.opened.pop(key))
         if not self.mover:
             self.send_round(round_, {part: self.done.pop(key)})
@@ -259,6 +323,14 @@ class Aggregator:
 
 def run(args) -> int:
     return Aggregator(args).run()
+
+
+def round_reply(last: dict, part: str) -> Message:
+    """A round's answer to its contributors: the partition's average (and the cut, where it moves)."""
+    out = Message(Kind.TRAIN_REPLY, epoch=last["round"]).add(f"w_{part}", last["avg"], Traffic.WEIGHTS)
+    if last["cut"] is not None:
+        out.add("cut", torch.tensor([last["cut"]], dtype=torch.int32), Traffic.CONTROL)
+    return out
 
 
 class SplitMover:

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import time
 
+import torch
 import zmq
 
 from ..roleplan import first_hop, routing_id
 from ..transport import (
-    Endpoint, Kind, KeysMissing, Message, PeerGone, PeerTimeout, Security, keys_dir_for, load_keyring,
+    Endpoint, Kind, KeysMissing, Message, PeerGone, PeerTimeout, Security, Traffic, keys_dir_for, load_keyring,
 )
 from .runtime import RoleFailed, Runtime
+
+RESTARTED = "restarted_at"  # the tensor that makes a WELCOME a restart notice
+CLOCK_SKEW_S = 1.0  # a request sent this soon after a peer's restart (by the clocks) is re-sent all the same
+NOTICE_EVERY_S = 0.5  # how often a restarted role repeats its notice to a peer not yet heard from
 
 _STATS = ("loss", "correct", "t_arrival", "t_start", "forward_s", "backward_s", "t_reply")
 
@@ -53,6 +58,8 @@ class PeerLink:
                            security=role_security(rt), peer=first_hop(rt.spec, rt.instance, peer if second else None),
                            max_msg_bytes=message_cap(rt.spec), sndtimeo_s=self.timeout)
         self.last: dict[str, float] = {}
+        self.resends = 0
+        self.seen_restart: float | None = None  # the peer restart last acted on
 
     def _send(self, msg: Message) -> None:
         try:
@@ -61,14 +68,34 @@ class PeerLink:
             raise RoleFailed(f"{self.peer}: {err}", code=3) from None
 
     def call(self, msg: Message) -> tuple[Message, float, float]:
+        """Send and wait for the reply to this request. A restart notice from the peer
+        (restart_notice) while waiting means the request may have died with it: it is sent
+        again, same epoch and step, and the peer answers it once (a copy it already served
+        is dropped and answered from its record). Replies to an earlier copy are skipped."""
         msg.experiment, msg.sender = self.rt.experiment.name, self.rt.instance
         t_send = time.time()
         self._send(msg)
-        try:
-            _, reply, _ = self.ep.recv(self.timeout)
-        except PeerTimeout:
-            raise RoleFailed(f"no reply from the {self.peer} ({self.ep.address}) to {msg.kind.name} of step "
-                             f"{msg.step} within {self.timeout:.0f} s: {self.peer} or link down", code=3) from None
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                _, reply, _ = self.ep.recv(max(0.0, deadline - time.monotonic()))
+            except PeerTimeout:
+                raise RoleFailed(f"no reply from the {self.peer} ({self.ep.address}) to {msg.kind.name} of step "
+                                 f"{msg.step} within {self.timeout:.0f} s: {self.peer} or link down", code=3) from None
+            if reply.kind == Kind.WELCOME and RESTARTED in reply.tensors:
+                restarted = float(reply.tensors[RESTARTED][0])
+                if restarted != self.seen_restart and t_send < restarted + CLOCK_SKEW_S:
+                    self.seen_restart = restarted
+                    self.resends += 1
+                    self.rt.log.write("resend", peer=self.peer, kind=msg.kind.name, epoch=msg.epoch, step=msg.step,
+                                      peer_restarted=restarted)
+                    t_send = time.time()
+                    self._send(msg)
+                    deadline = time.monotonic() + self.timeout
+                continue
+            if reply.kind != Kind.ERROR and (reply.epoch, reply.step) != (msg.epoch, msg.step):
+                continue  # the answer to an earlier copy of a re-sent request
+            break
         t_recv = time.time()
         if reply.kind == Kind.ERROR:
             raise RoleFailed(f"{self.peer} rejected {msg.kind.name} of step {msg.step}: {reply.error_text()}", code=4)
@@ -91,3 +118,32 @@ class PeerLink:
         return {"uplink": max(0.0, s["t_arrival"] - s["t_send"]), "server_wait": s["t_start"] - s["t_arrival"],
                 "server_forward": s["forward_s"], "server_backward": s["backward_s"],
                 "downlink": max(0.0, s["t_recv"] - s["t_reply"])}
+
+
+def restart_notice() -> Message:
+    """What a restarted server or aggregator tells each peer: requests sent before now may
+    be lost, send them again."""
+    return Message(Kind.WELCOME).add(RESTARTED, torch.tensor([time.time()], dtype=torch.float64), Traffic.CONTROL)
+
+
+class Notices:
+    """A restarted role's notice to every peer (by routing id) until each has been heard from,
+    repeated every NOTICE_EVERY_S (a peer reconnecting is not reachable at once), for at most
+    `for_s` seconds."""
+
+    def __init__(self, peers: dict[str, bytes], send, for_s: float):
+        self.todo, self.send = dict(peers), send  # instance -> routing id
+        self.msg = restart_notice()
+        self.until = time.monotonic() + for_s
+        self.next = 0.0
+
+    def heard(self, instance: str) -> None:
+        self.todo.pop(instance, None)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if not self.todo or now < self.next or now > self.until:
+            return
+        self.next = now + NOTICE_EVERY_S
+        for rid in self.todo.values():
+            self.send(rid, self.msg)

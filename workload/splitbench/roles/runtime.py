@@ -59,7 +59,9 @@ class Runtime:
         self.metrics = RoleMetrics(self.experiment.name, role, instance, self.spec.paradigm.name, network)
         if getattr(args, "metrics_port", None):
             self.metrics.serve(args.metrics_port, addr=getattr(args, "metrics_addr", "127.0.0.1"))
-        self.log = EventLog(self.run_dir / f"{instance}.events.jsonl", self.experiment.name, role, instance)
+        events = self.run_dir / f"{instance}.events.jsonl"
+        self.restarted = events.exists()  # this role ran here before: its record is appended to, its peers told
+        self.log = EventLog(events, self.experiment.name, role, instance)
         signal.signal(signal.SIGTERM, _terminate)
         self.started = time.time()
         self.limits: dict = {}

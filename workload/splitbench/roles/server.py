@@ -25,10 +25,11 @@ from ..data import dataset_meta
 from ..paradigms import Setup, get_paradigm
 from ..transport import Endpoint, Kind, Message, PeerGone, Security, Traffic, WireError
 from ..transport.wire import error_message
+from ..checkpoint import Checkpointer, worker_state
 from ..record import byte_fields
-from ..roleplan import role_name
+from ..roleplan import role_name, routing_id
 from .checks import Limits, Rejected, Rejections, SourceStream, check_server_message, identity_of, message_cap
-from .peer import PeerLink, role_security
+from .peer import NOTICE_EVERY_S, Notices, PeerLink, role_security
 from .runtime import RoleFailed, Runtime
 
 
@@ -104,6 +105,12 @@ class Server:
         self.agg: PeerLink | None = None
         self.io: ServerIO | None = None
         self.said_bye: set[str] = set()
+        self.replies: dict[str, Message] = {}  # per source: the last training reply (a re-sent step gets it again)
+        self.served = 0  # training requests answered, over every run of this role
+        self.duplicates = 0
+        self.resumed: dict[str, int] | None = None  # restarted: each source's last step in the checkpoint
+        self.notices_done: set[str] = set()  # sources whose first step since the restart was recorded
+        self.notices: Notices | None = None
 
     def run(self) -> int:
         return self.rt.run(self.body)
@@ -143,17 +150,62 @@ class Server:
         self.mine = {role_name("source", i) for i in range(k) if i * paradigm.servers() // k == index}  # hfsl: one each
         self.paradigm_servers = paradigm.servers()
         self.limits, self.stream = Limits(rt.experiment), SourceStream()
+        self.ckpt = Checkpointer(rt, spec.checkpoint.every)
+        self.ckpt_epoch = 0
+        self.resume(self.ckpt.load())
+        if rt.restarted:  # tell every source: what it sent the server that died may be lost
+            self.notices = Notices({name: routing_id(name).encode() for name in self.mine}, self.notify,
+                                   spec.training.reply_timeout_s)
+
+    def notify(self, to: bytes, msg: Message) -> None:
+        msg.experiment, msg.sender = self.rt.experiment.name, self.rt.instance
+        self.io.reply(to, msg)
+
+    def state(self) -> dict:
+        """What a restarted server needs: its worker, whom it has served up to which step,
+        the replies it may have to send again, and who has left."""
+        return {"worker": worker_state(self.worker), "served": self.served, "said_bye": sorted(self.said_bye),
+                "stream_step": dict(self.stream.step), "stream_epoch": dict(self.stream.epoch),
+                "replies": {who: {"epoch": m.epoch, "step": m.step, "tensors": dict(m.tensors),
+                                  "traffic": {k: int(t) for k, t in m.traffic.items()}}
+                            for who, m in self.replies.items()}}
+
+    def resume(self, state: dict | None) -> None:
+        if state is None:
+            self.resumed = {} if self.rt.restarted else None
+            return
+        self.ckpt.restore(self.worker, state)
+        self.served, self.said_bye = state["served"], set(state["said_bye"])
+        self.stream.step, self.stream.epoch = dict(state["stream_step"]), dict(state["stream_epoch"])
+        self.ckpt_epoch = max(self.stream.epoch.values(), default=0)
+        for who, r in state["replies"].items():
+            self.replies[who] = Message(Kind.TRAIN_REPLY, self.rt.experiment.name, self.rt.instance, r["epoch"],
+                                        r["step"], dict(r["tensors"]),
+                                        {k: Traffic(t) for k, t in r["traffic"].items()})
+        self.resumed = dict(self.stream.step)
+        self.rt.log.write("session", status="checkpoint", served=self.served, sources_done=len(self.said_bye))
+
+    def save(self, epoch: int, step: int, bye: bool = False) -> None:
+        """A checkpoint when one is due: every N requests served, at the first request of
+        a new epoch, and when a source leaves (so a restart knows it is gone)."""
+        if self.ckpt.every == "none" or not (bye or self.ckpt.due(self.served, epoch > self.ckpt_epoch)):
+            return
+        self.ckpt_epoch = max(self.ckpt_epoch, epoch)
+        self.ckpt.save(self.state(), epoch=epoch, step=step, served=self.served)
 
     def serve(self) -> None:
         """Answer until every source said BYE, or the ones that did not are gone: nothing came
-        for sources.deadline once the others finished (each recorded as `source_gone`)."""
+        for sources.deadline once the others finished (each recorded as `source_gone`). A restarted
+        server keeps telling its sources so until each answers (Notices)."""
         idle_limit, deadline = self.spec.training.reply_timeout_s * 2, self.spec.sources.deadline
         last_heard = time.time()
         self.heard: dict[str, float] = {}
         self.last_step: dict[str, int] = {}
         while waiting := self.mine - self.said_bye:
+            if self.notices is not None:
+                self.notices.tick()
             try:
-                sender, user, msg, t_arrival = self.io.inbox.get(timeout=min(1.0, deadline))
+                sender, user, msg, t_arrival = self.io.inbox.get(timeout=min(NOTICE_EVERY_S, deadline))
             except queue.Empty:
                 now = time.time()
                 # nothing to do for the deadline: the sources still out are gone, once each was heard
@@ -180,6 +232,19 @@ class Server:
             raise RoleFailed(f"every source gone: {', '.join(sorted(waiting))} silent for more than {deadline:g} s",
                              code=3)
 
+    def duplicate(self, sender: bytes, who: str, msg: Message) -> bool:
+        """A training step this server has already answered (re-sent after a restart notice,
+        or its reply was lost): answered again from the kept reply, never trained twice."""
+        kept = self.replies.get(who)
+        if (msg.kind != Kind.TRAIN or kept is None or (kept.epoch, kept.step) != (msg.epoch, msg.step)
+                or msg.experiment != self.limits.experiment):
+            return False
+        self.duplicates += 1
+        self.rt.metrics.duplicates.labels(**self.rt.metrics.base).inc()
+        self.rt.log.write("duplicate", source=who, epoch=msg.epoch, step=msg.step)
+        self.io.reply(sender, kept)
+        return True
+
     def answer(self, sender: bytes | None, user, msg, t_arrival: float) -> None:
         """Check one message, hand it to the worker, reply, record: a message the server
         cannot use is refused and counted, never fatal."""
@@ -190,6 +255,10 @@ class Server:
             who = identity_of(sender, user, self.security.curve)
             if isinstance(msg, WireError):
                 raise Rejected("wire", f"malformed message: {msg}")
+            if self.notices is not None:
+                self.notices.heard(who)
+            if self.duplicate(sender, who, msg):
+                return
             check_server_message(self.limits, self.mine, self.stream, who, msg)
             try:
                 out = handle(self.worker, msg)
@@ -205,6 +274,7 @@ class Server:
         reply, loss, correct, fwd, bwd = out
         if msg.kind == Kind.BYE:
             self.said_bye.add(who)
+            self.save(msg.epoch, msg.step, bye=True)
         if reply is not None:
             stats = torch.tensor([loss, correct, t_arrival, t_start, fwd, bwd, time.time()], dtype=torch.float64)
             reply.add("stats", stats, Traffic.CONTROL)
@@ -212,10 +282,18 @@ class Server:
             reply.epoch, reply.step = msg.epoch, msg.step
             io.reply(sender, reply)
         if msg.kind == Kind.TRAIN:
+            if reply is not None:
+                self.replies[who] = reply
+            if self.resumed is not None and who not in self.notices_done:
+                self.notices_done.add(who)  # its first step since the restart: did the server lose updates?
+                lost = msg.step - self.resumed.get(who, -1) - 1
+                rt.log.write("resume", source=who, epoch=msg.epoch, step=msg.step, lost_updates=max(0, lost))
             rt.log.write("server", source=who, epoch=msg.epoch, step=msg.step, loss=loss,
                          wait_s=t_start - t_arrival, phase_server_forward_s=fwd, phase_server_backward_s=bwd)
             if self.agg is not None:
                 exchange_round(rt, self.worker, self.agg, msg, who)
+            self.served += 1
+            self.save(msg.epoch, msg.step)
 
     def leave_aggregator(self) -> None:
         agg = self.agg
@@ -235,7 +313,8 @@ class Server:
         rt.log.write("session", status="served", sources=len(self.said_bye), auth=self.security.mode,
                      gone=",".join(sorted(self.mine - self.said_bye)) or None,
                      up_bytes=sum(io.ep.rx.values()), down_bytes=sum(io.ep.tx.values()),
-                     transport_rx_bytes=wire["rx"], transport_tx_bytes=wire["tx"], rejected=self.rejections.total)
+                     transport_rx_bytes=wire["rx"], transport_tx_bytes=wire["tx"], rejected=self.rejections.total,
+                     duplicates_dropped=self.duplicates)
 
 
 def run(args) -> int:

@@ -9,10 +9,11 @@ from collections import Counter
 
 import torch
 
+from ..checkpoint import Checkpointer, worker_state
 from ..data import DatasetMissing, load_dataset
 from ..devices import resolve_device
 from ..paradigms import Setup, get_paradigm
-from ..record import byte_fields
+from ..record import byte_fields, last_step
 from ..roleplan import role_name
 from ..schedule import batches, evaluation_due, source_indices, steps_per_epoch, test_subset
 from ..transport import Kind, Message, Traffic
@@ -76,17 +77,37 @@ class Source:
         rt.log.write("plan", planned_steps=self.steps * spec.training.epochs, samples=len(self.mine),
                      epochs=spec.training.epochs, edge_blocks=paradigm.edge_blocks())
         self.start_tx, self.start_rx = self.moved()  # HELLO/WELCOME so far
+        self.ckpt = Checkpointer(rt, spec.checkpoint.every)
+        self.cursor = (0, 0, 0)  # (epoch, step in epoch, step) to train next
+        self.recorded = last_step(rt.log.path)  # steps this source recorded before a restart
+        self.resume(self.ckpt.load())
+
+    def resume(self, state: dict | None) -> None:
+        """Continue where the last checkpoint left: its model and optimizer, and its place
+        in the partition (batches are a function of seed, source and epoch, so the cursor is
+        enough to draw the same ones)."""
+        if state is None:
+            return
+        self.ckpt.restore(self.worker, state)
+        self.cursor = (state["epoch"], state["next"], state["step"])
+        self.rt.log.write("session", status="checkpoint", epoch=state["epoch"], step=state["step"])
+
+    def save(self, epoch: int, next_: int, step: int) -> None:
+        self.ckpt.save({"worker": worker_state(self.worker), "epoch": epoch, "next": next_, "step": step},
+                       epoch=epoch, step=step)
 
     def moved(self) -> tuple[Counter, Counter]:
         return sum((p.ep.tx for p in self.links), Counter()), sum((p.ep.rx for p in self.links), Counter())
 
     def train(self) -> None:
         rt, spec, worker, link, data = self.rt, self.spec, self.worker, self.link, self.data
-        step = 0
-        for epoch in range(spec.training.epochs):
+        first_epoch, first_step, step = self.cursor
+        for epoch in range(first_epoch, spec.training.epochs):
             rt.metrics.epoch.labels(**rt.metrics.base).set(epoch)
             rt.load_for_round(self.load, epoch // getattr(spec.paradigm, "local_epochs", 1))
             for s, idx in batches(self.mine, spec, epoch, self.index, self.steps):
+                if epoch == first_epoch and s < first_step:
+                    continue  # trained before the checkpoint this run resumed from
                 x, y = data.train_x[idx], data.train_y[idx]
                 up0, down0 = self.moved()
                 t0 = time.perf_counter()
@@ -95,13 +116,18 @@ class Source:
                 phases = {**out.phases, **link.phases()}
                 loss = link.last.get("loss", out.loss)
                 correct = int(link.last.get("correct", out.correct))
-                rt.metrics.step(out.samples, phases, None if math.isnan(loss) else loss)
+                first_time = step > self.recorded  # else: recorded before the restart, counted once
+                if first_time:
+                    rt.metrics.step(out.samples, phases, None if math.isnan(loss) else loss)
                 up1, down1 = self.moved()
-                rt.log.write("step", epoch=epoch, step=step, samples=out.samples, loss=loss, **worker.tags(epoch),
+                rt.log.write("step" if first_time else "redo", epoch=epoch, step=step, samples=out.samples, loss=loss,
+                             **worker.tags(epoch),
                              accuracy=correct / out.samples, duration_s=duration,
                              **{f"phase_{k}_s": v for k, v in phases.items()},
                              **byte_fields(up1 - up0, down1 - down0))
                 step += 1
+                if self.ckpt.due(step, False):
+                    self.save(epoch, s + 1, step)
             up0, down0 = self.moved()
             t0 = time.perf_counter()
             round_phases = worker.after_epoch(epoch)
@@ -112,6 +138,10 @@ class Source:
                              **byte_fields(up1 - up0, down1 - down0))
             if self.evaluates and evaluation_due(spec, epoch):
                 evaluate(rt, worker, link, self.test_x, self.test_y, epoch, step)
+            # at an epoch's end, and after every round's exchange: a resumed source never sends a round twice
+            every = self.ckpt.every
+            if (every == "epoch" or every != "none" and round_phases is not None) and epoch + 1 < spec.training.epochs:
+                self.save(epoch + 1, 0, step)
 
     def finish(self) -> None:
         self.worker.finish()
