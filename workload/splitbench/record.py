@@ -27,11 +27,12 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .transport.wire import Traffic
+
+if TYPE_CHECKING:  # pandas only where records are merged and read: no role imports it
+    import pandas as pd
 
 KINDS = [t.label for t in Traffic]
 BYTE_COLUMNS = [f"{d}_{k}_bytes" for d in ("up", "down") for k in KINDS]
@@ -81,6 +82,8 @@ def byte_fields(up: dict, down: dict) -> dict[str, int]:
 
 
 def read_events(run_dir: Path) -> pd.DataFrame:
+    import pandas as pd
+
     rows = []
     for p in sorted(run_dir.glob("*.events.jsonl")):
         with open(p) as f:
@@ -103,6 +106,8 @@ def merge(run_dir: Path, launched_at: float | None = None, executor: str | None 
     """Write run_dir/record.parquet from the roles' event files and return it, and
     run_dir/environment.json: where it was measured (environment.collect). executor: the
     executor's name; when not given, kubernetes if the roles' logs came from pods, else local."""
+    import pandas as pd
+
     df = read_events(run_dir)
     write_environment(run_dir, df, executor)
     if launched_at is not None:
@@ -142,5 +147,7 @@ def read_environment(run_dir: Path) -> dict:
 
 def load(path: Path) -> pd.DataFrame:
     """A run record from a Parquet file or a run folder."""
+    import pandas as pd
+
     p = Path(path)
     return pd.read_parquet(p / "record.parquet" if p.is_dir() else p)
