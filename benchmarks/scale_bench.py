@@ -2,8 +2,9 @@
 server, N sources of 100m CPU each (one process per source), a few steps per source.
 
 For each N: server throughput (samples/s the server trained, first to last request), each
-source's step time p50 and p99, peak resident memory and start-up time (process start to
-ready to train) per role kind, and messages lost (training steps the sources recorded that
+source's step time p50 and p99, peak resident memory (RSS), the private memory at the end
+(USS: pages no other process maps, what each added process costs) and start-up time
+(process start to ready to train; the relay: to listening) per role kind, and messages lost (training steps the sources recorded that
 the server never served: must be 0). A run that fails (the kernel's OOM killer, a timeout)
 is a row with its reason, and larger N are not tried.
 
@@ -58,6 +59,8 @@ def measure(n: int, steps: int, runs: Path, timeout_s: float) -> dict:
         mine = sessions[sessions["role"] == kind]
         if "rss_peak_mb" in mine:
             row[f"{kind}_rss_mb_max"] = round(mine["rss_peak_mb"].max(), 0)
+        if "uss_end_mb" in mine and mine["uss_end_mb"].notna().any():
+            row[f"{kind}_uss_mb_max"] = round(mine["uss_end_mb"].max(), 0)
         ready = mine["ready_s"].dropna() if "ready_s" in mine else pd.Series(dtype=float)
         if len(ready):
             row[f"{kind}_ready_s_max"] = round(ready.max(), 1)
