@@ -102,6 +102,13 @@ def test_a_dataset_is_decoded_once_and_mapped_read_only(tiny_fashion, tmp_path):
     assert len(list((tmp_path / "cache" / "datasets").iterdir())) == 2
 
 
+def test_an_unwritable_cache_still_loads_the_dataset(tiny_fashion, tmp_path):
+    root, images = tiny_fashion
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    data = load_dataset(DatasetSpec(name="fashion_mnist", root=str(root)))
+    assert (data.train_x[:, 0].numpy() == images).all()
+
+
 def test_a_damaged_dataset_file_is_named(tiny_fashion):
     root, _ = tiny_fashion
     with gzip.open(root / "train-labels-idx1-ubyte.gz", "wb") as f:

@@ -104,7 +104,10 @@ def _cached(name: str, decode: Callable[[], Arrays]) -> Arrays:
             for p in _PARTS:
                 np.save(tmp / f"{p}.npy", np.ascontiguousarray(arrays[p]))
 
-        write_dir_atomic(folder, fill)
+        try:
+            write_dir_atomic(folder, fill)
+        except OSError:  # a cache we cannot write: this process keeps its own decoded copy
+            return arrays
     return {p: np.load(folder / f"{p}.npy", mmap_mode="r") for p in _PARTS}
 
 
