@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from scale_bench import measure  # noqa: E402
+from scale_bench import mem_available_mb, measure  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -26,3 +26,9 @@ def test_sixteen_sources_lose_no_message_and_stay_under_the_memory_bound(tmp_pat
     assert row["lost_messages"] == 0
     assert 0 < row["source_uss_mb_max"] < SOURCE_USS_BOUND_MB, row
     assert row["link_rss_mb_max"] < 200, row  # the relay holds no torch
+
+
+def test_the_memory_guard_stops_a_run_before_the_machine_runs_out(tmp_path):
+    floor = mem_available_mb() + 1e6  # already below: the guard stops the roles at once
+    row = measure(2, steps=2, runs=tmp_path, timeout_s=300, memory_floor_mb=floor)
+    assert not row["ok"] and row["message"].startswith("stopped by the memory guard"), row
