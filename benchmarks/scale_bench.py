@@ -2,23 +2,30 @@
 server, N sources of 100m CPU each (one process per source), a few steps per source.
 
 For each N: server throughput (samples/s the server trained, first to last request), each
-source's step time p50 and p99, peak resident memory and start-up time (process start to
-ready to train) per role kind, and messages lost (training steps the sources recorded that
+source's step time p50 and p99, peak resident memory (RSS), the private memory at the end
+(USS: pages no other process maps, what each added process costs) and start-up time
+(process start to ready to train; the relay: to listening) per role kind, and messages lost (training steps the sources recorded that
 the server never served: must be 0). A run that fails (the kernel's OOM killer, a timeout)
-is a row with its reason, and larger N are not tried.
+is a row with its reason, and larger N are not tried. On a shared machine a memory guard
+stops the run's roles before the kernel's OOM killer would pick someone else's process:
+when MemAvailable falls below --memory-floor-mb, the run ends failed, saying so.
 
     python benchmarks/scale_bench.py [--sizes 1,4,16,32,64] [--steps 3] [--out build/scale]
 """
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from footprint_bench import descendants, role_of
 from splitbench.executors import LocalExecutor
 from splitbench.spec import Experiment
 
@@ -35,16 +42,51 @@ def experiment(n: int, steps: int) -> Experiment:
                  "sources": {"replicas": n, "device": {"cpu": "100m"}}}})
 
 
-def measure(n: int, steps: int, runs: Path, timeout_s: float) -> dict:
+def mem_available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+def guard(floor_mb: float, stop: threading.Event, tripped: list) -> None:
+    """SIGTERM this process's role processes while MemAvailable is below floor_mb (and every
+    role started after that: the run is over)."""
+    while not stop.wait(0.5):
+        available = mem_available_mb()
+        if available < floor_mb and not tripped:
+            tripped.append(available)
+        if tripped:
+            for pid in descendants(os.getpid()):
+                if role_of(pid):
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+
+
+def measure(n: int, steps: int, runs: Path, timeout_s: float, memory_floor_mb: float = 2048) -> dict:
     exp = experiment(n, steps)
+    stop, tripped = threading.Event(), []
+    watcher = threading.Thread(target=guard, args=(memory_floor_mb, stop, tripped), daemon=True)
+    watcher.start()
     t0 = time.time()
-    result = LocalExecutor(runs, quiet=True, timeout_s=timeout_s).run(exp)
-    row = {"sources": n, "ok": result.ok, "wall_s": round(time.time() - t0, 1),
+    try:
+        result = LocalExecutor(runs, quiet=True, timeout_s=timeout_s).run(exp)
+    finally:
+        stop.set()
+        watcher.join()
+    row = {"sources": n, "ok": result.ok and not tripped, "wall_s": round(time.time() - t0, 1),
            "message": "" if result.ok else result.message}
+    if tripped:
+        row["message"] = (f"stopped by the memory guard: {tripped[0]:.0f} MB available, under the floor of "
+                          f"{memory_floor_mb:.0f} MB; {row['message']}")
     rec_path = result.run_dir / "record.parquet"
     if not rec_path.exists():
         return row
     rec = pd.read_parquet(rec_path)
+    if "role" not in rec:  # no role got as far as recording anything
+        return row
     steps_rec = rec[rec["event"] == "step"]
     served = rec[rec["event"] == "server"]
     if len(served):
@@ -58,6 +100,8 @@ def measure(n: int, steps: int, runs: Path, timeout_s: float) -> dict:
         mine = sessions[sessions["role"] == kind]
         if "rss_peak_mb" in mine:
             row[f"{kind}_rss_mb_max"] = round(mine["rss_peak_mb"].max(), 0)
+        if "uss_end_mb" in mine and mine["uss_end_mb"].notna().any():
+            row[f"{kind}_uss_mb_max"] = round(mine["uss_end_mb"].max(), 0)
         ready = mine["ready_s"].dropna() if "ready_s" in mine else pd.Series(dtype=float)
         if len(ready):
             row[f"{kind}_ready_s_max"] = round(ready.max(), 1)
@@ -71,6 +115,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3, help="training steps per source")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
     ap.add_argument("--out", default="build/scale", help="folder for scale.csv and scale.png")
+    ap.add_argument("--memory-floor-mb", type=float, default=2048,
+                    help="stop a run's roles when the machine's available memory falls below this")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +124,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             print(f"scale: {n} sources ...", file=sys.stderr, flush=True)
-            row = measure(n, args.steps, Path(tmp), args.timeout)
+            row = measure(n, args.steps, Path(tmp), args.timeout, args.memory_floor_mb)
             rows.append(row)
             print(pd.DataFrame([row]).to_string(index=False), flush=True)
             if not row["ok"]:

@@ -44,12 +44,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_path, write_atomic
 from .transport.wire import Traffic
+
+if TYPE_CHECKING:  # pandas only where records are merged and read: no role imports it
+    import pandas as pd
 
 KINDS = [t.label for t in Traffic]
 BYTE_COLUMNS = [f"{d}_{k}_bytes" for d in ("up", "down") for k in KINDS]
@@ -164,6 +165,8 @@ def _closes(row: dict) -> bool:
 
 
 def read_events(run_dir: Path) -> pd.DataFrame:
+    import pandas as pd
+
     rows = []
     for p in sorted(run_dir.glob("*.events.jsonl")):
         rows += read_events_file(p)[0]
@@ -179,6 +182,8 @@ def merge(run_dir: Path, launched_at: float | None = None, executor: str | None 
     """Write run_dir/record.parquet from the roles' event files and return it, and
     run_dir/environment.json: where it was measured (environment.collect). executor: the
     executor's name; when not given, kubernetes if the roles' logs came from pods, else local."""
+    import pandas as pd
+
     df = read_events(run_dir)
     write_environment(run_dir, df, executor)
     df = build_record(df, launched_at)
@@ -276,5 +281,7 @@ def read_run(run_dir: Path) -> RunRecord:
 
 def load(path: Path) -> pd.DataFrame:
     """A run record from a Parquet file or a run folder."""
+    import pandas as pd
+
     p = Path(path)
     return pd.read_parquet(p / "record.parquet" if p.is_dir() else p)

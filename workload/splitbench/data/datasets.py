@@ -3,19 +3,31 @@ synthetic learnable set.
 
 Images stay uint8 (N, C, H, W) in memory: that is what a camera hands a source, what
 full offload may send, and normalization happens where the model runs.
+
+Each dataset is decoded once into the cache (cache.py) as .npy files, keyed by the source
+files' names, sizes and modification times (the synthetic set by its parameters), and every
+role maps them read-only: the pages of one decoded set are shared by all processes of all
+runs, and a source only ever reads the rows of its partition (and the test rows it scores).
+torch and torchvision are imported only where they are needed: torchvision only to
+download, or to read CIFAR-10's batches on a cache miss.
 """
 from __future__ import annotations
 
 import gzip
-import os
-import shutil
+import struct
+import warnings
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
+from ..cache import cache_dir, key_of, write_dir_atomic
 from ..spec import DatasetSpec
+
+if TYPE_CHECKING:
+    import torch
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -35,6 +47,8 @@ class ImageMeta:
     std: tuple[float, ...]
 
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        import torch
+
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return (x_uint8.float() / 255.0 - mean) / std
@@ -58,73 +72,134 @@ class ImageData:
     test_y: torch.Tensor
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("SPLITBENCH_CACHE", Path.home() / ".cache" / "splitbench"))
+_PARTS = ("train_x", "train_y", "test_x", "test_y")
+Arrays = dict[str, np.ndarray]  # _PARTS -> uint8 images (N, C, H, W) / int64 labels (N,)
 
 
 def load_dataset(spec: DatasetSpec, seed: int = 0) -> ImageData:
-    if spec.name == "fashion_mnist":
-        return _fashion_mnist(spec)
-    if spec.name == "cifar10":
-        return _cifar10(spec)
+    """The dataset as torch tensors over the cache's read-only memory maps (decoded on a miss)."""
     meta = dataset_meta(spec)
-    return synthetic(meta, seed=seed, train=max(2000, (spec.samples_per_source or 500) * 16),
-                     test=spec.test_samples)
-
-
-def _fashion_mnist(spec: DatasetSpec) -> ImageData:
-    from torchvision.datasets import FashionMNIST
-
-    given = Path(spec.root) if spec.root else DEBIAN_FASHION_MNIST
-    if all((given / f"{f}.gz").exists() or (given / f).exists() for f in _FASHION_FILES):
-        # torchvision reads FashionMNIST/raw/<file> uncompressed; unpack Debian's .gz there once.
-        root = cache_dir() / "fashion-mnist"
-        raw = root / "FashionMNIST" / "raw"
-        raw.mkdir(parents=True, exist_ok=True)
-        for f in _FASHION_FILES:
-            if not (raw / f).exists():
-                src = given / f
-                tmp = raw / f".{f}.{os.getpid()}.tmp"  # several roles may extract at once
-                if src.exists():
-                    shutil.copyfile(src, tmp)
-                else:
-                    with gzip.open(given / f"{f}.gz", "rb") as fin, open(tmp, "wb") as fout:
-                        shutil.copyfileobj(fin, fout)
-                tmp.rename(raw / f)
-        download = False
-    elif spec.download:
-        root = Path(spec.root) if spec.root else cache_dir() / "fashion-mnist"
-        download = True
+    if spec.name == "fashion_mnist":
+        arrays = _fashion_mnist(spec)
+    elif spec.name == "cifar10":
+        arrays = _cifar10(spec)
     else:
+        train, test = max(2000, (spec.samples_per_source or 500) * 16), spec.test_samples
+        key = key_of("synthetic", meta, seed, train, test, _SYNTHETIC_VERSION, _torch_version())
+        arrays = _cached(f"synthetic-{key}", lambda: _arrays(synthetic(meta, train=train, test=test, seed=seed)))
+    import torch
+
+    with warnings.catch_warnings():  # read-only maps: nothing here writes into a dataset
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return ImageData(meta, *(torch.from_numpy(arrays[p]) for p in _PARTS))
+
+
+def _cached(name: str, decode: Callable[[], Arrays]) -> Arrays:
+    """cache/datasets/<name>/<part>.npy, mapped read-only; decode() fills it on a miss."""
+    folder = cache_dir() / "datasets" / name
+    if not all((folder / f"{p}.npy").exists() for p in _PARTS):
+        arrays = decode()
+
+        def fill(tmp: Path) -> None:
+            for p in _PARTS:
+                np.save(tmp / f"{p}.npy", np.ascontiguousarray(arrays[p]))
+
+        try:
+            write_dir_atomic(folder, fill)
+        except OSError:  # a cache we cannot write: this process keeps its own decoded copy
+            return arrays
+    return {p: np.load(folder / f"{p}.npy", mmap_mode="r") for p in _PARTS}
+
+
+def _arrays(data: ImageData) -> Arrays:
+    return {p: getattr(data, p).numpy() for p in _PARTS}
+
+
+def _torch_version() -> str:
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return "?"
+
+
+def _fashion_mnist(spec: DatasetSpec) -> Arrays:
+    given = Path(spec.root) if spec.root else DEBIAN_FASHION_MNIST
+    files = _idx_files(given)
+    if files is None and spec.download:
+        # torchvision downloads into root/FashionMNIST/raw, uncompressed; we read those files
+        from torchvision.datasets import FashionMNIST
+
+        given = Path(spec.root) if spec.root else cache_dir() / "fashion-mnist"
+        FashionMNIST(str(given), train=True, download=True)
+        given = given / "FashionMNIST" / "raw"
+        files = _idx_files(given)
+    if files is None:
         raise DatasetMissing(
             f"Fashion-MNIST not found in {given} (need {_FASHION_FILES[0]}[.gz] and its 3 siblings); "
             "install it with 'apt-get install dataset-fashion-mnist', point dataset.root at the files, "
             "or set dataset.download: true where there is internet")
-    train = FashionMNIST(str(root), train=True, download=download)
-    test = FashionMNIST(str(root), train=False, download=download)
-    return ImageData(dataset_meta(spec), train.data.unsqueeze(1).contiguous(), train.targets.long(),
-                     test.data.unsqueeze(1).contiguous(), test.targets.long())
+
+    def decode() -> Arrays:
+        x, y, tx, ty = (_read_idx(f) for f in files)
+        return {"train_x": x[:, None], "train_y": y.astype(np.int64), "test_x": tx[:, None],
+                "test_y": ty.astype(np.int64)}
+
+    return _cached(f"fashion_mnist-{key_of('fashion_mnist', files=files)}", decode)
 
 
-def _cifar10(spec: DatasetSpec) -> ImageData:
+def _idx_files(folder: Path) -> tuple[Path, ...] | None:
+    """The 4 IDX files in folder (each plain or .gz), or None if one is missing."""
+    found = []
+    for f in _FASHION_FILES:
+        path = next((p for p in (folder / f, folder / f"{f}.gz") if p.exists()), None)
+        if path is None:
+            return None
+        found.append(path)
+    return tuple(found)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (MNIST's format: magic, dims, data, big-endian)."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise DatasetMissing(f"{path}: not an IDX file of unsigned bytes")
+    ndim = data[3]
+    dims = struct.unpack_from(f">{ndim}I", data, 4)
+    offset = 4 + 4 * ndim
+    if len(data) - offset != int(np.prod(dims)):
+        raise DatasetMissing(f"{path}: {len(data) - offset} data bytes, its header says {list(dims)}")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _cifar10(spec: DatasetSpec) -> Arrays:
+    root = Path(spec.root) if spec.root else cache_dir() / "cifar10"
+    batches = root / "cifar-10-batches-py"
+    files = tuple(sorted(batches.glob("*_batch*"))) if batches.is_dir() else ()
+    if files:
+        return _cached(f"cifar10-{key_of('cifar10', files=files)}", lambda: _decode_cifar10(root, spec.download))
+    arrays = _decode_cifar10(root, spec.download)  # downloads, or says what is missing
+    files = tuple(sorted(batches.glob("*_batch*")))
+    return _cached(f"cifar10-{key_of('cifar10', files=files)}", lambda: arrays)
+
+
+def _decode_cifar10(root: Path, download: bool) -> Arrays:
     from torchvision.datasets import CIFAR10
 
-    root = Path(spec.root) if spec.root else cache_dir() / "cifar10"
     try:
-        train = CIFAR10(str(root), train=True, download=spec.download)
-        test = CIFAR10(str(root), train=False, download=spec.download)
+        train = CIFAR10(str(root), train=True, download=download)
+        test = CIFAR10(str(root), train=False, download=download)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted..."
         raise DatasetMissing(
             f"CIFAR-10 not found in {root} ({err}); set dataset.download: true on a machine with internet, "
             "or put torchvision's cifar-10-batches-py folder there and set dataset.root") from None
     except OSError as err:
         raise DatasetMissing(f"CIFAR-10 could not be downloaded to {root}: {err}") from None
+    return {"train_x": train.data.transpose(0, 3, 1, 2), "train_y": np.asarray(train.targets, dtype=np.int64),
+            "test_x": test.data.transpose(0, 3, 1, 2), "test_y": np.asarray(test.targets, dtype=np.int64)}
 
-    def chw(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
 
-    return ImageData(dataset_meta(spec), chw(train.data), torch.tensor(train.targets), chw(test.data),
-                     torch.tensor(test.targets))
+_SYNTHETIC_VERSION = 1  # raise when synthetic() below draws differently: cached sets are keyed by it
 
 
 def synthetic(meta: ImageMeta, train: int = 4000, test: int = 1000, seed: int = 0,
@@ -134,6 +209,8 @@ def synthetic(meta: ImageMeta, train: int = 4000, test: int = 1000, seed: int = 
     Learnable in a few hundred steps by any of our models, yet not trivially separable
     from one pixel, so accuracy curves mean something in fast tests.
     """
+    import torch
+
     channels, size, _ = meta.input_shape
     num_classes = meta.num_classes
     g = torch.Generator().manual_seed(seed)

@@ -1,8 +1,12 @@
 """Split a training set across sources: IID, or label-skewed by a Dirichlet(alpha) draw."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def partition(labels: torch.Tensor, sources: int, kind: str = "iid", alpha: float = 0.5,

@@ -16,17 +16,30 @@ from __future__ import annotations
 
 import functools
 import math
+import subprocess
+import sys
 import time
-
-import torch
+from pathlib import Path
 
 from ..transport.wire import experiment_id
 from ..transport import Kind, Message
 
 RELAY = "link-0"
 EVAL_BATCH = 256  # roles/source.py's evaluation batch
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-_INTS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+class _Dtypes:
+    """torch dtypes by name: the link emulator uses this module without importing torch."""
+
+    def __init__(self, *names: str):
+        self.names = {f"torch.{n}" for n in names}
+
+    def __contains__(self, dtype) -> bool:
+        return str(dtype) in self.names
+
+
+_FLOATS = _Dtypes("float32", "float16", "bfloat16", "float64")
+_INTS = _Dtypes("uint8", "int8", "int16", "int32", "int64")
 _TRAIN_SIZES = {"fashion_mnist": 60000, "cifar10": 50000}
 
 
@@ -107,6 +120,8 @@ class Limits:
 
 
 def common(limits: Limits, who: str, msg: Message) -> None:
+    import torch
+
     if msg.experiment != limits.experiment:
         raise Rejected("experiment", f"message for experiment id {msg.experiment[:64]!r}, this is {limits.name!r} "
                                      f"({limits.experiment})")
@@ -165,6 +180,8 @@ class SourceStream:
 
 def check_server_message(limits: Limits, sources: set[str], stream: SourceStream, who: str, msg: Message) -> None:
     """A message at a server: from one of its sources, HELLO/TRAIN/EVAL/BYE, content as the spec says."""
+    import torch
+
     if who not in sources:
         raise Rejected("sender", f"{who[:64]!r} is not a source of this server")
     if msg.kind not in (Kind.HELLO, Kind.TRAIN, Kind.EVAL, Kind.BYE):
@@ -219,6 +236,8 @@ def _input_shape(limits: Limits) -> tuple[int, ...]:
 def check_contribution(limits: Limits, partitions: dict[str, set[str]], sizes: dict[str, int], who: str,
                        msg: Message, rounds_open: int, max_open: int) -> str:
     """A FedAvg contribution at the aggregator; returns its partition."""
+    import torch
+
     names = [n for n in msg.tensors if n.startswith("w_")]
     part = names[0][2:] if len(names) == 1 else None
     if part not in partitions:
@@ -248,6 +267,8 @@ def check_contribution(limits: Limits, partitions: dict[str, set[str]], sizes: d
 
 @functools.lru_cache(maxsize=16)
 def _cap(model: str, num_classes: int, input_shape: tuple, batch: int) -> int:
+    import torch
+
     from ..models import build_model
     net = build_model(model, num_classes, input_shape).eval()
     weights = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
@@ -261,10 +282,33 @@ def _cap(model: str, num_classes: int, input_shape: tuple, batch: int) -> int:
     return int(max(weights * 4, batch * largest * 4) * 2) + (1 << 20)
 
 
-def message_cap(spec) -> int:
+def message_cap(spec, torch_free: bool = False) -> int:
     """MAXMSGSIZE for every socket of this experiment: twice its largest expected message
-    (the whole model's weights, or a batch of the widest activation or input), plus 1 MiB."""
+    (the whole model's weights, or a batch of the widest activation or input), plus 1 MiB.
+    torch_free (the link emulator): the model is built by a short-lived child process, so
+    this one never holds torch, and the figure is kept in the cache for the next run."""
     from ..data import dataset_meta
     meta = dataset_meta(spec.dataset)
-    return _cap(spec.model.name, spec.model.num_classes, tuple(meta.input_shape),
-                max(spec.training.batch_size, EVAL_BATCH))
+    args = (spec.model.name, spec.model.num_classes, tuple(meta.input_shape), max(spec.training.batch_size, EVAL_BATCH))
+    if not torch_free:
+        return _cap(*args)
+    from ..cache import cache_dir, key_of, write_text_atomic
+
+    models = sorted((Path(__file__).parent.parent / "models").glob("*.py"))
+    path = cache_dir() / "message-caps" / f"{args[0]}-{key_of(*args, files=tuple(models))}"
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        pass
+    code = ("import sys; from splitbench.roles.checks import _cap; m, k, shape, b = sys.argv[1:]; "
+            "print(_cap(m, int(k), tuple(int(v) for v in shape.split(',')), int(b)))")
+    argv = [args[0], str(args[1]), ",".join(map(str, args[2])), str(args[3])]
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(f"message cap of {args[0]}: {done.stderr.strip().splitlines()[-1:]}")
+    cap = int(done.stdout)
+    try:
+        write_text_atomic(path, str(cap))
+    except OSError:
+        pass  # a read-only cache: the next run asks a child again
+    return cap

@@ -31,7 +31,7 @@ from ..transport.wire import _FIXED, Kind, error_message, zmtp_overhead
 from .checks import Limits, Rejected, Rejections, message_cap
 from ..roleplan import role_name, route_target
 from .peer import role_security
-from .runtime import RoleFailed, Runtime
+from .runtime import RoleFailed, Runtime, footprint
 
 # Sleeps and polls overshoot by 0.1-0.2 ms on a small VM, and zmq's poll counts whole
 # milliseconds: wake up _EARLY_S before a delivery is due, then spin for the rest. The spin
@@ -75,7 +75,7 @@ def check_upstream(limits: Limits, routes: set[str], rid: str, user: str | None,
     if curve and user != owner:
         raise Rejected("identity", f"key of {user or 'nobody'} cannot speak as {rid[:64]!r}")
     try:
-        msg = decode(frames)
+        msg = decode(frames, tensors=False)  # every check, no tensors: the relay runs without torch
     except WireError as err:
         raise Rejected("wire", f"malformed message: {err}") from None
     if msg.kind not in _UP_KINDS:
@@ -122,7 +122,7 @@ class Relay:
         self.routes = dict(r.split("=", 1) for r in args.route)
         self.allowed = set(self.routes) | {role_name("source", i) for i in range(spec.sources.replicas)}
         self.limits = Limits(rt.experiment)
-        self.cap = message_cap(spec)
+        self.cap = message_cap(spec, torch_free=True)
         # contenders on a shared medium (Bianchi): every source and the access point
         self.medium = Medium(cfg, seed=spec.seed, t0=time.monotonic(), stations=spec.sources.replicas + 1)
         self.ctx = zmq.Context.instance()
@@ -135,7 +135,7 @@ class Relay:
         # every peer says BYE through here once: the sources and every other routed identity
         self.expected = len(self.allowed)
         rt.log.write("session", status="listening", address=self.front.getsockopt_string(zmq.LAST_ENDPOINT),
-                     medium=cfg.medium, profile=cfg.name, auth=self.security.mode)
+                     medium=cfg.medium, profile=cfg.name, auth=self.security.mode, **footprint())
 
     def admit(self, source: bytes, direction: str, frames) -> None:
         medium, now = self.medium, time.monotonic()

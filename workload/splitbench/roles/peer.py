@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import torch
 import zmq
 
 from ..roleplan import first_hop, routing_id
@@ -123,6 +122,8 @@ class PeerLink:
 def restart_notice() -> Message:
     """What a restarted server or aggregator tells each peer: requests sent before now may
     be lost, send them again."""
+    import torch  # here: the relay imports this module and never holds torch
+
     return Message(Kind.WELCOME).add(RESTARTED, torch.tensor([time.time()], dtype=torch.float64), Traffic.CONTROL)
 
 

@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from ..devices import Device, apply_cpu_limit, busy_share, change_cpu_limit, set_torch_threads
 from ..link import resolve_network
 from ..metrics import RoleMetrics
@@ -47,6 +45,40 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def memory_mb(pid: int | str = "self") -> dict[str, float]:
+    """A process's resident memory now, in MB (/proc/<pid>/smaps_rollup): rss, pss (shared
+    pages divided among the processes that map them: what limits how many roles fit) and uss
+    (pages no other process maps). Empty where the kernel does not say (gone, not Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return {}
+    kb: dict[str, int] = {}
+    for line in text.splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        value = rest.split()
+        if value and value[0].isdigit():
+            kb[name] = int(value[0])
+    return {"rss": kb.get("Rss", 0) / 1024, "pss": kb.get("Pss", 0) / 1024,
+            "uss": (kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)) / 1024}
+
+
+HEAVY_MODULES = ("torch", "torchvision", "pandas", "pyarrow", "matplotlib", "scipy")
+
+
+def heavy_modules() -> list[str]:
+    """The large libraries this process has imported (a role imports only what it needs)."""
+    return [m for m in HEAVY_MODULES if m in sys.modules]
+
+
+def footprint() -> dict[str, float | None]:
+    """What the record says of a role's cost when it is ready (and at its end): seconds since
+    the process started, peak RSS, and RSS/PSS/USS now."""
+    now = memory_mb()
+    return {"ready_s": process_age_s(), "rss_mb": peak_rss_mb(),
+            **{f"{k}_now_mb": round(v, 1) for k, v in now.items()}}
+
+
 class Runtime:
     def __init__(self, args: argparse.Namespace, role: str, instance: str):
         self.args = args
@@ -72,6 +104,8 @@ class Runtime:
         mechanism = apply_cpu_limit(device.cpu, f"{self.experiment.name}-{self.instance}",
                                     getattr(self.args, "cpu_limit", "auto") or "auto")
         threads = set_torch_threads(device.cpu)
+        import torch  # here, not at import: the link emulator has a Runtime and no torch
+
         try:
             torch.set_num_interop_threads(1)
         except RuntimeError:
@@ -79,7 +113,7 @@ class Runtime:
         self.limits = {"cpu_quota": device.cpu, "cpu_limit": mechanism, "torch_threads": threads,
                        "device_profile": device.profile}
         self.device, self.busy = device, 0.0
-        self.log.write("session", status="limited", ready_s=process_age_s(), rss_mb=peak_rss_mb(), **self.limits)
+        self.log.write("session", status="limited", **footprint(), **self.limits)
 
     def power_meter(self, load):
         """round -> this device's remaining computational power (GFLOPS): its profile's
@@ -123,7 +157,8 @@ class Runtime:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.log.write("session", status=status, error=error, duration_s=time.time() - self.started,
-                       rss_peak_mb=peak_rss_mb(), **self.limits)
+                       rss_peak_mb=peak_rss_mb(), **{f"{k}_end_mb": round(v, 1) for k, v in memory_mb().items()},
+                       imports=",".join(heavy_modules()), **self.limits)
         self.metrics.dump(self.run_dir / f"{self.instance}.prom")
         self.log.close()
         if error and status == "failed":

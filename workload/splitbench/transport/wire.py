@@ -14,16 +14,19 @@ bytes; a decoded message's `experiment` is that id in hex.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import struct
 import warnings
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 # Received frames are read-only and we never write into them; torch warns on every such
 # view, which would cost more than the view itself on the hot path.
@@ -77,12 +80,22 @@ class Traffic(IntEnum):
         return self.name.lower()
 
 
-_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8,
-           torch.int8, torch.int16, torch.int32, torch.int64, torch.bool]
-_DTYPE_CODE = {d: i for i, d in enumerate(_DTYPES)}
-_ITEMSIZE = [torch.empty((), dtype=d).element_size() for d in _DTYPES]
+# The header's dtype codes, by name: torch is imported only where tensors are made or sent,
+# so the link emulator, which checks headers and forwards frames, runs without it.
+_DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16", "uint8", "int8", "int16", "int32", "int64", "bool")
 # numpy twins for the zero-copy paths (bfloat16 has none and takes a slower torch path)
-_NUMPY = [np.dtype(torch.empty(0, dtype=d).numpy().dtype) if d is not torch.bfloat16 else None for d in _DTYPES]
+_NUMPY = [np.dtype(n) if n != "bfloat16" else None for n in _DTYPE_NAMES]
+_ITEMSIZE = [d.itemsize if d is not None else 2 for d in _NUMPY]
+_NUMPY_CODE = {d: i for i, d in enumerate(_NUMPY) if d is not None}
+
+
+@functools.cache
+def _torch_dtypes() -> tuple[list, dict]:
+    """torch's dtypes by code, and code by dtype (torch imported on first use)."""
+    import torch
+
+    dtypes = [getattr(torch, n) for n in _DTYPE_NAMES]
+    return dtypes, {d: i for i, d in enumerate(dtypes)}
 # Lookups instead of Enum(...) calls: this runs for every message, both ways.
 _KINDS = {int(k): k for k in Kind}
 _TRAFFICS = {int(t): t for t in Traffic}
@@ -99,6 +112,7 @@ class Message:
     sender: str = ""
     epoch: int = 0
     step: int = 0
+    # torch tensors; an outgoing message may also hold numpy arrays (sent by roles without torch)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     traffic: dict[str, Traffic] = field(default_factory=dict)  # per tensor; default CONTROL
 
@@ -109,11 +123,11 @@ class Message:
 
     def error_text(self) -> str:
         t = self.tensors.get("error")
-        return bytes(t.numpy().tobytes()).decode("utf-8", "replace") if t is not None else ""
+        return np.asarray(t).tobytes().decode("utf-8", "replace") if t is not None else ""
 
 
 def error_message(text: str, experiment: str = "", sender: str = "") -> Message:
-    data = torch.frombuffer(bytearray(text.encode("utf-8")[:4096]) or bytearray(b"?"), dtype=torch.uint8)
+    data = np.frombuffer(text.encode("utf-8")[:4096] or b"?", dtype=np.uint8)  # no torch: the relay sends these
     return Message(Kind.ERROR, experiment, sender).add("error", data, Traffic.CONTROL)
 
 
@@ -133,6 +147,17 @@ def encode(msg: Message) -> list:
                          experiment_id(msg.experiment)), snd]
     buffers = []
     for name, t in msg.tensors.items():
+        nb = _short(name, "tensor name")
+        if isinstance(t, np.ndarray):
+            code, t = _NUMPY_CODE.get(t.dtype), np.ascontiguousarray(t)
+            if code is None:
+                raise WireError(f"tensor {name}: dtype {t.dtype} is not supported on the wire")
+            if t.ndim > MAX_NDIM:
+                raise WireError(f"tensor {name}: {t.ndim} dimensions, at most {MAX_NDIM}")
+            parts.append(_TENSOR.pack(len(nb), code, int(msg.traffic.get(name, Traffic.CONTROL)), t.ndim, t.nbytes))
+            parts += [nb, struct.pack(f"<{t.ndim}I", *t.shape)]
+            buffers.append(memoryview(t).cast("B") if t.nbytes else b"")
+            continue
         # Few torch calls per tensor: after a large transfer they run with cold caches.
         if t.requires_grad:
             t = t.detach()
@@ -140,8 +165,7 @@ def encode(msg: Message) -> list:
             t = t.cpu()
         if not t.is_contiguous():
             t = t.contiguous()
-        nb = _short(name, "tensor name")
-        code = _DTYPE_CODE.get(t.dtype)
+        code = _torch_dtypes()[1].get(t.dtype)
         if code is None:
             raise WireError(f"tensor {name}: dtype {t.dtype} is not supported on the wire")
         shape = t.shape
@@ -156,12 +180,14 @@ def encode(msg: Message) -> list:
         elif _NUMPY[code] is not None:
             buffers.append(memoryview(t.numpy()).cast("B"))
         else:
-            buffers.append(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+            buffers.append(memoryview(t.reshape(-1).view(_torch_dtypes()[0][4]).numpy()))  # as uint8
     return [b"".join(parts), *buffers]
 
 
-def decode(frames: Sequence) -> Message:
-    """Parse and check a received message; raise WireError naming what is wrong."""
+def decode(frames: Sequence, tensors: bool = True) -> Message:
+    """Parse and check a received message; raise WireError naming what is wrong. With
+    tensors=False every check still runs but no tensor is made (and torch is not needed):
+    the message carries its tensors' names and traffic kinds only."""
     if not frames:
         raise WireError("empty message")
     header = memoryview(_frame_bytes(frames[0]))
@@ -188,7 +214,7 @@ def decode(frames: Sequence) -> Message:
         nlen, code, traffic, ndim, nbytes = _TENSOR.unpack_from(header, pos)
         pos += _TENSOR.size
         name, pos = _text(header, pos, nlen, f"tensor {i} name")
-        if code >= len(_DTYPES):
+        if code >= len(_DTYPE_NAMES):
             raise WireError(f"tensor {name}: unknown dtype code {code}")
         if ndim > MAX_NDIM:
             raise WireError(f"tensor {name}: {ndim} dimensions, at most {MAX_NDIM}")
@@ -199,16 +225,16 @@ def decode(frames: Sequence) -> Message:
             raise WireError(f"header truncated in tensor {name}'s shape")
         shape = struct.unpack_from(f"<{ndim}I", header, pos)
         pos += 4 * ndim
-        dtype = _DTYPES[code]
         itemsize = _ITEMSIZE[code]
         if nbytes > MAX_TENSOR_BYTES or math.prod(shape) * itemsize != nbytes:
-            raise WireError(f"tensor {name}: shape {list(shape)} of {dtype} is not {nbytes} bytes")
+            raise WireError(f"tensor {name}: shape {list(shape)} of torch.{_DTYPE_NAMES[code]} is not {nbytes} bytes")
         buf = _frame_bytes(frames[1 + i])
         if len(buf) != nbytes:
             raise WireError(f"tensor {name}: header says {nbytes} bytes, frame has {len(buf)}")
-        if name in msg.tensors:
+        if name in msg.traffic:
             raise WireError(f"tensor {name} appears twice")
-        msg.tensors[name] = _as_tensor(buf, code, shape)
+        if tensors:
+            msg.tensors[name] = _as_tensor(buf, code, shape)
         msg.traffic[name] = traffic
     if pos != len(header):
         raise WireError(f"header has {len(header) - pos} unexpected trailing bytes")
@@ -230,7 +256,9 @@ def _frame_bytes(frame) -> memoryview | bytes:
 
 
 def _as_tensor(buf, code: int, shape: tuple[int, ...]) -> torch.Tensor:
-    dtype = _DTYPES[code]
+    import torch
+
+    dtype = _torch_dtypes()[0][code]
     if len(buf) == 0:
         return torch.empty(shape, dtype=dtype)
     if _NUMPY[code] is not None:
