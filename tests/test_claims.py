@@ -38,7 +38,8 @@ def test_verdicts_tolerances_and_prune_speedup():
         claim(paper=2, metric="train_time_s", numerator="split-s4", denominator="cs-b4", ifDiffers="a reason"),
         claim(paper=5, metric="speedup_vs_scratch", budget=4, numerator="prune", denominator="fixed-b4"),
         claim(paper=5, metric="speedup_vs_scratch", budget=16, numerator="prune", denominator="fixed-b4"),
-        claim(paper=5, metric="speedup_vs_scratch", budget=8, numerator="prune", denominator="fixed-b4"),
+        claim(paper=5, metric="speedup_vs_scratch", budget=8, numerator="prune", denominator="fixed-b4",
+              ifDiffers="a cause"),
         claim(paper=1.3, metric="train_time_s", numerator="split-s4", denominator="cs-b4", tolerance=0.01),
         claim(paper=1.3, metric="train_time_s", numerator="split-s4", denominator="cs-b4", tolerance=0.5),
     ], budgets=budgets)
@@ -49,7 +50,8 @@ def test_verdicts_tolerances_and_prune_speedup():
     assert table["measured"].iloc[2] == 3.0 and "0.60x" in table["explanation"].iloc[2]
     assert "no known cause" in table["explanation"].iloc[2]
     assert math.isnan(table["measured"].iloc[3]) and table["verdict"].iloc[3] == "not measured"
-    assert table["explanation"].iloc[4] == "not reached: the stage ended at 0.500, below the from-scratch run's 0.900"
+    assert table["explanation"].iloc[4] == ("not reached: the stage ended at 0.500, below the from-scratch run's 0.900; "
+                                            "a cause")
     # the same measurement, judged by each claim's own band
     assert table["verdict"].iloc[5] == "differs" and table["verdict"].iloc[6] == "agrees"
     assert table["tolerance"].iloc[6] == "+-50%" and table["tolerance_source"].iloc[6] == "stated"

@@ -134,6 +134,8 @@ def claims_table(summary: pd.DataFrame, claims: list[PaperClaim], budgets: pd.Da
             explanation = why or ("; ".join(filter(None, [
                 f"no run named {', '.join(missing)}" if missing else "",
                 f"excluded: {', '.join(excluded)}" if excluded else ""])) or "the metric is missing from the runs")
+            if why.startswith("not reached") and c.if_differs:  # measured, and short of the paper: say why
+                explanation += f"; {c.if_differs}"
         elif verdict == "differs":
             explanation = (f"ours is {measured / c.paper:.2f}x the paper's figure; "
                            + (c.if_differs or "no known cause: to investigate"))
