@@ -23,9 +23,12 @@ VERDICTS = ("agrees", "differs", "not measured")
 
 
 def _matches(summary: pd.DataFrame, name: str) -> pd.DataFrame:
-    if summary.empty or "experiment" not in summary:
+    """The rows of the setting `name`: one per repeat where the table is per run (its
+    `setting` column), else the row whose experiment is that setting."""
+    col = "setting" if "setting" in summary else "experiment"
+    if summary.empty or col not in summary:
         return summary
-    return summary[(summary["experiment"] == name) | summary["experiment"].str.endswith("-" + name)]
+    return summary[(summary[col] == name) | summary[col].str.endswith("-" + name)]
 
 
 def _usable(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
