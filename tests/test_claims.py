@@ -38,7 +38,8 @@ def test_verdicts_tolerances_and_prune_speedup():
         claim(paper=2, metric="train_time_s", numerator="split-s4", denominator="cs-b4", ifDiffers="a reason"),
         claim(paper=5, metric="speedup_vs_scratch", budget=4, numerator="prune", denominator="fixed-b4"),
         claim(paper=5, metric="speedup_vs_scratch", budget=16, numerator="prune", denominator="fixed-b4"),
-        claim(paper=5, metric="speedup_vs_scratch", budget=8, numerator="prune", denominator="fixed-b4"),
+        claim(paper=5, metric="speedup_vs_scratch", budget=8, numerator="prune", denominator="fixed-b4",
+              ifDiffers="a cause"),
         claim(paper=1.3, metric="train_time_s", numerator="split-s4", denominator="cs-b4", tolerance=0.01),
         claim(paper=1.3, metric="train_time_s", numerator="split-s4", denominator="cs-b4", tolerance=0.5),
     ], budgets=budgets)
@@ -49,7 +50,8 @@ def test_verdicts_tolerances_and_prune_speedup():
     assert table["measured"].iloc[2] == 3.0 and "0.60x" in table["explanation"].iloc[2]
     assert "no known cause" in table["explanation"].iloc[2]
     assert math.isnan(table["measured"].iloc[3]) and table["verdict"].iloc[3] == "not measured"
-    assert table["explanation"].iloc[4] == "not reached: the stage ended at 0.500, below the from-scratch run's 0.900"
+    assert table["explanation"].iloc[4] == ("not reached: the stage ended at 0.500, below the from-scratch run's 0.900; "
+                                            "a cause")
     # the same measurement, judged by each claim's own band
     assert table["verdict"].iloc[5] == "differs" and table["verdict"].iloc[6] == "agrees"
     assert table["tolerance"].iloc[6] == "+-50%" and table["tolerance_source"].iloc[6] == "stated"
@@ -109,3 +111,19 @@ def test_onair_factor_reads_the_relays_training_messages():
     ])
     assert onair_factor(rec) == pytest.approx(2300 / 2000)
     assert math.isnan(onair_factor(rec.drop(columns="onair_bytes")))
+
+
+def test_per_run_rows_of_a_setting_give_the_ratio_its_spread():
+    """The report hands the per-run table (one row per repeat, named by `setting`): the ratio
+    is of the means, its spread propagated from the repeats; a failed repeat is left out."""
+    runs = pd.DataFrame([
+        {"experiment": "s-a-r1", "setting": "s-a", "status": "ok", "train_time_s": 1.0},
+        {"experiment": "s-a-r2", "setting": "s-a", "status": "ok", "train_time_s": 3.0},
+        {"experiment": "s-a-r3", "setting": "s-a", "status": "failed", "train_time_s": 100.0},
+        {"experiment": "s-b-r1", "setting": "s-b", "status": "ok", "train_time_s": 2.0},
+        {"experiment": "s-b-r2", "setting": "s-b", "status": "ok", "train_time_s": 2.0},
+    ])
+    table = claims_table(runs, [claim(paper=1.0, metric="train_time_s", numerator="a", denominator="b")])
+    assert table["measured"].iloc[0] == 1.0 and table["verdict"].iloc[0] == "agrees"
+    assert table["spread"].iloc[0] == pytest.approx(math.sqrt(2) / 2)  # std 1.414 over mean 2
+    assert table["excluded_runs"].iloc[0] == "s-a-r3 (failed)"

@@ -1,5 +1,7 @@
 """Compressed split learning: the module learns, bytes shrink as B/phi, schedules follow
 the paper's algorithms. Source and server workers talk through the real wire format."""
+import math
+
 import pytest
 import torch
 
@@ -8,7 +10,7 @@ from splitbench.models.compression import Compressor, Decompressor, encoded_hw, 
 from splitbench.paradigms import Setup, get_paradigm
 from splitbench.paradigms.compressed_split import BudgetSchedule
 from splitbench.schedule import batches, source_indices
-from splitbench.spec import CompressionSpec, Experiment, SpecError
+from splitbench.spec import CompressionSpec, Experiment, SpecError, TrainingSpec
 from splitbench.transport import Kind
 from splitbench.transport.wire import decode, encode
 from conftest import experiment_doc
@@ -95,9 +97,13 @@ def test_prune_loss_is_equation_one():
 
 def test_schedules_and_select_lr():
     deprune = BudgetSchedule(CompressionSpec(schedule="deprune", budgets=[4, 32, 128], epochs=[3, 2, 2], gamma=5, lk=1),
-                             base_lr=0.01)
+                             TrainingSpec(lr=0.01, epochs=7))
     assert [deprune.budget(e) for e in range(7)] == [4, 4, 4, 32, 32, 128, 128]
     assert [deprune.lr(e) for e in range(7)] == pytest.approx([0.01, 0.01, 0.01, 0.05, 0.01, 0.05, 0.01])
+    # under a cosine schedule, selectLr raises the scheduled lr of its epoch
+    cosine = BudgetSchedule(deprune.comp, TrainingSpec(lr=0.01, epochs=7, schedule="cosine"))
+    assert cosine.lr(3) == pytest.approx(5 * 0.01 * (1 + math.cos(math.pi * 3 / 7)) / 2)
+    assert cosine.lr(4) == pytest.approx(0.01 * (1 + math.cos(math.pi * 4 / 7)) / 2)
     with pytest.raises(ValueError, match="ascending"):
         CompressionSpec(schedule="deprune", budgets=[128, 4], epochs=[1, 1])
     with pytest.raises(ValueError, match="descending"):

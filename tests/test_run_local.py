@@ -98,12 +98,13 @@ def test_full_offload_sends_raw_inputs_and_only_an_ack_back(tmp_path, encoding, 
 
 def test_centralized_uses_no_network(tmp_path):
     _, result, rec = run(tmp_path, paradigm={"name": "centralized"}, network={"medium": "none"},
-                         training={"epochs": 1, "batchSize": 32, "maxStepsPerEpoch": 3})
+                         training={"epochs": 2, "batchSize": 32, "maxStepsPerEpoch": 3, "schedule": "cosine"})
     assert result.ok, result.message
     assert set(rec["role"].dropna()) == {"trainer"}
     assert (rec["event"] == "launch").sum() == 1 and rec.loc[rec["event"] == "launch", "t"].iloc[0] < 0
     steps = rec[rec["event"] == "step"]
-    assert len(steps) == 6  # the union of 2 sources' data: their step caps add up
+    assert len(steps) == 12  # 2 epochs of the union of 2 sources' data: their step caps add up
+    assert list(steps["lr"]) == pytest.approx([0.01] * 6 + [0.005] * 6)  # cosine over 2 epochs
     assert rec[BYTE_COLUMNS].sum().sum() == 0
     assert rec[rec["event"] == "eval"]["accuracy"].notna().all()
 
@@ -184,7 +185,7 @@ def test_full_offload_with_cached_inputs_sends_only_ids_after_the_first_epoch(tm
 def federated_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("federated")
     common = dict(dataset={"name": "synthetic", "samplesPerSource": 128, "testSamples": 128},
-                  training={"epochs": 2, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60},
+                  training={"epochs": 2, "batchSize": 32, "lr": 0.01, "schedule": "cosine", "replyTimeoutS": 60},
                   network={"profile": "wifi6"})
     fed = run(tmp, paradigm={"name": "fedavg", "localEpochs": 1}, **common)
     hfsl = run(tmp / "h", paradigm={"name": "hfsl", "splitAfter": 4, "localEpochs": 1},
@@ -217,6 +218,16 @@ def test_fedavg_sends_weights_each_round_and_hfsl_splits_them_by_tier(federated_
     # each source is served by its own medium device
     served = hrec[hrec["event"] == "server"]
     assert served.groupby("instance")["source"].unique().map(len).eq(1).all() and served["instance"].nunique() == 2
+
+
+def test_every_source_trains_its_last_epoch_at_the_cosine_lr(federated_runs):
+    """The record's lr is the optimizer's at each step: 0.01 in epoch 0, then the cosine's
+    0.01 x (1 + cos(pi / 2)) / 2 = 0.005 in the last of 2 epochs, on every source of both
+    runs (the medium devices follow it too: hfsl equals fedavg loss for loss, next test)."""
+    for _, result, rec in federated_runs:
+        assert result.ok, result.message
+        steps = rec[(rec["event"] == "step") & (rec["role"] == "source")]
+        assert steps.groupby("epoch")["lr"].unique().map(list).to_dict() == {0: [0.01], 1: [pytest.approx(0.005)]}
 
 
 def test_hfsl_with_one_medium_device_per_source_trains_exactly_as_fedavg(federated_runs):

@@ -207,6 +207,9 @@ class TrainingSpec(_Model):
     lr: float = Field(0.01, gt=0, allow_inf_nan=False)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["none", "cosine"] = Field(
+        "none", description="the lr over epochs: none keeps lr; cosine anneals it to 0 over the run's epochs "
+                            "(torch's CosineAnnealingLR, one step per epoch; every role that trains follows it)")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short (quick runs)")
     reply_timeout_s: float = Field(120.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False,
                                    description="a peer silent this long is dead")

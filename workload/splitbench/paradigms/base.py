@@ -7,6 +7,7 @@ compute and say what crosses the wire.
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,38 @@ def make_optimizer(params, training: TrainingSpec) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay)
 
 
+@lru_cache(maxsize=16)
+def _lr_table(lr: float, epochs: int, schedule: str) -> tuple[float, ...]:
+    """The lr of each epoch, read off torch's scheduler stepped once per epoch on a
+    throwaway optimizer: the lr is then a function of the epoch alone, so sources and
+    servers agree on it without talking, and a restarted role picks it up mid-run."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if schedule == "cosine" else None
+    table = []
+    for _ in range(epochs):
+        table.append(opt.param_groups[0]["lr"])
+        opt.step()  # (no gradients: changes nothing; torch expects it before the scheduler's step)
+        if sched is not None:
+            sched.step()
+    return tuple(table)
+
+
+def lr_at(training: TrainingSpec, epoch: int) -> float:
+    """The lr in force during `epoch` under training.schedule (the last epoch's past the end)."""
+    table = _lr_table(training.lr, training.epochs, training.schedule)
+    return table[min(max(epoch, 0), len(table) - 1)]
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def follow_schedule(opt: torch.optim.Optimizer, training: TrainingSpec, epoch: int) -> None:
+    """Put the optimizer at the epoch's lr: every role that trains calls it before a step."""
+    set_lr(opt, lr_at(training, epoch))
+
+
 def label_dtype(num_classes: int) -> torch.dtype:
     """The narrowest integer that holds every label: labels are bytes on the wire too."""
     return torch.uint8 if num_classes <= 256 else torch.int16 if num_classes <= 32767 else torch.int32
@@ -125,6 +158,12 @@ class SourceWorker(ABC):
     def eval_local(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int] | None:
         """(summed loss, correct) of an exit the source holds itself, or None if it has none."""
         return None
+
+    def lr(self) -> float | None:
+        """The lr of this worker's optimizer now (recorded with each step); None where the
+        source trains nothing itself."""
+        opt = getattr(self, "opt", None)
+        return None if opt is None else opt.param_groups[0]["lr"]
 
     def tags(self, epoch: int) -> dict:
         """Extra columns for this worker's step and eval records (e.g. the budget in force)."""

@@ -30,19 +30,19 @@ from torch import nn
 from ..atomic import atomic_path
 from ..models import split
 from ..models.compression import Compressor, Decompressor, encoded_hw, prune_loss
-from ..spec import CompressionSpec
+from ..spec import CompressionSpec, TrainingSpec
 from ..transport import Kind, Message, Traffic
 from .base import (
     Paradigm, ServerWorker, Setup, SourceWorker, StepOutcome, ask_evaluation, evaluation_reply, label_dtype,
-    make_optimizer, train_on_server, whole_model,
+    lr_at, make_optimizer, set_lr, train_on_server, whole_model,
 )
 
 
 class BudgetSchedule:
     """Which budget and learning rate are in force at an epoch; both sides compute it alike."""
 
-    def __init__(self, comp: CompressionSpec, base_lr: float):
-        self.comp, self.base_lr = comp, base_lr
+    def __init__(self, comp: CompressionSpec, training: TrainingSpec):
+        self.comp, self.training = comp, training
         self.starts = [sum(comp.epochs[:i]) for i in range(len(comp.epochs))]
 
     @property
@@ -56,16 +56,12 @@ class BudgetSchedule:
         return self.comp.budgets[self.stage(epoch)]
 
     def lr(self, epoch: int) -> float:
-        """selectLr: after a budget change, lr x gamma for the first l_k epochs."""
+        """selectLr: after a budget change, the scheduled lr x gamma for the first l_k epochs."""
         stage = self.stage(epoch)
+        lr = lr_at(self.training, epoch)
         if stage > 0 and epoch - self.starts[stage] < self.comp.lk:
-            return self.base_lr * self.comp.gamma
-        return self.base_lr
-
-
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr
+            return lr * self.comp.gamma
+        return lr
 
 
 def cut_shape(setup: Setup, edge: nn.Module) -> tuple[int, int, int]:
@@ -117,7 +113,7 @@ class CompressedSplitSource(SourceWorker):
             raise ValueError(f"budget {max(self.comp_spec.budgets)} exceeds the {channels} channels at the cut")
         self.compressor = Compressor(channels, self.comp_spec.resolution, self.comp_spec.module)
         self.opt = make_optimizer([*self.edge.parameters(), *self.compressor.parameters()], setup.spec.training)
-        self.schedule = BudgetSchedule(self.comp_spec, setup.spec.training.lr)
+        self.schedule = BudgetSchedule(self.comp_spec, setup.spec.training)
         self.stages = _Stages(setup, self.schedule, setup.instance or "source",
                               {"edge": self.edge, "compressor": self.compressor})
         self.ydtype = label_dtype(setup.meta.num_classes)
@@ -197,7 +193,7 @@ class CompressedSplitServer(ServerWorker):
         self.expected_hw = encoded_hw(h, w, r)
         self.model = _ServerSide(Decompressor(channels, r, comp.module), part, (h, w))
         self.opt = make_optimizer(self.model.parameters(), setup.spec.training)
-        self.schedule = BudgetSchedule(comp, setup.spec.training.lr)
+        self.schedule = BudgetSchedule(comp, setup.spec.training)
         self.stages = _Stages(setup, self.schedule, "server", {"server": self.model})
         self.channels = channels
 

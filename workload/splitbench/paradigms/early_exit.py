@@ -23,7 +23,7 @@ from ..models import split
 from ..transport import Kind, Message, Traffic
 from .base import (
     Paradigm, ServerOutcome, ServerWorker, SourceWorker, StepOutcome, ask_evaluation, correct_count,
-    evaluation_reply, label_dtype, make_optimizer, train_on_server, whole_model,
+    evaluation_reply, follow_schedule, label_dtype, make_optimizer, train_on_server, whole_model,
 )
 from .compressed_split import cut_shape
 
@@ -49,6 +49,7 @@ class EarlyExitSource(SourceWorker):
         self.ydtype = label_dtype(setup.meta.num_classes)
 
     def train_step(self, x, y, epoch, step, ids=None):
+        follow_schedule(self.opt, self.setup.spec.training, epoch)
         t0 = time.perf_counter()
         feats = self.edge(self.setup.meta.normalize(x))
         logits = self.head(feats)
@@ -92,9 +93,11 @@ class EarlyExitSource(SourceWorker):
 class EarlyExitServer(ServerWorker):
     def __init__(self, paradigm: "EarlyExit"):
         _, self.part = split(whole_model(paradigm.setup), paradigm.edge_blocks())
-        self.opt = make_optimizer(self.part.parameters(), paradigm.setup.spec.training)
+        self.training = paradigm.setup.spec.training
+        self.opt = make_optimizer(self.part.parameters(), self.training)
 
     def train(self, msg) -> ServerOutcome:
+        follow_schedule(self.opt, self.training, msg.epoch)
         outcome = train_on_server(self.part, self.opt, msg.tensors["act"], msg.tensors["y"].long())
         outcome.reply = None  # no gradient, no ack: the edge is not waiting
         return outcome

@@ -10,7 +10,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .base import Paradigm, SourceWorker, StepOutcome, correct_count, make_optimizer, whole_model
+from .base import Paradigm, SourceWorker, StepOutcome, correct_count, follow_schedule, make_optimizer, whole_model
 from .federated import exchange, load_flat, round_ends
 
 
@@ -22,6 +22,7 @@ class FedAvgSource(SourceWorker):
         self.samples = 0  # trained on since the last aggregation: this source's n_k
 
     def train_step(self, x, y, epoch, step, ids=None):
+        follow_schedule(self.opt, self.setup.spec.training, epoch)
         t0 = time.perf_counter()
         out = self.model(self.setup.meta.normalize(x))
         loss = F.cross_entropy(out, y)

@@ -18,7 +18,7 @@ import torch
 from ..transport import Kind, Message, Traffic
 from .base import (
     Paradigm, ServerWorker, SourceWorker, StepOutcome, ask_evaluation, evaluation_reply, label_dtype,
-    make_optimizer, train_on_server, whole_model,
+    follow_schedule, make_optimizer, train_on_server, whole_model,
 )
 
 
@@ -89,6 +89,7 @@ class FullOffloadServer(ServerWorker):
 
     def train(self, msg):
         x, y = self._batch(msg)
+        follow_schedule(self.opt, self.p.setup.spec.training, msg.epoch)
         outcome = train_on_server(self.model, self.opt, x, y, Message(Kind.TRAIN_REPLY))
         if self.p.setup.spec.paradigm.delivery == "stream":
             outcome.reply = None  # the source is not waiting

@@ -15,7 +15,7 @@ from ..models import split
 from ..transport import Kind, Message, Traffic
 from .base import (
     Paradigm, ServerWorker, SourceWorker, StepOutcome, ask_evaluation, evaluation_reply, label_dtype,
-    make_optimizer, train_on_server, whole_model,
+    follow_schedule, make_optimizer, train_on_server, whole_model,
 )
 
 
@@ -27,6 +27,7 @@ class SplitSource(SourceWorker):
         self.ydtype = label_dtype(paradigm.setup.meta.num_classes)
 
     def train_step(self, x, y, epoch, step, ids=None):
+        follow_schedule(self.opt, self.p.setup.spec.training, epoch)
         t0 = time.perf_counter()
         act = self.edge(self.p.setup.meta.normalize(x))
         t1 = time.perf_counter()
@@ -59,9 +60,11 @@ class SplitSource(SourceWorker):
 class SplitServer(ServerWorker):
     def __init__(self, paradigm: "Split"):
         _, self.part = split(whole_model(paradigm.setup), paradigm.edge_blocks())
-        self.opt = make_optimizer(self.part.parameters(), paradigm.setup.spec.training)
+        self.training = paradigm.setup.spec.training
+        self.opt = make_optimizer(self.part.parameters(), self.training)
 
     def train(self, msg):
+        follow_schedule(self.opt, self.training, msg.epoch)
         act = msg.tensors["act"].requires_grad_()
         reply = Message(Kind.TRAIN_REPLY)
         outcome = train_on_server(self.part, self.opt, act, msg.tensors["y"].long(), reply)

@@ -272,7 +272,7 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
             tables[key] = df
             sections.insert(0, (title, f"<p>{html.escape(intro)}</p>" + _plain_table(df)))
     if claims:
-        table = claims_table(summary, claims, budgets=budgets)
+        table = claims_table(runs, claims, budgets=budgets)  # per run: the spread comes from the repeats
         tables["paper_vs_measured"] = table
         sections.insert(0, ("Paper vs measured",
                             "<p>Each headline figure of the paper beside ours (means over repeats). Nothing is "

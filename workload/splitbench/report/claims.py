@@ -23,9 +23,12 @@ VERDICTS = ("agrees", "differs", "not measured")
 
 
 def _matches(summary: pd.DataFrame, name: str) -> pd.DataFrame:
-    if summary.empty or "experiment" not in summary:
+    """The rows of the setting `name`: one per repeat where the table is per run (its
+    `setting` column), else the row whose experiment is that setting."""
+    col = "setting" if "setting" in summary else "experiment"
+    if summary.empty or col not in summary:
         return summary
-    return summary[(summary["experiment"] == name) | summary["experiment"].str.endswith("-" + name)]
+    return summary[(summary[col] == name) | summary[col].str.endswith("-" + name)]
 
 
 def _usable(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -134,6 +137,8 @@ def claims_table(summary: pd.DataFrame, claims: list[PaperClaim], budgets: pd.Da
             explanation = why or ("; ".join(filter(None, [
                 f"no run named {', '.join(missing)}" if missing else "",
                 f"excluded: {', '.join(excluded)}" if excluded else ""])) or "the metric is missing from the runs")
+            if why.startswith("not reached") and c.if_differs:  # measured, and short of the paper: say why
+                explanation += f"; {c.if_differs}"
         elif verdict == "differs":
             explanation = (f"ours is {measured / c.paper:.2f}x the paper's figure; "
                            + (c.if_differs or "no known cause: to investigate"))

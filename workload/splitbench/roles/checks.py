@@ -116,7 +116,7 @@ class Limits:
         comp = getattr(spec.paradigm, "compression", None)
         if comp is not None:
             from ..paradigms.compressed_split import BudgetSchedule
-            self.budget = BudgetSchedule(comp, spec.training.lr)
+            self.budget = BudgetSchedule(comp, spec.training)
 
 
 def common(limits: Limits, who: str, msg: Message) -> None:

@@ -122,7 +122,7 @@ class Source:
                 up1, down1 = self.moved()
                 rt.log.write("step" if first_time else "redo", epoch=epoch, step=step, samples=out.samples, loss=loss,
                              **worker.tags(epoch),
-                             accuracy=correct / out.samples, duration_s=duration,
+                             accuracy=correct / out.samples, duration_s=duration, **lr_field(worker),
                              **{f"phase_{k}_s": v for k, v in phases.items()},
                              **byte_fields(up1 - up0, down1 - down0))
                 step += 1
@@ -156,6 +156,11 @@ class Source:
         wire = sum((p.ep.transport for p in self.links), Counter())
         self.rt.log.write("session", status="transport", auth=self.spec.transport.auth,
                           transport_tx_bytes=wire["tx"], transport_rx_bytes=wire["rx"])
+
+
+def lr_field(worker) -> dict:
+    lr = worker.lr()
+    return {} if lr is None else {"lr": lr}
 
 
 def run(args) -> int:

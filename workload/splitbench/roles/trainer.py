@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..data import DatasetMissing, load_dataset
 from ..devices import resolve_device
 from ..paradigms import Setup
-from ..paradigms.base import correct_count, make_optimizer, train_on_server, whole_model
+from ..paradigms.base import correct_count, follow_schedule, make_optimizer, train_on_server, whole_model
 from ..schedule import batches, evaluation_due, source_indices, steps_per_epoch, test_subset
 from ..roleplan import role_name
 from .runtime import RoleFailed, Runtime
@@ -49,11 +49,12 @@ class Trainer:
             rt.metrics.epoch.labels(**rt.metrics.base).set(epoch)
             for _, idx in batches(everything, spec, epoch, 0, steps):
                 x, y = data.meta.normalize(data.train_x[idx]), data.train_y[idx]
+                follow_schedule(opt, spec.training, epoch)
                 o = train_on_server(model, opt, x, y)
                 phases = {"forward": o.forward_s, "backward": o.backward_s}
                 rt.metrics.step(len(y), phases, o.loss)
                 rt.log.write("step", epoch=epoch, step=step, samples=len(y), loss=o.loss, accuracy=o.correct / len(y),
-                             duration_s=o.forward_s + o.backward_s, **{f"phase_{k}_s": v for k, v in phases.items()})
+                             lr=opt.param_groups[0]["lr"], duration_s=o.forward_s + o.backward_s, **{f"phase_{k}_s": v for k, v in phases.items()})
                 step += 1
             if not evaluation_due(spec, epoch):
                 continue
