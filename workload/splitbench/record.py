@@ -195,6 +195,8 @@ def merge(run_dir: Path, launched_at: float | None = None, executor: str | None 
 
 def build_record(df: pd.DataFrame, launched_at: float | None = None) -> pd.DataFrame:
     """The run record from the roles' events (read_events): with the launch time, t, sorted."""
+    import pandas as pd
+
     if launched_at is not None:
         df = pd.concat([df, pd.DataFrame([{"event": "launch", "time": launched_at}])], ignore_index=True)
         df[BYTE_COLUMNS] = df[BYTE_COLUMNS].fillna(0).astype("int64")
@@ -252,6 +254,8 @@ def read_run(run_dir: Path) -> RunRecord:
     An unreadable or missing record.parquet is rebuilt from the events when every events file
     is whole (the executor's launch time is not in them: setup time reads n/a); otherwise the
     run has no usable record."""
+    import pandas as pd
+
     run_dir = Path(run_dir)
     events = {p: read_events_file(p) for p in sorted(run_dir.glob("*.events.jsonl"))}
     damage = [f"{p.name}: {problem}" for p, (_, problem) in events.items() if problem]
