@@ -125,3 +125,9 @@ def test_repeats_get_their_own_seed_name_and_labels_in_repeat_major_order():
     assert [r.name for r in suite.runs(1)] == settings  # one repeat keeps the setting's name
     assert all(len(r.name) <= 63 for s in ROOT.joinpath("benchmarks", "suites").glob("*.yaml")
                for r in load_suite(s).runs(12))
+
+
+def test_the_page_is_headed_by_the_suite_title(built):
+    _, _, out, _ = built
+    page = (out / "report.html").read_text()
+    assert page.count("<h1>") == 1 and "<h1>fake suite</h1>" in page  # no section's heading takes its place

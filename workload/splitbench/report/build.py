@@ -257,7 +257,7 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
                             "<p>One row per run and budget stage: bytes per training sample, accuracy at the end "
                             "of the stage, and where the suite also trained that budget from scratch, the time "
                             "this stage took to reach that accuracy.</p>" + _plain_table(budgets)))
-    for key, df, title, intro in (
+    for key, df, heading, intro in (
             ("faults", fault_table(runs, exp_by_name, by_name) if by_name else pd.DataFrame(), "Faults",
              "Each fault injected (the spec's faults), when it ran (seconds since training began; hatched on the "
              "time figures) and what it cost: the run's training time and final accuracy minus the mean of the "
@@ -270,7 +270,7 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
              "(s since training began), its last step and the samples it trained.")):
         if not df.empty:
             tables[key] = df
-            sections.insert(0, (title, f"<p>{html.escape(intro)}</p>" + _plain_table(df)))
+            sections.insert(0, (heading, f"<p>{html.escape(intro)}</p>" + _plain_table(df)))
     if claims:
         table = claims_table(runs, claims, budgets=budgets)  # per run: the spread comes from the repeats
         tables["paper_vs_measured"] = table
