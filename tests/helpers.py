@@ -1,6 +1,7 @@
 """Shared helpers for tests that start real role processes."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -26,3 +27,23 @@ def processes_mentioning(text: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+@functools.cache
+def small_cnn_values() -> int:
+    """How many weights small_cnn has: one FedAvg contribution's length."""
+    from splitbench.models import build_model
+    from splitbench.paradigms.federated import state_tensors
+
+    return sum(t.numel() for t in state_tensors(build_model("small_cnn")))
+
+
+def fedavg_contribution(w: float, n: int, epoch: int = 0, values: int | None = None):
+    """A FedAvg device's round contribution, as a source sends it: every weight w, n samples."""
+    import torch
+
+    from splitbench.transport import Kind, Message, Traffic
+
+    values = small_cnn_values() if values is None else values
+    return (Message(Kind.TRAIN, "t", epoch=epoch).add("w_whole", torch.full((values,), float(w)), Traffic.WEIGHTS)
+            .add("n", torch.tensor([n]), Traffic.CONTROL))

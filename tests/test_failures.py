@@ -16,6 +16,7 @@ import zmq
 from splitbench.executors.local import free_port
 from splitbench.transport import Endpoint, Kind, Message, Traffic
 from conftest import experiment_doc
+from helpers import fedavg_contribution, small_cnn_values
 from helpers import processes_mentioning, prom_samples
 
 pytestmark = pytest.mark.integration
@@ -85,14 +86,8 @@ def test_aggregator_averages_by_sample_count_and_rejects_bad_contributions(tmp_p
     ctx = zmq.Context()
     a = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="source-0")
     b = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="source-1")
-
-    from splitbench.models import build_model
-    from splitbench.paradigms.federated import state_tensors
-    size = sum(t.numel() for t in state_tensors(build_model("small_cnn")))
-
-    def contribution(w, n, epoch=0, values=size):
-        return (Message(Kind.TRAIN, "t", epoch=epoch).add("w_whole", torch.full((values,), float(w)), Traffic.WEIGHTS)
-                .add("n", torch.tensor([n]), Traffic.CONTROL))
+    size = small_cnn_values()
+    contribution = fedavg_contribution
     try:
         a.sock.send_multipart([b"not a message"])
         assert a.recv(30)[1].kind is Kind.ERROR

@@ -7,7 +7,6 @@ import time
 
 import pandas as pd
 import pytest
-import torch
 import zmq
 
 from splitbench.executors import LocalExecutor
@@ -16,9 +15,9 @@ from splitbench.record import load
 from splitbench.report import build_report, figures
 from splitbench.report.faults import fault_intervals
 from splitbench.spec import Experiment
-from splitbench.transport import Endpoint, Kind, Message, Traffic
+from splitbench.transport import Endpoint, Kind, Message
 from conftest import experiment_doc
-from helpers import processes_mentioning
+from helpers import fedavg_contribution, processes_mentioning
 from test_failures import role
 
 pytestmark = pytest.mark.integration
@@ -106,13 +105,7 @@ def test_a_round_closes_at_the_deadline_with_the_updates_that_came(tmp_path, wri
     ctx = zmq.Context()
     a = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="source-0")
     b = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="source-1")
-    from splitbench.models import build_model
-    from splitbench.paradigms.federated import state_tensors
-    size = sum(t.numel() for t in state_tensors(build_model("small_cnn")))
-
-    def contribution(w, n, epoch):
-        return (Message(Kind.TRAIN, "t", epoch=epoch).add("w_whole", torch.full((size,), float(w)), Traffic.WEIGHTS)
-                .add("n", torch.tensor([n]), Traffic.CONTROL))
+    contribution = fedavg_contribution
     try:
         t0 = time.time()
         a.send(contribution(1.0, 1, 0))

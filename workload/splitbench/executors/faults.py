@@ -1,7 +1,7 @@
 """The executor's side of faults: spec.faults' kills and slowdowns performed at their time, and
 what a source that is gone leaves in the record.
 
-Every fault is a `fault` event in the executor's events file (executor.events.jsonl, merged
+Every fault is a `fault` event in the executor's events file (executor-0.events.jsonl, merged
 into the record with the roles'), one at its start (state=start) and one at its end
 (state=end; a kill ends with the run). A fault whose step or time never came is recorded with
 state=missed. Cuts are the link emulator's outages (spec.network_with_faults): its `outage`
@@ -20,11 +20,32 @@ from .progress import Progress
 EXECUTOR = "executor-0"  # the instance name of the executor's own events
 
 
-def executor_log(exp: Experiment, run_dir) -> EventLog:
-    return EventLog(run_dir / f"{EXECUTOR}.events.jsonl", exp.name, "executor", EXECUTOR, echo=False)
+class ExecutorLog:
+    """The executor's own events (sources gone, faults) in executor-0.events.jsonl. The file is
+    made at the first event only, so a clean run's record holds its roles' events alone, as a
+    cluster's does; closed with a session event as a role's file is (record.read_events_file
+    then reads it as whole)."""
+
+    def __init__(self, exp: Experiment, run_dir):
+        self.path, self.experiment = run_dir / f"{EXECUTOR}.events.jsonl", exp.name
+        self._log: EventLog | None = None
+
+    def write(self, event: str, **fields) -> None:
+        if self._log is None:
+            self._log = EventLog(self.path, self.experiment, "executor", EXECUTOR, echo=False)
+        self._log.write(event, **fields)
+
+    def close(self, **closing) -> None:
+        if self._log is not None:
+            self._log.write("session", **closing)
+            self._log.close()
 
 
-def source_gone(log: EventLog, progress: Progress, instance: str, reason: str, **fields) -> None:
+def executor_log(exp: Experiment, run_dir) -> ExecutorLog:
+    return ExecutorLog(exp, run_dir)
+
+
+def source_gone(log: ExecutorLog, progress: Progress, instance: str, reason: str, **fields) -> None:
     """Record a source that stopped: when (this event's time), its last step and the samples it trained."""
     progress.poll()  # its last lines first
     log.write("source_gone", source=instance, last_step=progress.last_step.get(instance),
@@ -35,7 +56,7 @@ class FaultInjector:
     """Performs spec.faults' kills and slowdowns as training goes (tick, every watch loop) and
     records each; close() ends what is still in force when the run ends."""
 
-    def __init__(self, exp: Experiment, log: EventLog):
+    def __init__(self, exp: Experiment, log: ExecutorLog):
         self.log = log
         self.pending = [f for f in exp.spec.faults if f.kind in ("kill", "slow")]
         self.active: list = []  # (end time, fault, mechanism): slowdowns in force

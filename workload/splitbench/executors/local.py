@@ -135,9 +135,7 @@ class LocalExecutor:
             with uninterrupted():
                 self._stop(procs)
                 faults.close()
-                # closed as a role's file is, so a reader tells it whole (record.read_events_file)
-                events.write("session", status="interrupted" if interrupted else status, duration_s=time.time() - t0)
-                events.close()
+                events.close(status="interrupted" if interrupted else status, duration_s=time.time() - t0)
                 for log in logs:
                     log.close()
                 merge(run_dir, t0, executor="local")
