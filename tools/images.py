@@ -109,6 +109,10 @@ def ensure_base(client, base: str) -> str:
         # an imported image has no PATH of its own: without one nothing is found
         client.api.import_image(src=str(tar), repository=repo, tag=tag,
                                 changes=["ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+    try:
+        client.images.get(LOCAL_BASE)
+    except Exception:  # podman's Docker API imports as <repo>:latest whatever tag it is given
+        client.images.get(f"{repo}:latest").tag(repo, tag)
     return LOCAL_BASE
 
 
