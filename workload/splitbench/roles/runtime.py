@@ -41,7 +41,16 @@ def process_age_s() -> float | None:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory (Linux reports KiB)."""
+    """This process's peak resident memory since it exec'd its program (VmHWM, KiB). Not
+    getrusage's ru_maxrss: that keeps the high-water mark of the image before exec, and an
+    executor forks each role from itself (Popen with preexec_fn), so a role started by a
+    process holding torch would report that process's size as its own."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
