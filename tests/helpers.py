@@ -47,3 +47,12 @@ def fedavg_contribution(w: float, n: int, epoch: int = 0, values: int | None = N
     values = small_cnn_values() if values is None else values
     return (Message(Kind.TRAIN, "t", epoch=epoch).add("w_whole", torch.full((values,), float(w)), Traffic.WEIGHTS)
             .add("n", torch.tensor([n]), Traffic.CONTROL))
+
+
+def close_peers(ctx, role, *endpoints) -> None:
+    """End a test's fake peers and the role process they talked to (if it still runs)."""
+    for ep in endpoints:
+        ep.close()
+    ctx.term()
+    if role.poll() is None:
+        role.kill()

@@ -16,7 +16,7 @@ import zmq
 from splitbench.executors.local import free_port
 from splitbench.transport import Endpoint, Kind, Message, Traffic
 from conftest import experiment_doc
-from helpers import fedavg_contribution, small_cnn_values
+from helpers import close_peers, fedavg_contribution, small_cnn_values
 from helpers import processes_mentioning, prom_samples
 
 pytestmark = pytest.mark.integration
@@ -110,11 +110,7 @@ def test_aggregator_averages_by_sample_count_and_rejects_bad_contributions(tmp_p
         assert agg.wait(60) == 3, agg.stdout.read()  # round 1 never completes: b sent nothing usable
         assert "waiting for whole round 1: 1/2 in" in agg.stdout.read()
     finally:
-        a.close()
-        b.close()
-        ctx.term()
-        if agg.poll() is None:
-            agg.kill()
+        close_peers(ctx, agg, a, b)
     dropped = [s.value for s in prom_samples(tmp_path / "aggregator-0.prom", "splitbench_duplicates_dropped")
                if s.name.endswith("_total")]
     assert dropped == [1]

@@ -17,7 +17,7 @@ from splitbench.report.faults import fault_intervals
 from splitbench.spec import Experiment
 from splitbench.transport import Endpoint, Kind, Message
 from conftest import experiment_doc
-from helpers import fedavg_contribution, processes_mentioning
+from helpers import close_peers, fedavg_contribution, processes_mentioning
 from test_failures import role
 
 pytestmark = pytest.mark.integration
@@ -126,11 +126,7 @@ def test_a_round_closes_at_the_deadline_with_the_updates_that_came(tmp_path, wri
             assert ep.recv(30)[1].kind is Kind.BYE
         assert agg.wait(60) == 0, agg.stdout.read()
     finally:
-        a.close()
-        b.close()
-        ctx.term()
-        if agg.poll() is None:
-            agg.kill()
+        close_peers(ctx, agg, a, b)
     events = pd.read_json(tmp_path / "aggregator-0.events.jsonl", lines=True)
     gone = events[events["event"] == "source_gone"]
     assert gone["source"].tolist() == ["source-2"] and gone["round"].tolist() == [0]
