@@ -1,7 +1,6 @@
 """Issue 14, cluster side: the pure security builders give objects that a review passes."""
 from __future__ import annotations
 
-import base64
 
 import kubernetes_validate
 import pytest

@@ -1,7 +1,6 @@
 """The report built from run folders: spread, ties, units, links, environment, CSV/JSON, make report."""
 import base64
 import json
-import math
 import re
 import subprocess
 import sys

@@ -47,7 +47,6 @@ class Staged:
     def __init__(self, tmp_path: Path, name: str, **overrides):
         import os
         import subprocess
-        import sys
 
         from splitbench.roleplan import role_names as role_instances
         from splitbench.transport import make_keys

@@ -182,7 +182,6 @@ def merge(run_dir: Path, launched_at: float | None = None, executor: str | None 
     """Write run_dir/record.parquet from the roles' event files and return it, and
     run_dir/environment.json: where it was measured (environment.collect). executor: the
     executor's name; when not given, kubernetes if the roles' logs came from pods, else local."""
-    import pandas as pd
 
     df = read_events(run_dir)
     write_environment(run_dir, df, executor)

@@ -9,7 +9,10 @@ warm-up training on its data, the Q-learning agent's table, and its choice per s
 for the spec's devices. Deterministic for a given seed."""
 from __future__ import annotations
 
+import functools
+import json
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -36,15 +39,29 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup-steps", type=int, default=100, help="hfsl: training steps before Grad-CAM")
     p.add_argument("--per-class", type=int, default=8, help="hfsl: Grad-CAM samples per class")
     p.add_argument("--q-steps", type=int, default=20000, help="hfsl: Q-learning updates")
+    from .main import add_set_arg, add_format_arg
+
+    add_format_arg(p, "the tables")
+    add_set_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    exp = load_suite(args.spec).experiments()[0]
+    exp = load_suite(args.spec, args.overrides).experiments()[0]
     spec = exp.spec
     if (args.paradigm or ("hfsl" if spec.paradigm.name == "hfsl" else "hierarchical")) == "hfsl":
         return plan_hfsl(exp, args)
     budget = memory_bytes(args.memory or resolve_device(spec.sources.device).memory)
+    if args.format == "json":
+        inputs = build_inputs(exp)
+        rows, best = choose(inputs, budget)
+        print(json.dumps({
+            "experiment": exp.name, "model": spec.model.name, "memory_budget_bytes": budget,
+            "cuts": [{**asdict(r), "fits": budget is None or r.edge_memory_bytes <= budget} for r in rows],
+            "full_cloud_s": {f"{enc}_{'every_epoch' if resend else 'once'}": full_cloud_s(inputs, width, resend)
+                             for enc, width in (("uint8", 1), ("float32", 4)) for resend in (True, False)},
+            "best_cut": best.cut if best else None}, indent=1))
+        return 0 if best else 1
     print(f"{exp.name}: {spec.model.name}, batch {spec.training.batch_size}, "
           f"{spec.sources.replicas} source(s), network {spec.network.profile or spec.network.medium}; "
           "measuring block times here ...", flush=True)
@@ -73,6 +90,8 @@ def run(args) -> int:
 
 def plan_hfsl(exp, args) -> int:
     spec = exp.spec
+    # --format json: the tables as JSON on stdout, the progress lines on stderr
+    say = functools.partial(print, file=sys.stderr if args.format == "json" else sys.stdout)
     torch.manual_seed(spec.seed)
     try:
         data = load_dataset(spec.dataset, spec.seed)
@@ -80,7 +99,7 @@ def plan_hfsl(exp, args) -> int:
         print(f"plan: {err}", file=sys.stderr)
         return 2
     model = build_model(spec.model.name, spec.model.num_classes, data.meta.input_shape)
-    print(f"{exp.name}: {spec.model.name}; warm-up: {args.warmup_steps} steps on {spec.dataset.name} ...", flush=True)
+    say(f"{exp.name}: {spec.model.name}; warm-up: {args.warmup_steps} steps on {spec.dataset.name} ...", flush=True)
     opt = make_optimizer(model.parameters(), spec.training)
     rng = np.random.default_rng(spec.seed)
     for _ in range(args.warmup_steps):
@@ -94,31 +113,44 @@ def plan_hfsl(exp, args) -> int:
     x, y = data.meta.normalize(data.test_x[picks]), data.test_y[picks]
     curve, cands = candidates(model, data.meta.input_shape, x, y)
     names = [r.name for r in profile_model(model, data.meta.input_shape)]
-    print(f"Grad-CAM importance per block ({len(y)} samples, {len(torch.unique(y))} classes), normalized; "
+    say(f"Grad-CAM importance per block ({len(y)} samples, {len(torch.unique(y))} classes), normalized; "
           "* = a local maximum of the CUI curve, a candidate cut:")
     for i, (name, v) in enumerate(zip(names, curve), 1):
         mark = "*" if any(c.cut == i for c in cands) else " "
-        print(f"  {i:>3} {name:<12} {'-' if v != v else f'{v:.3f}':>6} {mark}")
+        say(f"  {i:>3} {name:<12} {'-' if v != v else f'{v:.3f}':>6} {mark}")
     link = resolve_network(spec.network)
     rate = (link.up.rate_bps or 50e6) / 8
     agent = QAgent(cands, rate_bytes_s=rate, seed=spec.seed).train(args.q_steps)
-    print(f"candidates: " + ", ".join(f"after {c.cut} ({c.name}: W_l {c.low_gflop:.3f} / W_m {c.medium_gflop:.3f} "
+    say("candidates: " + ", ".join(f"after {c.cut} ({c.name}: W_l {c.low_gflop:.3f} / W_m {c.medium_gflop:.3f} "
                                         f"GFLOP, {c.out_bytes:,} B)" for c in cands))
-    print(f"Q-table (rows: remaining power of the low device, GFLOPS; columns: of the medium device); "
+    say(f"Q-table (rows: remaining power of the low device, GFLOPS; columns: of the medium device); "
           f"each cell: the chosen cut and its Q value; link {rate * 8 / 1e6:g} Mbit/s")
     header = "".join(f"{agent.bin_centre(j, agent.medium_range):>14.1f}" for j in range(agent.bins))
     corner = "a_l|a_m"
-    print(f"{corner:>10}{header}")
+    say(f"{corner:>10}{header}")
     for i in range(agent.bins):
         cells = "".join(f"{agent.cands[int(np.argmax(agent.q[i, j]))].cut:>6} ({agent.q[i, j].max():+.2f})"
                         for j in range(agent.bins))
-        print(f"{agent.bin_centre(i, agent.low_range):>10.2f}{cells}")
+        say(f"{agent.bin_centre(i, agent.low_range):>10.2f}{cells}")
     low, medium = resolve_device(spec.sources.device), resolve_device(spec.server.device)
-    if low.gflops and medium.gflops:
-        best = agent.choose(low.gflops, medium.gflops)
-        print(f"for this spec's devices (low {low.gflops:g}, medium {medium.gflops:g} GFLOPS): split after "
+    best = agent.choose(low.gflops, medium.gflops) if low.gflops and medium.gflops else None
+    if args.format == "json":
+        print(json.dumps({
+            "experiment": exp.name, "model": spec.model.name,
+            "importance": [{"cut": i, "block": n, "value": None if v != v else float(v)}
+                           for i, (n, v) in enumerate(zip(names, curve), 1)],
+            "candidates": [{"cut": c.cut, "block": c.name, "low_gflop": c.low_gflop, "medium_gflop": c.medium_gflop,
+                            "bytes_per_sample": c.out_bytes} for c in cands],
+            "q_table": {"low_gflops": [agent.bin_centre(i, agent.low_range) for i in range(agent.bins)],
+                        "medium_gflops": [agent.bin_centre(j, agent.medium_range) for j in range(agent.bins)],
+                        "cut": [[agent.cands[int(np.argmax(agent.q[i, j]))].cut for j in range(agent.bins)]
+                                for i in range(agent.bins)]},
+            "chosen_cut": best.cut if best else None}, indent=1))
+        return 0
+    if best is not None:
+        say(f"for this spec's devices (low {low.gflops:g}, medium {medium.gflops:g} GFLOPS): split after "
               f"block {best.cut} ({best.name})"
               + (f"; the spec says {spec.paradigm.split_after}" if spec.paradigm.name == "hfsl" else ""))
     else:
-        print("the spec's device profiles give no gflops (use the low/medium tiers) for a choice of their own")
+        say("the spec's device profiles give no gflops (use the low/medium tiers) for a choice of their own")
     return 0
