@@ -700,8 +700,9 @@ def _validate(model: type[BaseModel], doc: Any, where: str) -> Any:
         raise SpecError(format_errors(err, where)) from None
 
 
-def load_document(path: str | Path) -> Experiment | Suite:
-    """Read an Experiment or Suite YAML file; raise SpecError with one line per problem."""
+def load_document(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment | Suite:
+    """Read an Experiment or Suite YAML file; raise SpecError with one line per problem.
+    overrides: `path.to.field=value` items set in the document before it is validated (overrides.py)."""
     p = Path(path)
     try:
         doc = yaml.safe_load(p.read_text())
@@ -713,6 +714,10 @@ def load_document(path: str | Path) -> Experiment | Suite:
         raise SpecError(f"{p}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
     if not isinstance(doc, dict):
         raise SpecError(f"{p}: expected a mapping with apiVersion, kind, metadata and spec")
+    if overrides:
+        from .overrides import apply
+
+        doc = apply(doc, overrides)
     kind = doc.get("kind")
     if kind == "Experiment":
         return _validate(Experiment, doc, str(p))
@@ -730,8 +735,8 @@ def load_experiment(path: str | Path) -> Experiment:
     return doc
 
 
-def load_suite(path: str | Path) -> Suite:
-    doc = load_document(path)
+def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+    doc = load_document(path, overrides)
     if isinstance(doc, Experiment):  # a single experiment is a suite of one
         return Suite(metadata=doc.metadata,
                      spec=SuiteSpec(base=doc.spec.model_dump(by_alias=True, mode="json", exclude_none=True)))

@@ -5,6 +5,7 @@ stopped), leaves the runs before it exactly as they are and prints how to resume
 `--resume` runs only what is not completed (why_rerun) and rebuilds the report from all of it."""
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
@@ -14,6 +15,7 @@ from ..executors.base import RunResult, interrupt_on_sigterm
 from ..record import read_environment, read_run, run_status
 from ..report import build_report
 from ..spec import Experiment, load_experiment, load_suite
+from .main import UsageError, add_format_arg, add_set_arg
 from .run import add_executor_args, make_executor, quick
 
 COMPLETED = ("ok", "degraded")  # statuses of a run that --resume keeps
@@ -29,6 +31,8 @@ def add_parser(sub) -> None:
                    help="keep the runs already completed in --runs (status ok or degraded, a readable "
                         "record.parquet, the same spec and executor) and run only the others")
     add_executor_args(p)
+    add_set_arg(p)
+    add_format_arg(p, "the ranking (text) or every table of the report (json: report.json)")
     p.set_defaults(func=run)
 
 
@@ -62,9 +66,9 @@ def resume_command() -> str:
 
 def run(args) -> int:
     interrupt_on_sigterm()
-    suite = load_suite(args.suite)
     if args.repeats is not None and args.repeats < 1:
-        raise SystemExit(f"splitbench bench: --repeats must be at least 1, got {args.repeats}")
+        raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
+    suite = load_suite(args.suite, args.overrides)
     exps = [quick(e) if args.quick else e for e in suite.runs(args.repeats)]
     args.runs = str(Path(args.runs) / suite.metadata.name)
     executor = make_executor(args)
@@ -100,7 +104,12 @@ def run(args) -> int:
         print(f"bench interrupted ({err or 'Ctrl-C'}) {where}; the {len(results)} runs before it are kept as they "
               f"are; resume with: {resume_command()}", file=sys.stderr)
         return 143 if str(err) == "SIGTERM" else 130
-    print(Path(args.out, "ranking.txt").read_text() if Path(args.out, "ranking.txt").exists() else "", end="")
-    print(f"report: {Path(args.out) / 'report.html'} (CSV tables and report.json beside it); "
-          f"{time.time() - t0:.0f} s in all")
+    if args.format == "json":
+        json.dump(json.loads(Path(args.out, "report.json").read_text()), sys.stdout, indent=1)
+        print()
+        print(f"report: {Path(args.out) / 'report.html'}; {time.time() - t0:.0f} s in all", file=sys.stderr)
+    else:
+        print(Path(args.out, "ranking.txt").read_text() if Path(args.out, "ranking.txt").exists() else "", end="")
+        print(f"report: {Path(args.out) / 'report.html'} (CSV tables and report.json beside it); "
+              f"{time.time() - t0:.0f} s in all")
     return 0 if all(r.finished for r in results) else 1  # degraded runs are reported, not errors

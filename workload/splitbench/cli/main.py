@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 # name -> one line of help; `role` is internal (executors start it) and stays out of --help
+# Exit status of every command: 0 ok; 1 a run failed or a check regressed; 2 bad usage
+# (argparse's own errors, UsageError) or a bad spec (SpecError).
 COMMANDS = {
     "validate": "check Experiment/Suite YAML files",
     "schema": "print the JSON schema of an Experiment or Suite",
@@ -21,6 +23,10 @@ COMMANDS = {
     "regress": "compare bytes per sample with the committed baseline",
     "role": None,
 }
+
+
+class UsageError(Exception):
+    """A command given arguments it cannot use (exit status 2, as argparse's own usage errors)."""
 
 
 def version() -> str:
@@ -43,7 +49,9 @@ def parser_for(argv: list[str]) -> argparse.ArgumentParser:
         elif help_text:
             sub.add_parser(name, help=help_text)
         else:
-            sub.add_parser(name)  # listed nowhere, still accepted
+            sub.add_parser(name, help=argparse.SUPPRESS)  # internal: accepted, not listed
+    # Python before 3.14 prints a SUPPRESSed subcommand as "==SUPPRESS==": drop it from the listing
+    sub._choices_actions = [a for a in sub._choices_actions if a.help != argparse.SUPPRESS]
     return parser
 
 
@@ -52,6 +60,18 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace-dir", action="append", default=[], metavar="DIR",
                    help="also read network.trace files from DIR (default: benchmarks/traces only)")
     p.add_argument("--allow-large", action="store_true", help="accept a suite matrix beyond the size cap")
+
+
+def add_set_arg(p: argparse.ArgumentParser) -> None:
+    """--set path.to.field=value, repeatable (overrides.py: set in the document before validation)."""
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="PATH=VALUE",
+                   help="set a field of the spec before it is validated, e.g. --set spec.training.epochs=1 "
+                        "(a YAML value; for a suite, a run's field holds for every run; repeatable)")
+
+
+def add_format_arg(p: argparse.ArgumentParser, what: str = "the table") -> None:
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help=f"print {what} as text, or as JSON on stdout")
 
 
 def apply_input_args(args: argparse.Namespace) -> None:
@@ -71,10 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     apply_input_args(args)
     from ..spec import SpecError
 
+    # exit status: 0 ok; 1 a run failed or a check regressed; 2 bad usage or a bad spec
     try:
         return int(args.func(args) or 0)
     except SpecError as err:
         print(err, file=sys.stderr)
+        return 2
+    except UsageError as err:
+        print(f"splitbench {args.command}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -2,6 +2,7 @@
 cut after each block sends compared with the raw input."""
 from __future__ import annotations
 
+import json
 import math
 
 from ..models import REGISTRY, build_model
@@ -21,14 +22,36 @@ def add_parser(sub) -> None:
     p.add_argument("model", choices=sorted(REGISTRY))
     p.add_argument("--input", default=None, help="C,H,W (default: the model's usual input)")
     p.add_argument("--num-classes", type=int, default=10)
+    from .main import add_format_arg
+
+    add_format_arg(p, "the per-block table")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    shape = tuple(int(v) for v in args.input.split(",")) if args.input else REGISTRY[args.model].default_input
+    if args.input:
+        try:
+            shape = tuple(int(v) for v in args.input.split(","))
+        except ValueError:
+            from .main import UsageError
+
+            raise UsageError(f"--input {args.input!r}: expected C,H,W (e.g. 3,32,32)") from None
+    else:
+        shape = REGISTRY[args.model].default_input
     model = build_model(args.model, args.num_classes, shape)
     rows = profile_model(model, shape)
     raw8 = math.prod(shape)
+    if args.format == "json":
+        paper = PAPER.get(args.model)
+        print(json.dumps({
+            "model": args.model, "input": list(shape), "params": sum(r.params for r in rows),
+            "flops": sum(r.flops for r in rows), "raw_bytes_uint8": raw8, "raw_bytes_float32": raw8 * 4,
+            "paper": dict(zip(("params", "macs", "source"), paper)) if paper else None,
+            "blocks": [{"cut": r.index, "block": r.name, "params": r.params, "flops": r.flops,
+                        "edge_flops": sum(q.flops for q in rows[:i + 1]), "out_shape": list(r.out_shape),
+                        "bytes_per_sample": r.out_bytes, "x_uint8": r.out_bytes / raw8,
+                        "x_float32": r.out_bytes / (raw8 * 4)} for i, r in enumerate(rows)]}, indent=1))
+        return 0
     print(f"{args.model} on {'x'.join(map(str, shape))}: {sum(r.params for r in rows):,} parameters, "
           f"{sum(r.flops for r in rows) / 1e6:,.1f} MFLOPs forward per sample")
     if args.model in PAPER:

@@ -30,6 +30,7 @@ from ..report.build import find_runs
 from ..report.stats import t_quantile
 from ..resources import benchmarks_dir
 from ..spec import REPEAT_LABEL, SETTING_LABEL, load_experiment, load_suite
+from .main import UsageError, add_format_arg
 from .run import add_executor_args, make_executor, quick
 
 BYTE_METRICS = [f"{d}_{k}" for d in ("up", "down") for k in TRAINING_KINDS]  # per sample, steps only
@@ -45,6 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--update", action="store_true", help="write the measured values as the new baseline "
                                                          "and print what changed")
     add_executor_args(p)
+    add_format_arg(p, "the verdict and what changed")
     p.set_defaults(func=run)
 
 
@@ -240,12 +242,18 @@ def timing_note(why_not: list[str], checked: int, failures: list[str]) -> str:
     return f"{checked} time ratios checked, {len(failures)} beyond tolerance"
 
 
+def _num(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
 def run(args) -> int:
+    # --format json: the verdict as JSON on stdout, the text lines on stderr
+    out = sys.stderr if args.format == "json" else sys.stdout
     suite = load_suite(args.suite) if args.suite else None
     name = suite.metadata.name if suite else Path(args.runs).name
     run_root = Path(args.runs) / name if suite else Path(args.runs)
     if args.repeats < 1:
-        raise SystemExit(f"splitbench regress: --repeats must be at least 1, got {args.repeats}")
+        raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
     if suite:
         args.runs = str(run_root)
         executor = make_executor(args)
@@ -278,10 +286,17 @@ def run(args) -> int:
                                    indent=1, allow_nan=True) + "\n")
         if changes is None:
             print(f"regress: wrote {len(measured)} baselines to {path}; the previous one "
-                  f"{'was in the old format (totals only)' if old else 'did not exist'}: every value is new")
+                  f"{'was in the old format (totals only)' if old else 'did not exist'}: every value is new",
+                  file=out)
         else:
             print(f"regress: wrote {len(measured)} baselines to {path}; " + (
-                f"{len(changes)} values changed:\n{change_table(changes)}" if changes else "no byte count changed"))
+                f"{len(changes)} values changed:\n{change_table(changes)}" if changes else "no byte count changed"),
+                file=out)
+        if args.format == "json":
+            print(json.dumps({"suite": name, "baseline": str(path), "updated": True, "experiments": len(measured),
+                              "bytes_changed": None if changes is None else [
+                                  {"key": k, "metric": m, "baseline": _num(b), "measured": _num(v)}
+                                  for k, m, b, v in changes]}, indent=1))
         return 0
     if old is None:
         print(f"regress: no baseline at {path}; create it with --update", file=sys.stderr)
@@ -307,14 +322,23 @@ def run(args) -> int:
     if base_timing.get("reference") not in (None, reference):
         why_not.append(f"reference {base_timing.get('reference')} vs {reference}")
     if why_not:
-        print(f"regress: timing not compared, the environment differs from the baseline's ({'; '.join(why_not)})")
+        print(f"regress: timing not compared, the environment differs from the baseline's ({'; '.join(why_not)})",
+              file=out)
     else:
         timing_failures, lines = check_timing(ratios, base_timing)
         checked = sum(": within" in l or ": BEYOND" in l for l in lines)
-        print(f"regress: timing as ratios to {reference} (same run):")
+        print(f"regress: timing as ratios to {reference} (same run):", file=out)
         for line in lines:
-            print(f"  {line}")
+            print(f"  {line}", file=out)
     failed = bool(changes or problems or timing_failures)
     print(f"regress: {len(measured)} experiments checked against {path}: {'FAILED' if failed else 'ok'} "
-          f"(bytes exact per message kind; {timing_note(why_not, checked, timing_failures)})")
+          f"(bytes exact per message kind; {timing_note(why_not, checked, timing_failures)})", file=out)
+    if args.format == "json":
+        print(json.dumps({
+            "suite": name, "baseline": str(path), "ok": not failed, "experiments": len(measured),
+            "bytes_changed": [{"key": k, "metric": m, "baseline": _num(b), "measured": _num(v)}
+                              for k, m, b, v in changes],
+            "problems": problems,
+            "timing": {"compared": not why_not, "why_not": why_not, "reference": reference,
+                       "checked": checked, "failures": timing_failures}}, indent=1))
     return 1 if failed else 0

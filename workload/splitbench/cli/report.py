@@ -12,6 +12,7 @@ from pathlib import Path
 from ..report import build_report
 from ..report.build import find_runs
 from ..spec import load_suite
+from .main import UsageError
 
 
 def add_parser(sub) -> None:
@@ -32,14 +33,14 @@ def run(args) -> int:
     suite = load_suite(args.suite) if args.suite else None
     roots = [Path(r) for r in args.runs] or ([Path(args.runs_root) / suite.metadata.name] if suite else [])
     if not roots:
-        raise SystemExit("splitbench report: give run folders, or --suite")
+        raise UsageError("give run folders, or --suite")
     dirs = []
     for r in roots:
         if not r.is_dir():
-            raise SystemExit(f"splitbench report: {r}: no such folder")
+            raise UsageError(f"{r}: no such folder")
         found = find_runs(r)
         if not found:
-            raise SystemExit(f"splitbench report: {r}: no run folders (with spec.yaml) in it")
+            raise UsageError(f"{r}: no run folders (with spec.yaml) in it")
         dirs += found
     target = args.target if args.target is not None else (suite.spec.report.target_accuracy if suite else 0.7)
     title = f"splitbench: suite {suite.metadata.name}" if suite else "splitbench report"

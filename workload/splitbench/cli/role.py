@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     if args.name in ("source", "link") and not args.connect:
-        raise SystemExit(f"splitbench role {args.name}: --connect is required")
+        from .main import UsageError
+
+        raise UsageError(f"{args.name}: --connect is required")
     module = importlib.import_module(f"splitbench.roles.{args.name}")
     return module.run(args)

@@ -11,6 +11,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run an experiment with an executor")
     p.add_argument("spec")
     add_executor_args(p)
+    from .main import add_set_arg
+
+    add_set_arg(p)
     p.set_defaults(func=run)
 
 
@@ -60,7 +63,7 @@ def run(args) -> int:
     from ..executors.base import interrupt_on_sigterm
 
     interrupt_on_sigterm()  # SIGTERM stops the run as Ctrl-C does: roles stopped, record kept
-    suite = load_suite(args.spec)
+    suite = load_suite(args.spec, args.overrides)
     executor = make_executor(args)
     failed = 0
     for exp in suite.experiments():

@@ -44,4 +44,4 @@ def run(args) -> int:
         except SpecError as err:
             print(err, file=sys.stderr)
             bad += 1
-    return 1 if bad else 0
+    return 2 if bad else 0  # a bad spec is a usage error (exit status 2), as for every command
