@@ -18,7 +18,7 @@ TAG ?= latest
 HELM := $(shell [ -x $(BIN)/helm ] && echo $(BIN)/helm || echo helm)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: help bench test regress benchmarks report deps dataset test-tools clean cluster images load deploy
+.PHONY: help bench test lint regress benchmarks report deps dataset test-tools clean cluster images load deploy
 
 help:  ## list the targets (make bench is the main job)
 	@echo "splitbench: make TARGET [SUITE=... EXECUTOR=local|docker|kubernetes RUNS=runs OUT=report ARGS=...]"
@@ -32,6 +32,11 @@ bench: deps dataset  ## run a suite (default: benchmarks/suites/default.yaml, 3 
 
 test: deps dataset test-tools  ## unit and integration tests, including the network-usage regression and containers
 	$(BIN)/python -m pytest -q -ra
+
+lint: deps test-tools  ## ruff (lint rules and format check) and mypy on the typed core; make test runs them too
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/ruff format --check .
 
 regress: deps dataset  ## bytes per sample (exact, per message kind) and time ratios vs benchmarks/baselines/
 	$(BIN)/splitbench regress --suite $(SUITE) --quick --runs $(RUNS)

@@ -351,9 +351,9 @@ class FaultSpec(_Model):
             raise ValueError("a kill fault needs exactly one of atStep and atS")
         if self.role is not None and not FAULT_ROLE.match(self.role):
             raise ValueError(f"role {self.role[:64]!r}: expected source-<i>, server-<j> or aggregator-0")
-        if self.at_step is not None and not self.role.startswith("source-"):
+        if self.at_step is not None and not (self.role or "").startswith("source-"):
             raise ValueError("atStep counts a source's steps: use atS for a server or the aggregator")
-        if self.kind == "slow" and not self.role.startswith("source-"):
+        if self.kind == "slow" and not (self.role or "").startswith("source-"):
             raise ValueError("a slow fault slows a source")
         return self
 
@@ -417,7 +417,9 @@ class ExperimentSpec(_Model):
                 if not self.uses_network or self.network.medium == "none":
                     raise ValueError("a cut fault needs an emulated link to cut")
                 continue
-            kind, index = FAULT_ROLE.match(f.role).groups()
+            match = FAULT_ROLE.match(f.role)
+            assert match is not None  # FaultSpec checked it
+            kind, index = match.groups()
             count = {"source": self.sources.replicas if self.uses_network else 0,
                      "server": self.server_count if self.paradigm.name not in ("centralized", "fedavg") else 0,
                      "aggregator": 1 if self.paradigm.name in ("fedavg", "hfsl") else 0}[kind]
@@ -636,7 +638,7 @@ def _label(field: str, value: Any) -> str:
     if isinstance(value, dict):
         if field == "paradigm":
             short = {"compressed_split": "cs"}
-            bits = [short.get(value.get("name"), str(value.get("name", "p")))]
+            bits = [short.get(str(value.get("name")), str(value.get("name", "p")))]
             if "splitAfter" in value:
                 bits.append(f"s{value['splitAfter']}")
             if "inputEncoding" in value:

@@ -46,7 +46,7 @@ class _KeyAuthenticator(ThreadAuthenticator):
         self.security = security
 
     def curve_user_id(self, client_public_key: bytes) -> str:
-        return self.security.keyring.owner(z85.encode(client_public_key)) or ""
+        return self.security.keys.owner(z85.encode(client_public_key)) or ""
 
 
 class Security:
@@ -61,6 +61,13 @@ class Security:
         self.auth: _KeyAuthenticator | None = None
 
     @property
+    def keys(self) -> Keyring:
+        """The keyring; only curve mode has one (the constructor insists)."""
+        if self.keyring is None:
+            raise RuntimeError("transport.auth none has no keyring")
+        return self.keyring
+
+    @property
     def curve(self) -> bool:
         return self.mode == "curve"
 
@@ -73,7 +80,7 @@ class Security:
         self.auth.configure_curve_callback(domain=self.domain, credentials_provider=self)
 
     def callback(self, domain: str, key: bytes) -> bool:  # zmq.auth credentials provider
-        ok = domain == self.domain and self.keyring.owner(key) is not None
+        ok = domain == self.domain and self.keys.owner(key) is not None
         if not ok and self.on_denied:
             self.on_denied(f"CURVE key {key[:8].decode(errors='replace')}... is not one of this experiment's")
         return ok
@@ -81,7 +88,7 @@ class Security:
     def apply(self, sock: zmq.Socket, bind: bool, peer: str | None) -> None:
         if not self.curve:
             return
-        k = self.keyring
+        k = self.keys
         sock.curve_secretkey, sock.curve_publickey = k.secret, k.public
         if bind:
             if self.auth is None:

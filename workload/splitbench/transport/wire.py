@@ -113,10 +113,10 @@ class Message:
     epoch: int = 0
     step: int = 0
     # torch tensors; an outgoing message may also hold numpy arrays (sent by roles without torch)
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor | np.ndarray] = field(default_factory=dict)  # numpy: sent by the relay
     traffic: dict[str, Traffic] = field(default_factory=dict)  # per tensor; default CONTROL
 
-    def add(self, name: str, tensor: torch.Tensor, traffic: Traffic) -> "Message":
+    def add(self, name: str, tensor: torch.Tensor | np.ndarray, traffic: Traffic) -> "Message":
         self.tensors[name] = tensor
         self.traffic[name] = traffic
         return self
@@ -145,7 +145,7 @@ def encode(msg: Message) -> list:
     snd = _short(msg.sender, "sender")
     parts = [_FIXED.pack(MAGIC, VERSION, int(msg.kind), msg.epoch, msg.step, len(msg.tensors), len(snd),
                          experiment_id(msg.experiment)), snd]
-    buffers = []
+    buffers: list[bytes | memoryview] = []
     for name, t in msg.tensors.items():
         nb = _short(name, "tensor name")
         if isinstance(t, np.ndarray):
@@ -156,7 +156,7 @@ def encode(msg: Message) -> list:
                 raise WireError(f"tensor {name}: {t.ndim} dimensions, at most {MAX_NDIM}")
             parts.append(_TENSOR.pack(len(nb), code, int(msg.traffic.get(name, Traffic.CONTROL)), t.ndim, t.nbytes))
             parts += [nb, struct.pack(f"<{t.ndim}I", *t.shape)]
-            buffers.append(memoryview(t).cast("B") if t.nbytes else b"")
+            buffers.append(t.data.cast("B") if t.nbytes else b"")
             continue
         # Few torch calls per tensor: after a large transfer they run with cold caches.
         if t.requires_grad:
@@ -178,9 +178,9 @@ def encode(msg: Message) -> list:
         if not nbytes:
             buffers.append(b"")
         elif _NUMPY[code] is not None:
-            buffers.append(memoryview(t.numpy()).cast("B"))
+            buffers.append(t.numpy().data.cast("B"))
         else:
-            buffers.append(memoryview(t.reshape(-1).view(_torch_dtypes()[0][4]).numpy()))  # as uint8
+            buffers.append(t.reshape(-1).view(_torch_dtypes()[0][4]).numpy().data)  # as uint8
     return [b"".join(parts), *buffers]
 
 
