@@ -43,7 +43,8 @@ def scraped_run(tmp_path_factory):
     runs.mkdir()
     (tmp / "prometheus.yml").write_text(json.dumps({  # YAML is a superset of JSON
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "splitbench", "honor_labels": True, "scrape_interval": "500ms",
+        # no honor_labels: the roles' labels do not clash with Prometheus' own (instance, job)
+        "scrape_configs": [{"job_name": "splitbench", "scrape_interval": "500ms",
                             "file_sd_configs": [{"files": [str(runs / "dash" / "*.json")],  # globs: file names only
                                                  "refresh_interval": "1s"}]}]}))
     port = free_port()

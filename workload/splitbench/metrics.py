@@ -1,12 +1,16 @@
-"""Live Prometheus metrics of one role. Names start with splitbench_; every series carries
-experiment, role and role_instance labels, which Grafana's variables select on. The label is
-role_instance, not instance: Prometheus owns `instance` (the scrape target), so the PodMonitor
-needs no honorLabels and a pod cannot overwrite another pod's series."""
+"""Live Prometheus metrics of one role. Names start with splitbench_ and end with their unit
+(_seconds, _bytes, _ratio; counters are exposed with _total); every series carries experiment,
+role and role_instance labels, which Grafana's variables select on. The label is role_instance,
+not instance: Prometheus owns `instance` (the scrape target), so the PodMonitor needs no
+honorLabels and a pod cannot overwrite another pod's series. The process collector adds the
+standard process_* series (CPU seconds, resident memory, open files); dashboards join them to
+a role through splitbench_role_info on the target's instance label."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest,
+                               start_http_server)
 
 from .atomic import write_atomic
 
@@ -19,6 +23,7 @@ class RoleMetrics:
         self.registry = CollectorRegistry()
         self.base = {"experiment": experiment, "role": role, "role_instance": instance}
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self.info = Gauge("splitbench_role_info", "Constant 1; labels describe the run",
                           [*_LABELS, "paradigm", "network"], registry=r)
         self.info.labels(**self.base, paradigm=paradigm, network=network).set(1)
@@ -29,7 +34,8 @@ class RoleMetrics:
         self.phase = Histogram("splitbench_phase_seconds", "Time per step phase", [*_LABELS, "phase"],
                                buckets=_STEP_BUCKETS, registry=r)
         self.loss = Gauge("splitbench_loss", "Latest training loss", [*_LABELS, "exit"], registry=r)
-        self.accuracy = Gauge("splitbench_accuracy", "Latest held-out accuracy", [*_LABELS, "exit"], registry=r)
+        self.accuracy = Gauge("splitbench_accuracy_ratio", "Latest held-out accuracy (0 to 1)", [*_LABELS, "exit"],
+                              registry=r)
         self.epoch = Gauge("splitbench_epoch", "Current epoch", _LABELS, registry=r)
         self.rejected = Counter("splitbench_rejected_messages", "Received messages refused before use, by reason",
                                 [*_LABELS, "reason"], registry=r)
