@@ -125,3 +125,16 @@ def test_a_paper_claim_must_name_exactly_one_run():
     assert _suite(matrix=matrix, report={"paperClaims": [{**claim, "denominator": "lte"}]})
     with pytest.raises(ValueError, match="'split-s4' matches 0 runs"):
         _suite(matrix=matrix, report={"paperClaims": [{**claim, "denominator": "split-s4"}]})
+
+
+def test_memory_quantities_follow_kubernetes_rules_everywhere():
+    """One parser (kubernetes.utils.parse_quantity) for every memory quantity: the plan's edge
+    budget and the docker executor's limits read '1Ei', '2P' and '1e9' as Kubernetes does."""
+    from splitbench.executors.docker import memory_bytes as docker_bytes
+    from splitbench.planning.runtime import memory_bytes as plan_bytes
+
+    for parse in (plan_bytes, docker_bytes):
+        assert parse("1Ei") == 2 ** 60 and parse("2P") == 2 * 10 ** 15 and parse("1e9") == 10 ** 9
+        assert parse("512Mi") == 2 ** 29 and parse(None) is None
+        with pytest.raises(SpecError, match="not a Kubernetes quantity"):
+            parse("12 apples")

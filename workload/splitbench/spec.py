@@ -672,6 +672,18 @@ def cpu_cores(value: str | float | None) -> float | None:
     return float(parse_quantity(value))
 
 
+def memory_bytes(value: str | None) -> int | None:
+    """'1Gi' -> 1073741824, '512M' -> 512000000; None stays None (kubernetes.utils.parse_quantity,
+    imported when called: roles stay free of the Kubernetes client until they need it)."""
+    if not value:
+        return None
+    from kubernetes.utils import parse_quantity
+    try:
+        return int(parse_quantity(value))
+    except (ValueError, TypeError, ArithmeticError):
+        raise SpecError(f"memory: {str(value)[:40]!r} is not a Kubernetes quantity (e.g. 512Mi, 1Gi)") from None
+
+
 def quantity(value: str | float, what: str, lo: float, hi: float) -> float:
     """A Kubernetes quantity within [lo, hi], or ValueError in one line naming `what`."""
     from kubernetes.utils import parse_quantity

@@ -61,11 +61,9 @@ def engine():
 
 
 def memory_bytes(quantity: str | None) -> int | None:
-    if not quantity:
-        return None
-    from kubernetes.utils import parse_quantity  # the one parser of Kubernetes quantities
+    from ..spec import memory_bytes as parse  # the one parser of Kubernetes quantities
 
-    return int(parse_quantity(quantity))
+    return parse(quantity)
 
 
 def run_id(exp: Experiment, started: float) -> str:

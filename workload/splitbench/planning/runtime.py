@@ -109,12 +109,7 @@ def choose(inputs: Inputs, memory_budget: int | None) -> tuple[list[CutPredictio
 
 
 def memory_bytes(quantity: str | None) -> int | None:
-    """'1Gi' -> 1073741824; None stays None."""
-    if not quantity:
-        return None
-    units = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "k": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9,
-             "T": 10 ** 12}
-    for u in sorted(units, key=len, reverse=True):
-        if quantity.endswith(u):
-            return int(float(quantity[:-len(u)]) * units[u])
-    return int(float(quantity))
+    """'1Gi' -> 1073741824; None stays None (Kubernetes' own parser: spec.memory_bytes)."""
+    from ..spec import memory_bytes as parse
+
+    return parse(quantity)
