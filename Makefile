@@ -10,15 +10,19 @@ EXECUTOR ?= local
 OUT ?= report
 RUNS ?= runs
 ARGS ?=
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml tools/install_helm.py | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml tools/locks.py | cksum | cut -d' ' -f1)
 TEST_STAMP := $(VENV)/.test-tools-$(shell cat requirements-test.lock | cksum | cut -d' ' -f1)
 CLUSTER ?= kind
 NAMESPACE ?= splitbench
 TAG ?= latest
-HELM := $(shell [ -x $(BIN)/helm ] && echo $(BIN)/helm || echo helm)
+HELM = $(shell [ -x $(BIN)/helm ] && echo $(BIN)/helm || echo helm)
+# torch's CPU-only wheels for local runs where this index answers (checked at install time, 5 s);
+# elsewhere PyPI's wheel from requirements.lock (it carries the CUDA libraries: a larger venv)
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PIP_INSTALL = $(BIN)/pip install -q --disable-pip-version-check
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: help bench test lint regress benchmarks report deps dataset test-tools clean cluster images load deploy
+.PHONY: help bench test lint lock regress benchmarks report deps dataset test-tools helm clean cluster images load deploy
 
 help:  ## list the targets (make bench is the main job)
 	@echo "splitbench: make TARGET [SUITE=... EXECUTOR=local|docker|kubernetes RUNS=runs OUT=report ARGS=...]"
@@ -30,7 +34,7 @@ bench: deps dataset  ## run a suite (default: benchmarks/suites/default.yaml, 3 
 	$(if $(filter docker,$(EXECUTOR)),export $$($(BIN)/python tools/container_engine.py start);) \
 	exec $(BIN)/splitbench bench $(SUITE) --executor $(EXECUTOR) --runs $(RUNS) --out $(OUT) $(ARGS)
 
-test: deps dataset test-tools  ## unit and integration tests, including the network-usage regression and containers
+test: deps dataset test-tools helm  ## unit and integration tests, including the network-usage regression and containers
 	$(BIN)/python -m pytest -q -ra
 
 lint: deps test-tools  ## ruff (lint rules and format check) and mypy on the typed core; make test runs them too
@@ -59,9 +63,16 @@ $(STAMP): requirements.lock pyproject.toml
 	    apt-get update -qq && apt-get install -y -qq python3-venv; \
 	  else echo "python venv support missing: install python3-venv (sudo apt-get install python3-venv)"; exit 1; fi; }
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
-	$(BIN)/python tools/install_helm.py --dest $(BIN)
+	@if $(PYTHON) tools/locks.py reachable $(TORCH_CPU_INDEX)/; then \
+	  echo "torch: CPU wheels from $(TORCH_CPU_INDEX); the rest of requirements.lock with its hashes"; \
+	  $(PYTHON) tools/locks.py without-torch requirements.lock > $(VENV)/requirements-cpu.lock && \
+	  $(PIP_INSTALL) --no-deps --index-url $(TORCH_CPU_INDEX) $$($(PYTHON) tools/locks.py torch-pins requirements.lock) && \
+	  $(PIP_INSTALL) --no-deps --require-hashes -r $(VENV)/requirements-cpu.lock; \
+	else \
+	  echo "torch: PyPI's wheel ($(TORCH_CPU_INDEX) does not answer); requirements.lock with its hashes"; \
+	  $(PIP_INSTALL) --require-hashes -r requirements.lock; \
+	fi
+	$(PIP_INSTALL) --no-deps -e .
 	touch $@
 
 dataset:
@@ -75,8 +86,21 @@ dataset:
 test-tools: deps $(TEST_STAMP)  ## test tools (requirements-test.lock) and a Prometheus server for the dashboard tests
 
 $(TEST_STAMP): requirements-test.lock
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements-test.lock
+	$(PIP_INSTALL) --require-hashes -r requirements-test.lock
 	touch $@
+
+helm: deps $(BIN)/helm  ## a helm binary in .venv/bin (for make test's chart tests and make deploy), unless one is on PATH
+
+$(BIN)/helm: tools/install_helm.py
+	@if command -v helm >/dev/null && [ "$$(command -v helm)" != "$(abspath $(BIN)/helm)" ]; then \
+	  echo "helm: using $$(command -v helm)"; else $(BIN)/python tools/install_helm.py --dest $(BIN); fi
+	@touch -c $@
+
+lock: test-tools  ## re-resolve requirements*.in into requirements*.lock (every package pinned, with hashes) with uv
+	$(BIN)/uv pip compile requirements.in --generate-hashes --universal --python-version 3.11 \
+	  --custom-compile-command "make lock" -q -o requirements.lock
+	$(BIN)/uv pip compile requirements-test.in --generate-hashes --universal --python-version 3.11 \
+	  --custom-compile-command "make lock" -q -o requirements-test.lock
 
 test-tools:
 	@command -v prometheus >/dev/null || { \
@@ -105,7 +129,7 @@ load:  ## put the images into the cluster's nodes (CLUSTER=kind or k3s)
 	if [ "$(CLUSTER)" = k3s ]; then docker save $$built | sudo k3s ctr images import -; \
 	else kind load docker-image $$built --name splitbench; fi
 
-deploy: deps  ## install or upgrade the chart (CRD, operator, RBAC, dashboards) into NAMESPACE
+deploy: deps helm  ## install or upgrade the chart (CRD, operator, RBAC, dashboards) into NAMESPACE
 	$(HELM) upgrade --install splitbench helm/splitbench --namespace $(NAMESPACE) --create-namespace \
 	  --set image.edge=splitbench-edge:$(TAG) --set image.gpu=splitbench-gpu:$(TAG) --wait
 
