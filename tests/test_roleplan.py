@@ -10,8 +10,7 @@ import pytest
 
 from splitbench.executors.docker import ContainerImages, container_args, container_options
 from splitbench.executors.local import LocalExecutor
-from splitbench.paradigms import PARADIGMS
-from splitbench.roleplan import SHAPES, plan_roles, role_name, routing_id
+from splitbench.roleplan import plan_roles, role_name, routing_id
 from splitbench.spec import load_suite
 from splitbench_operator import builders
 from conftest import ROOT
@@ -98,13 +97,6 @@ def test_every_executor_runs_the_same_roles(exp, tmp_path):
     assert list(local) == plan_roles(exp).names
     assert local == docker
     assert local == kube
-
-
-def test_the_plan_knows_each_paradigm_as_its_class_does():
-    assert set(SHAPES) == set(PARADIGMS)
-    for name, shape in SHAPES.items():
-        assert shape.uses_server == PARADIGMS[name].uses_server, name
-        assert shape.aggregates == bool(PARADIGMS[name].aggregates), name
 
 
 def test_routing_ids_and_role_names_have_one_home():

@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 
 from .devices import resolve_device
 from .link.profiles import resolve_network
+from .registry import PARADIGMS
 from .spec import Experiment, ExperimentSpec
 
 PORT = 5555            # the experiment port, in a container or pod (local runs pick free ports)
@@ -32,25 +33,6 @@ KINDS = ("source", "server", "aggregator", "link", "trainer")
 # source's pod is retried by its Job (backoffLimitPerIndex; past it the run goes on without it)
 RESTART_LIMIT = 3
 RESTARTS_IN_PLACE = "OnFailure"
-
-
-@dataclass(frozen=True)
-class ParadigmShape:
-    """Which roles a paradigm needs besides its sources. A test keeps this in step with the
-    paradigm classes (paradigms/base.py), which import torch; the plan must not."""
-    uses_server: bool = True
-    aggregates: bool = False
-
-
-SHAPES: dict[str, ParadigmShape] = {
-    "centralized": ParadigmShape(uses_server=False),
-    "full_offload": ParadigmShape(),
-    "split": ParadigmShape(),
-    "compressed_split": ParadigmShape(),
-    "early_exit": ParadigmShape(),
-    "fedavg": ParadigmShape(uses_server=False, aggregates=True),
-    "hfsl": ParadigmShape(aggregates=True),
-}
 
 
 def role_name(kind: str, index: int = 0) -> str:
@@ -178,7 +160,7 @@ def first_hop(spec: ExperimentSpec, instance: str, peer: str | None = None) -> s
 
 def _shape_of(spec: ExperimentSpec) -> tuple[int, str | None, bool]:
     """(servers, the aggregator's name or None, whether sources and servers also talk to it)."""
-    shape = SHAPES[spec.paradigm.name]
+    shape = PARADIGMS[spec.paradigm.name]
     servers = spec.server_count if shape.uses_server else 0
     agg = role_name("aggregator") if shape.aggregates else None
     return servers, agg, bool(agg and servers)
