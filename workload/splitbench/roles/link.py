@@ -25,7 +25,7 @@ import time
 
 import zmq
 
-from ..link import Medium, resolve_network
+from ..link import Medium
 from ..transport import WireError, bound_socket, decode, encode, user_id
 from ..transport.wire import _FIXED, Kind, error_message, zmtp_overhead
 from .checks import Limits, Rejected, Rejections, message_cap
@@ -118,7 +118,7 @@ class Relay:
     def setup(self) -> None:
         rt, spec, args = self.rt, self.spec, self.args
         self.security = role_security(rt, on_denied=lambda text: self.rejections("?", "auth", text))
-        cfg = resolve_network(spec.network_with_faults())  # cut faults are outages
+        cfg = rt.plan.network  # resolved once, in the plan; cut faults are outages there
         self.routes = dict(r.split("=", 1) for r in args.route)
         self.allowed = set(self.routes) | {role_name("source", i) for i in range(spec.sources.replicas)}
         self.limits = Limits(rt.experiment)
