@@ -1,7 +1,7 @@
 """splitbench plan SPEC: predicted time per epoch for every candidate cut (hierarchical
 training with an early exit, sequential and pipelined; split learning) against full-cloud
 training, and the best cut that fits the edge's memory. The model is [ours]: see
-planning/runtime.py.
+planning/epoch_time.py.
 
 splitbench plan --paradigm hfsl SPEC (the default for an hfsl spec): the HFSL paper's split
 selection (planning/hfsl.py): Grad-CAM candidates on the spec's model after a short
@@ -21,7 +21,7 @@ from ..models.profile import profile_model
 from ..paradigms.base import make_optimizer
 from ..planning.hfsl import QAgent, candidates
 from ..planning.inputs import build_inputs
-from ..planning.runtime import choose, full_cloud_s, memory_bytes
+from ..planning.epoch_time import choose, full_cloud_s, memory_bytes
 from ..roleplan import plan_roles
 from ..spec import load_suite
 

@@ -14,7 +14,7 @@ from ..paradigms.base import label_dtype
 from ..paradigms.early_exit import early_exit_head
 from ..roleplan import plan_roles
 from ..spec import Experiment, SpecError
-from .runtime import Inputs
+from .epoch_time import Inputs
 from .timing import time_blocks, time_head
 
 TRAIN_SIZES = {"fashion_mnist": 60000, "cifar10": 50000}

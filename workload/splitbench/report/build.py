@@ -326,7 +326,7 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
                   "<h2>Accuracy</h2><p>Held-out accuracy at the end of training; time to target from the first "
                   "training step.</p>", _table(summary, runs, ACCURACY, out),
                   "<h2>Cost model</h2><p>Edge parameters and FLOPs are computed from the model at the cut; the "
-                  "predicted time per epoch is our runtime model's (planning/runtime.py), block times measured "
+                  "predicted time per epoch is our runtime model's (planning/epoch_time.py), block times measured "
                   "when the report is built.</p>", _table(summary, runs, COST, out, spread=True)]
     for name, body in sections:
         parts += [f"<h2>{html.escape(name)}</h2>", body]
