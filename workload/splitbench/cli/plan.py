@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..data import DatasetMissing, load_dataset
 from ..models import build_model
-from ..models.profile import profile_model
+from ..models.cost import profile_model
 from ..paradigms.base import make_optimizer
 from ..planning.hfsl import QAgent, candidates
 from ..planning.inputs import build_inputs

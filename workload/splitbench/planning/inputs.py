@@ -9,7 +9,7 @@ import torch
 
 from ..data import dataset_meta
 from ..models import build_model
-from ..models.profile import profile_model
+from ..models.cost import profile_model
 from ..paradigms.base import label_dtype
 from ..paradigms.early_exit import early_exit_head
 from ..roleplan import plan_roles
