@@ -147,3 +147,17 @@ def test_a_name_added_to_the_registry_shows_everywhere(tmp_path):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split() == ["validation", "ok", "crd", "ok", "cli", "ok", "report", "ok"]
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A name starting with _ is its module's own: the relay reads a header's kind through
+    wire.peek_kind, not through wire's header layout."""
+    pattern = re.compile(r"^\s*from \S+ import (\([^)]*\)|.*)", re.M)
+    offenders = []
+    for base in (ROOT / "workload", ROOT / "operator"):
+        for p in base.rglob("*.py"):
+            for m in pattern.finditer(p.read_text()):
+                names = re.split(r"[\s,()]+", m.group(1))
+                offenders += [f"{p.relative_to(ROOT)}: {n}" for n in names
+                              if n.startswith("_") and not n.startswith("__")]
+    assert offenders == []

@@ -27,7 +27,7 @@ import zmq
 
 from ..link import Medium
 from ..transport import WireError, bound_socket, decode, encode, user_id
-from ..transport.wire import _FIXED, Kind, error_message, zmtp_overhead
+from ..transport.wire import Kind, error_message, peek_kind, zmtp_overhead
 from .checks import Limits, Rejected, Rejections, message_cap
 from ..roleplan import role_name, route_target
 from .peer import role_security
@@ -58,8 +58,7 @@ def _nbytes(frames) -> int:
 
 
 def _kind(frames) -> int:
-    head = frames[0].buffer
-    return head[3] if len(head) >= _FIXED.size else -1
+    return peek_kind(frames[0].buffer)
 
 
 PENDING_MAX = 1024             # messages in flight on the emulated link
