@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from splitbench.models import REGISTRY, build_model, split
-from splitbench.models.profile import edge_cost, profile_model
+from splitbench.models.cost import edge_cost, profile_model
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

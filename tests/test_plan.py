@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from splitbench.link.profiles import Direction, LinkConfig
-from splitbench.planning.runtime import HEADER, Inputs, choose, full_cloud_s, memory_bytes, predict
+from splitbench.planning.epoch_time import HEADER, Inputs, choose, full_cloud_s, memory_bytes, predict
 
 
 def inputs(rate_bps=8e6, medium="dedicated", sources=1, edge=1.0):

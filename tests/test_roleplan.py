@@ -10,8 +10,7 @@ import pytest
 
 from splitbench.executors.docker import ContainerImages, container_args, container_options
 from splitbench.executors.local import LocalExecutor
-from splitbench.paradigms import PARADIGMS
-from splitbench.roleplan import SHAPES, plan_roles, role_name, routing_id
+from splitbench.roleplan import plan_roles, role_name, routing_id
 from splitbench.spec import load_suite
 from splitbench_operator import builders
 from conftest import ROOT
@@ -100,13 +99,6 @@ def test_every_executor_runs_the_same_roles(exp, tmp_path):
     assert local == kube
 
 
-def test_the_plan_knows_each_paradigm_as_its_class_does():
-    assert set(SHAPES) == set(PARADIGMS)
-    for name, shape in SHAPES.items():
-        assert shape.uses_server == PARADIGMS[name].uses_server, name
-        assert shape.aggregates == bool(PARADIGMS[name].aggregates), name
-
-
 def test_routing_ids_and_role_names_have_one_home():
     assert routing_id("source-2") == "source-2" and routing_id("source-2", "aggregator") == "source-2>aggregator"
     sources = ROOT / "workload" / "splitbench"
@@ -115,3 +107,25 @@ def test_routing_ids_and_role_names_have_one_home():
                  if p.name != "roleplan.py" and pattern.search(p.read_text())]
     offenders += [str(p.relative_to(ROOT)) for p in (ROOT / "operator").rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == [], "role names are built in roleplan.role_name only"
+
+
+def test_profiles_are_resolved_once_in_the_plan(monkeypatch):
+    """The network and device profiles are resolved in roleplan.resolve_profiles alone, once
+    per plan; roles, executors and planners read them from the plan."""
+    pattern = re.compile(r"\bresolve_(network|device)\(")
+    homes = {"roleplan.py", "profiles.py", "devices.py"}  # the plan, and the two resolvers' definitions
+    offenders = [str(p.relative_to(ROOT)) for base in (ROOT / "workload", ROOT / "operator") for p in base.rglob("*.py")
+                 if p.name not in homes and pattern.search(p.read_text())]
+    assert offenders == [], "read the profiles from roleplan.plan_roles(exp) (plan.network, plan.device(kind))"
+    from splitbench import roleplan
+
+    calls = []
+    for name in ("resolve_network", "resolve_device"):
+        real = getattr(roleplan, name)
+        monkeypatch.setattr(roleplan, name, lambda spec, real=real, name=name: calls.append(name) or real(spec))
+    exp = next(p.values[0] for p in experiments() if p.values[0].spec.paradigm.name == "hfsl")
+    plan = plan_roles(exp)
+    assert calls.count("resolve_network") == 1 and calls.count("resolve_device") == 3  # sources, server, aggregator
+    assert plan.network.name == exp.spec.network.profile
+    assert plan["source-0"].cpu == plan.device("source").cpu and plan["server-0"].cpu == plan.device("server").cpu
+    assert plan.first_hop("source-0") == ("link-0" if plan.network.emulated else "server-0")

@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .devices import resolve_device
-from .link.profiles import resolve_network
+from .devices import Device, resolve_device
+from .link.profiles import LinkConfig, resolve_network
+from .registry import PARADIGMS
 from .spec import Experiment, ExperimentSpec
 
 PORT = 5555            # the experiment port, in a container or pod (local runs pick free ports)
@@ -32,25 +33,6 @@ KINDS = ("source", "server", "aggregator", "link", "trainer")
 # source's pod is retried by its Job (backoffLimitPerIndex; past it the run goes on without it)
 RESTART_LIMIT = 3
 RESTARTS_IN_PLACE = "OnFailure"
-
-
-@dataclass(frozen=True)
-class ParadigmShape:
-    """Which roles a paradigm needs besides its sources. A test keeps this in step with the
-    paradigm classes (paradigms/base.py), which import torch; the plan must not."""
-    uses_server: bool = True
-    aggregates: bool = False
-
-
-SHAPES: dict[str, ParadigmShape] = {
-    "centralized": ParadigmShape(uses_server=False),
-    "full_offload": ParadigmShape(),
-    "split": ParadigmShape(),
-    "compressed_split": ParadigmShape(),
-    "early_exit": ParadigmShape(),
-    "fedavg": ParadigmShape(uses_server=False, aggregates=True),
-    "hfsl": ParadigmShape(aggregates=True),
-}
 
 
 def role_name(kind: str, index: int = 0) -> str:
@@ -128,9 +110,31 @@ class Role:
 
 
 @dataclass(frozen=True)
+class Profiles:
+    """The experiment's network and device profiles, resolved once (plan_roles): every role
+    and executor reads them from the plan instead of resolving the spec again."""
+    network: LinkConfig | None  # None: the paradigm uses no network (cut faults included as outages)
+    devices: dict[str, Device]  # by role kind: source, server, aggregator, trainer (the server's device)
+
+    @property
+    def emulated(self) -> bool:
+        return self.network is not None and self.network.emulated
+
+
+def resolve_profiles(spec: ExperimentSpec) -> Profiles:
+    """The one place a spec's profiles are resolved (benchmarks/networks.yaml, devices.yaml)."""
+    network = resolve_network(spec.network_with_faults()) if spec.uses_network else None
+    server = resolve_device(spec.server.device)
+    return Profiles(network, {"source": resolve_device(spec.sources.device), "server": server,
+                              "aggregator": resolve_device(spec.aggregator.device), "trainer": server})
+
+
+@dataclass(frozen=True)
 class RolePlan:
     experiment: str
     roles: tuple[Role, ...] = field(default_factory=tuple)
+    profiles: Profiles | None = None
+    spec: ExperimentSpec | None = field(default=None, compare=False, repr=False)
 
     def __iter__(self):
         return iter(self.roles)
@@ -151,15 +155,34 @@ class RolePlan:
     def of_kind(self, kind: str) -> list[Role]:
         return [r for r in self.roles if r.kind == kind]
 
+    @property
+    def network(self) -> LinkConfig | None:
+        return self.profiles.network if self.profiles else None
+
+    def device(self, kind: str) -> Device:
+        """The device a role of this kind runs on (its quota, memory, tier)."""
+        assert self.profiles is not None
+        return self.profiles.devices[kind]
+
+    def first_hop(self, instance: str, peer: str | None = None) -> str:
+        """The role whose listening socket a connection of `instance` (to its first peer, or to
+        `peer` as a second one) reaches: the link emulator where the network is emulated."""
+        assert self.profiles is not None and self.spec is not None
+        if self.profiles.emulated:
+            return role_name("link")
+        return route_target(self.spec, routing_id(instance, peer))
+
 
 def plan_roles(exp: Experiment) -> RolePlan:
-    """Every role of the experiment, in start order (listeners before those who connect)."""
-    return RolePlan(exp.name, tuple(_roles(exp.spec)))
+    """Every role of the experiment, in start order (listeners before those who connect), with
+    its profiles resolved once."""
+    profiles = resolve_profiles(exp.spec)
+    return RolePlan(exp.name, tuple(_roles(exp.spec, profiles)), profiles, exp.spec)
 
 
 def role_names(spec: ExperimentSpec) -> list[str]:
     """Every role instance of an experiment (one CURVE keypair each)."""
-    return [r.name for r in _roles(spec)]
+    return [r.name for r in _roles(spec, resolve_profiles(spec))]
 
 
 def route_target(spec: ExperimentSpec, rid: str) -> str:
@@ -168,39 +191,31 @@ def route_target(spec: ExperimentSpec, rid: str) -> str:
     return _direct_routes(spec, *_shape_of(spec))[rid]
 
 
-def first_hop(spec: ExperimentSpec, instance: str, peer: str | None = None) -> str:
-    """The role whose listening socket a connection of `instance` (to its first peer, or to
-    `peer` as a second one) reaches: the link emulator where the network is emulated."""
-    if resolve_network(spec.network).emulated:
-        return role_name("link")
-    return route_target(spec, routing_id(instance, peer))
-
-
 def _shape_of(spec: ExperimentSpec) -> tuple[int, str | None, bool]:
     """(servers, the aggregator's name or None, whether sources and servers also talk to it)."""
-    shape = SHAPES[spec.paradigm.name]
+    shape = PARADIGMS[spec.paradigm.name]
     servers = spec.server_count if shape.uses_server else 0
     agg = role_name("aggregator") if shape.aggregates else None
     return servers, agg, bool(agg and servers)
 
 
-def _roles(spec: ExperimentSpec) -> list[Role]:
-    sources = resolve_device(spec.sources.device)
+def _roles(spec: ExperimentSpec, profiles: Profiles) -> list[Role]:
+    sources = profiles.devices["source"]
     if not spec.uses_network:  # one process trains the whole model on all the data
-        server = resolve_device(spec.server.device)
+        server = profiles.devices["trainer"]
         return [Role(role_name("trainer"), "trainer", 0, "edge", False, cpu=server.cpu,
                      memory=server.memory or DEFAULT_MEMORY,
                      memory_request=server.memory or MEMORY_REQUEST)]
     servers, agg, second_peer = _shape_of(spec)
     k = spec.sources.replicas
     gpu_image = "gpu" if spec.server.gpu else "edge"
-    relay = role_name("link") if resolve_network(spec.network).emulated else None
+    relay = role_name("link") if profiles.emulated else None
     roles: list[Role] = []
     # the server and the aggregator hold state every source depends on: restarted, they resume
     # from their checkpoints (a source that dies is its executor's or Job's business)
     resume = dict(restart=RESTARTS_IN_PLACE, restart_limit=spec.checkpoint.restarts, backoff_s=spec.checkpoint.backoff_s)
     if agg:  # the high-computational device: the CUDA image where the experiment has GPUs
-        device = resolve_device(spec.aggregator.device)
+        device = profiles.devices["aggregator"]
         roles.append(Role(agg, "aggregator", 0, gpu_image, True, cpu=device.cpu, memory=device.memory or DEFAULT_MEMORY,
                           memory_request=device.memory or MEMORY_REQUEST, **resume))
     direct = _direct_routes(spec, servers, agg, second_peer)
@@ -208,7 +223,7 @@ def _roles(spec: ExperimentSpec) -> list[Role]:
         first_hop = role_name("server") if servers else agg
         roles.append(Role(relay, "link", 0, "edge", True, connect=first_hop, routes=tuple(direct.items()),
                           memory=LINK_MEMORY, memory_request=MEMORY_REQUEST))
-    server_device = resolve_device(spec.server.device)
+    server_device = profiles.devices["server"]
     for j in range(servers):
         roles.append(Role(role_name("server", j), "server", j, gpu_image, True,
                           aggregator=(relay or agg) if agg else None, cpu=server_device.cpu,

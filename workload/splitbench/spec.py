@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from . import registry
+
 API_VERSION = "splitbench.dev/v1alpha1"
-MODEL_NAMES = ("small_cnn", "vgg11_bn", "vgg16_bn", "resnet18", "resnet18_imagenet_stem", "mobilenet_v2",
-               "efficientnet_b2", "efficientnet_b2s")
-DATASET_NAMES = ("fashion_mnist", "cifar10", "synthetic")
+MODEL_NAMES = tuple(registry.MODELS)  # the registries are read once, when this module is imported
+DATASET_NAMES = tuple(registry.DATASETS)
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 _MEM = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
@@ -84,16 +85,29 @@ class DatasetSpec(_Model):
         return v
 
 
+def _profile_field(kind: str, description: str) -> Any:
+    """A profile name: the CRD and the JSON schema list the registry's names (read when the
+    schema is generated); validation checks them (read when a spec is validated)."""
+    def extra(schema: dict[str, Any]) -> None:
+        names = registry.profile_names(kind)
+        if names:
+            schema["enum"] = names
+    return Field(None, description=description, json_schema_extra=extra)
+
+
+def _known_profile(kind: str, name: str | None) -> str | None:
+    names = registry.profile_names(kind)
+    if name is not None and names and name not in names:
+        raise ValueError(f"unknown profile {name[:64]!r}; known: {', '.join(names)}")
+    return name
+
+
 class _ParadigmBase(_Model):
-    pass
-
-
-class CentralizedParadigm(_ParadigmBase):
-    name: Literal["centralized"]
+    """A paradigm's fields besides `name`; the variant with its name is made from the registry
+    (registry.PARADIGMS) below."""
 
 
 class FullOffloadParadigm(_ParadigmBase):
-    name: Literal["full_offload"]
     input_encoding: Literal["uint8", "float32"] = Field(
         "uint8", description="how raw inputs travel: uint8 pixels or normalized float32 tensors")
     cache_inputs: bool = Field(
@@ -106,7 +120,6 @@ class FullOffloadParadigm(_ParadigmBase):
 
 
 class SplitParadigm(_ParadigmBase):
-    name: Literal["split"]
     split_after: int = Field(ge=1, description="number of model blocks kept on the source")
 
 
@@ -157,7 +170,6 @@ class CompressionSpec(_Model):
 
 
 class CompressedSplitParadigm(_ParadigmBase):
-    name: Literal["compressed_split"]
     split_after: int = Field(ge=1, description="number of model blocks kept on the source")
     compression: CompressionSpec
 
@@ -165,14 +177,12 @@ class CompressedSplitParadigm(_ParadigmBase):
 class EarlyExitParadigm(_ParadigmBase):
     """Hierarchical training with an early exit (Sepehri et al.): the edge trains its blocks on
     an early-exit loss, sends features and labels, and never waits for the cloud."""
-    name: Literal["early_exit"]
     split_after: int = Field(ge=1, description="the separation point: blocks kept on the edge")
 
 
 class FedAvgParadigm(_ParadigmBase):
     """Federated averaging (McMahan et al.): each source trains the whole model for
     localEpochs, then the aggregator averages the weights by sample count and sends them back."""
-    name: Literal["fedavg"]
     local_epochs: int = Field(1, ge=1, description="E: epochs each source trains between aggregations")
 
 
@@ -180,7 +190,6 @@ class HfslParadigm(_ParadigmBase):
     """Hierarchical federated split learning (the HFSL paper, sec. 3.3): K low devices (the
     sources) hold W_l, K medium devices (the servers, one per source) hold W_m, one high
     device (the aggregator) averages each partition after every round."""
-    name: Literal["hfsl"]
     split_after: int = Field(ge=1, description="blocks in W_l (choose it with splitbench plan --paradigm hfsl)")
     local_epochs: int = Field(1, ge=1, description="E: epochs of split training between aggregations")
     candidates: list[int] = Field(default_factory=list, description=(
@@ -194,10 +203,15 @@ class HfslParadigm(_ParadigmBase):
         return self
 
 
-ParadigmSpec = Annotated[
-    Union[CentralizedParadigm, FullOffloadParadigm, SplitParadigm, CompressedSplitParadigm, EarlyExitParadigm,
-          FedAvgParadigm, HfslParadigm],
-    Field(discriminator="name")]
+def _variant(name: str, info: registry.ParadigmInfo) -> type[BaseModel]:
+    base = globals()[info.params] if info.params else _ParadigmBase
+    title = info.params or "".join(w.title() for w in name.split("_")) + "Paradigm"
+    return create_model(title, __base__=base, __module__=__name__,
+                        name=(Literal[name], Field(description=info.summary)))  # type: ignore[call-overload]
+
+
+PARADIGM_MODELS: dict[str, type[BaseModel]] = {n: _variant(n, i) for n, i in registry.PARADIGMS.items()}
+ParadigmSpec = Annotated[Union[tuple(PARADIGM_MODELS.values())], Field(discriminator="name")]  # type: ignore[valid-type]
 
 
 class TrainingSpec(_Model):
@@ -233,12 +247,17 @@ class OutageSpec(_Model):
 class NetworkSpec(_Model):
     """A named profile from benchmarks/networks.yaml, or an explicit link; explicit fields
     override the profile's."""
-    profile: str | None = None
+    profile: str | None = _profile_field("network", "a name in benchmarks/networks.yaml (registry.network_profiles)")
     medium: Literal["dedicated", "shared", "none"] | None = None
     uplink: DirectionSpec | None = None
     downlink: DirectionSpec | None = None
     trace: str | None = Field(None, description="file of '[time_s, Mbit/s]' lines replayed as the rate")
     outages: list[OutageSpec] = Field(default_factory=list, description="windows when the link is down")
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_known(cls, v: str | None) -> str | None:
+        return _known_profile("network", v)
 
     @model_validator(mode="after")
     def _profile_or_link(self) -> "NetworkSpec":
@@ -259,10 +278,15 @@ class LoadStep(_Model):
 
 
 class DeviceSpec(_Model):
-    profile: str | None = Field(None, description="name in benchmarks/devices.yaml")
+    profile: str | None = _profile_field("device", "a name in benchmarks/devices.yaml (registry.device_profiles)")
     cpu: str | float | None = Field(None, description="CPU quota in cores or millicores ('400m')")
     memory: str | None = None
     load: list[LoadStep] = Field(default_factory=list, description="other work on the device, per round")
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_known(cls, v: str | None) -> str | None:
+        return _known_profile("device", v)
 
     @field_validator("cpu")
     @classmethod
@@ -382,7 +406,7 @@ class ExperimentSpec(_Model):
     dataset: DatasetSpec
     paradigm: ParadigmSpec
     training: TrainingSpec = TrainingSpec()
-    network: NetworkSpec = NetworkSpec(profile="ethernet-1g")
+    network: NetworkSpec = NetworkSpec.model_construct(profile="ethernet-1g")  # checked where it is used
     sources: SourcesSpec = SourcesSpec()
     server: ServerSpec = ServerSpec()
     aggregator: AggregatorSpec = AggregatorSpec()
@@ -637,8 +661,8 @@ def _label(field: str, value: Any) -> str:
                         if isinstance(f, dict)) or "no-faults"
     if isinstance(value, dict):
         if field == "paradigm":
-            short = {"compressed_split": "cs"}
-            bits = [short.get(str(value.get("name")), str(value.get("name", "p")))]
+            info = registry.PARADIGMS.get(str(value.get("name")))
+            bits = [info.label if info and info.label else str(value.get("name", "p"))]
             if "splitAfter" in value:
                 bits.append(f"s{value['splitAfter']}")
             if "inputEncoding" in value:
@@ -704,7 +728,7 @@ def format_errors(err: ValidationError, where: str) -> str:
     return "\n".join(lines)
 
 
-_UNION_TAGS = {"centralized", "full_offload", "split", "compressed_split", "early_exit", "fedavg", "hfsl"}
+_UNION_TAGS = set(registry.PARADIGMS)
 
 
 def _validate(model: type[BaseModel], doc: Any, where: str) -> Any:

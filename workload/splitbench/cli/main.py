@@ -16,6 +16,7 @@ COMMANDS = {
     "schema": "print the JSON schema of an Experiment or Suite",
     "crd": "write the Experiment CRD generated from the spec",
     "profile": "per-block cost of a model and bytes at each cut",
+    "registry": "list the paradigms, models, datasets and profiles a spec may name",
     "plan": "predict time per epoch for each cut and choose the separation point",
     "run": "run an experiment with an executor",
     "bench": "run a suite and build its report",

@@ -1,7 +1,7 @@
 """splitbench plan SPEC: predicted time per epoch for every candidate cut (hierarchical
 training with an early exit, sequential and pipelined; split learning) against full-cloud
 training, and the best cut that fits the edge's memory. The model is [ours]: see
-planning/runtime.py.
+planning/epoch_time.py.
 
 splitbench plan --paradigm hfsl SPEC (the default for an hfsl spec): the HFSL paper's split
 selection (planning/hfsl.py): Grad-CAM candidates on the spec's model after a short
@@ -19,14 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from ..data import DatasetMissing, load_dataset
-from ..devices import resolve_device
-from ..link import resolve_network
 from ..models import build_model
-from ..models.profile import profile_model
+from ..models.cost import profile_model
 from ..paradigms.base import make_optimizer
 from ..planning.hfsl import QAgent, candidates
 from ..planning.inputs import build_inputs
-from ..planning.runtime import choose, full_cloud_s, memory_bytes
+from ..planning.epoch_time import choose, full_cloud_s, memory_bytes
+from ..roleplan import plan_roles
 from ..spec import load_suite
 
 
@@ -51,7 +50,8 @@ def run(args) -> int:
     spec = exp.spec
     if (args.paradigm or ("hfsl" if spec.paradigm.name == "hfsl" else "hierarchical")) == "hfsl":
         return plan_hfsl(exp, args)
-    budget = memory_bytes(args.memory or resolve_device(spec.sources.device).memory)
+    edge = plan_roles(exp).device("source")  # the profiles, resolved as the run would
+    budget = memory_bytes(args.memory or edge.memory)
     if args.format == "json":
         inputs = build_inputs(exp)
         rows, best = choose(inputs, budget)
@@ -79,7 +79,7 @@ def run(args) -> int:
             print(f"  inputs as {enc:<7} {'sent every epoch' if resend else 'sent once':<16} "
                   f"{full_cloud_s(inputs, width, resend):9.2f} s")
     if best is None:
-        print(f"no cut fits an edge memory of {args.memory or resolve_device(spec.sources.device).memory}")
+        print(f"no cut fits an edge memory of {args.memory or edge.memory}")
         return 1
     fc = full_cloud_s(inputs, 1, True)
     print(f"best cut (pipelined, fits memory): after block {best.cut}: {best.hierarchical_pipelined_s:.2f} s/epoch, "
@@ -118,7 +118,9 @@ def plan_hfsl(exp, args) -> int:
     for i, (name, v) in enumerate(zip(names, curve), 1):
         mark = "*" if any(c.cut == i for c in cands) else " "
         say(f"  {i:>3} {name:<12} {'-' if v != v else f'{v:.3f}':>6} {mark}")
-    link = resolve_network(spec.network)
+    plan = plan_roles(exp)  # the profiles, resolved as the run would
+    link = plan.network
+    assert link is not None  # hfsl uses the network
     rate = (link.up.rate_bps or 50e6) / 8
     agent = QAgent(cands, rate_bytes_s=rate, seed=spec.seed).train(args.q_steps)
     say("candidates: " + ", ".join(f"after {c.cut} ({c.name}: W_l {c.low_gflop:.3f} / W_m {c.medium_gflop:.3f} "
@@ -132,7 +134,7 @@ def plan_hfsl(exp, args) -> int:
         cells = "".join(f"{agent.cands[int(np.argmax(agent.q[i, j]))].cut:>6} ({agent.q[i, j].max():+.2f})"
                         for j in range(agent.bins))
         say(f"{agent.bin_centre(i, agent.low_range):>10.2f}{cells}")
-    low, medium = resolve_device(spec.sources.device), resolve_device(spec.server.device)
+    low, medium = plan.device("source"), plan.device("server")
     best = agent.choose(low.gflops, medium.gflops) if low.gflops and medium.gflops else None
     if args.format == "json":
         print(json.dumps({

@@ -6,7 +6,7 @@ import json
 import math
 
 from ..models import REGISTRY, build_model
-from ..models.profile import profile_model
+from ..models.cost import profile_model
 
 
 # Published figures to print beside ours: (params, FLOPs as the paper counts them, source).

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ..link import resolve_network
-from ..devices import resolve_device
+from ..roleplan import plan_roles
 from ..spec import Experiment, SpecError, load_document
 
 
@@ -23,13 +22,10 @@ def check(path: str) -> list[Experiment]:
     exps = [doc] if isinstance(doc, Experiment) else doc.experiments()
     problems = []
     for e in exps:
-        for what, fn in (("network", lambda: resolve_network(e.spec.network)),
-                         ("sources.device", lambda: resolve_device(e.spec.sources.device)),
-                         ("server.device", lambda: resolve_device(e.spec.server.device))):
-            try:
-                fn()
-            except SpecError as err:
-                problems.append(f"{path}: {e.name}: {err}")
+        try:
+            plan_roles(e)  # resolves the network and device profiles, as every run does
+        except SpecError as err:
+            problems.append(f"{path}: {e.name}: {err}")
     if problems:
         raise SpecError("\n".join(dict.fromkeys(problems)))
     return exps

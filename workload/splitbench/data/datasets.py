@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ..cache import cache_dir, key_of, write_dir_atomic
+from ..registry import DATASETS
 from ..spec import DatasetSpec
 
 if TYPE_CHECKING:
@@ -55,12 +56,13 @@ class ImageMeta:
 
 
 def dataset_meta(spec: DatasetSpec) -> ImageMeta:
-    if spec.name == "fashion_mnist":
-        return ImageMeta((1, 28, 28), 10, (0.2860,), (0.3530,))
-    if spec.name == "cifar10":
-        return ImageMeta((3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-    c = spec.channels or 1
-    return ImageMeta((c, spec.image_size or 28, spec.image_size or 28), 10, (0.5,) * c, (0.29,) * c)
+    """The dataset's shape and normalization, from the registry (registry.DATASETS)."""
+    info = DATASETS[spec.name]
+    if info.input_shape is not None:
+        return ImageMeta(info.input_shape, info.num_classes, info.mean, info.std)
+    c = spec.channels or 1  # synthetic: the spec gives its shape
+    return ImageMeta((c, spec.image_size or 28, spec.image_size or 28), info.num_classes, info.mean[:1] * c,
+                     info.std[:1] * c)
 
 
 @dataclass

@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from ..devices import change_cpu_limit, resolve_device
+from ..devices import change_cpu_limit
+from ..roleplan import plan_roles
 from ..record import EventLog
 from ..spec import Experiment, cpu_cores
 from .progress import Progress
@@ -61,7 +62,7 @@ class FaultInjector:
         self.pending = [f for f in exp.spec.faults if f.kind in ("kill", "slow")]
         self.active: list = []  # (end time, fault, mechanism): slowdowns in force
         self.killed: list[str] = []
-        self.quota = resolve_device(exp.spec.sources.device).cpu
+        self.quota = plan_roles(exp).device("source").cpu
 
     def _due(self, f, progress: Progress, now: float) -> bool:
         if f.at_step is not None:

@@ -2,41 +2,17 @@
 
 Every model is an ``nn.Sequential`` of named blocks (torchvision's building blocks inside),
 so the edge part is a prefix and the server part the rest, sharing the same modules.
-The registry names each model's module and builder; a model's module (and whatever it
+The registry (registry.MODELS) names each model's module and builder; a model's module (and whatever it
 imports: torchvision for most, not for small_cnn) is imported only when it is built.
 """
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+
+from ..registry import MODELS as REGISTRY, ModelInfo  # declared once, in registry.py
 
 if TYPE_CHECKING:
     from torch import nn
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    where: str  # "module:function" in this package
-    min_size: int  # smallest square input the model's pooling allows
-    default_input: tuple[int, int, int]
-
-    @property
-    def build(self) -> Callable[..., nn.Sequential]:
-        module, function = self.where.split(":")
-        return getattr(importlib.import_module(f"{__package__}.{module}"), function)
-
-
-REGISTRY: dict[str, ModelInfo] = {
-    "small_cnn": ModelInfo("small_cnn:small_cnn", 8, (1, 28, 28)),
-    "vgg11_bn": ModelInfo("vgg:vgg11_bn", 32, (3, 32, 32)),
-    "vgg16_bn": ModelInfo("vgg:vgg16_bn", 32, (3, 32, 32)),
-    "resnet18": ModelInfo("resnet:resnet18", 8, (3, 32, 32)),
-    "resnet18_imagenet_stem": ModelInfo("resnet:resnet18_imagenet_stem", 32, (3, 32, 32)),
-    "mobilenet_v2": ModelInfo("mobilenet:mobilenet_v2", 16, (3, 32, 32)),
-    "efficientnet_b2": ModelInfo("efficientnet:efficientnet_b2", 32, (3, 224, 224)),
-    "efficientnet_b2s": ModelInfo("efficientnet:efficientnet_b2s", 32, (3, 224, 224)),
-}
 
 
 def build_model(name: str, num_classes: int = 10, input_shape: tuple[int, int, int] | None = None) -> nn.Sequential:

@@ -1,21 +1,17 @@
-"""Training paradigms, registered by the spec's paradigm name (one module each)."""
+"""Training paradigms: registry.PARADIGMS names each one's class (one module each), imported
+only when a role runs it."""
 from __future__ import annotations
 
+from ..registry import PARADIGMS as REGISTRY
 from .base import Paradigm, Setup
-from .centralized import Centralized
-from .compressed_split import CompressedSplit
-from .early_exit import EarlyExit
-from .fedavg import FedAvg
-from .full_offload import FullOffload
-from .hfsl import Hfsl
-from .split import Split
 
-PARADIGMS: dict[str, type[Paradigm]] = {p.name: p for p in (Centralized, FullOffload, Split, CompressedSplit, EarlyExit,
-                                                             FedAvg, Hfsl)}
+
+def paradigm_class(name: str) -> type[Paradigm]:
+    return REGISTRY[name].load()
 
 
 def get_paradigm(setup: Setup) -> Paradigm:
-    return PARADIGMS[setup.spec.paradigm.name](setup)
+    return paradigm_class(setup.spec.paradigm.name)(setup)
 
 
-__all__ = ["PARADIGMS", "Paradigm", "Setup", "get_paradigm"]
+__all__ = ["Paradigm", "Setup", "get_paradigm", "paradigm_class"]

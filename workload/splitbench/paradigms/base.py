@@ -19,6 +19,7 @@ from torch import nn
 
 from ..data import ImageMeta
 from ..models import build_model
+from ..registry import PARADIGMS
 from ..spec import Experiment, TrainingSpec
 from ..transport import Kind, Message, Traffic
 
@@ -198,8 +199,7 @@ class ServerWorker(ABC):
 
 
 class Paradigm(ABC):
-    name: ClassVar[str]
-    uses_server: ClassVar[bool] = True
+    name: ClassVar[str]  # its key in registry.PARADIGMS, which says which roles it needs
     # "all": every source evaluates its own model; "first": one shared model, source 0 evaluates.
     evaluators: ClassVar[str] = "all"
     # model partitions averaged by an aggregator role after every round (none: no aggregator)
@@ -211,6 +211,10 @@ class Paradigm(ABC):
     def edge_blocks(self) -> int | None:
         """How many model blocks the source runs (None: none)."""
         return None
+
+    @property
+    def uses_server(self) -> bool:
+        return PARADIGMS[self.name].uses_server
 
     def servers(self) -> int:
         """How many server processes; each serves sources / servers of the sources."""

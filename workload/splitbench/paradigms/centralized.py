@@ -7,7 +7,6 @@ from .base import Paradigm
 
 class Centralized(Paradigm):
     name = "centralized"
-    uses_server = False
 
     def source(self, call, send=None, aggregate=None):
         raise NotImplementedError("centralized training runs in the trainer role, not on sources")

@@ -55,7 +55,6 @@ class FedAvgSource(SourceWorker):
 
 class FedAvg(Paradigm):
     name = "fedavg"
-    uses_server = False
     evaluators = "first"
     aggregates = ("whole",)
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.profile import profile_model
+from ..models.cost import profile_model
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,13 @@ import os
 import torch
 
 from ..data import dataset_meta
-from ..devices import resolve_device
-from ..link import resolve_network
 from ..models import build_model
-from ..models.profile import profile_model
+from ..models.cost import profile_model
 from ..paradigms.base import label_dtype
 from ..paradigms.early_exit import early_exit_head
-from ..spec import Experiment
-from .runtime import Inputs
+from ..roleplan import plan_roles
+from ..spec import Experiment, SpecError
+from .epoch_time import Inputs
 from .timing import time_blocks, time_head
 
 TRAIN_SIZES = {"fashion_mnist": 60000, "cifar10": 50000}
@@ -60,10 +59,13 @@ def _measured(model_name: str, num_classes: int, input_shape: tuple, batch: int,
 def build_inputs(exp: Experiment, repeats: int = 3) -> Inputs:
     spec = exp.spec
     meta = dataset_meta(spec.dataset)
-    quota = resolve_device(spec.sources.device).cpu
+    plan = plan_roles(exp)  # the profiles, resolved once
+    if plan.network is None:
+        raise SpecError(f"{exp.name}: {spec.paradigm.name} uses no network: there is nothing to plan")
+    quota = plan.device("source").cpu
     measured = _measured(spec.model.name, spec.model.num_classes, tuple(meta.input_shape), spec.training.batch_size,
                          quota, spec.seed, repeats)
     return Inputs(**measured, input_numel=int(torch.tensor(meta.input_shape).prod()), batch=spec.training.batch_size,
                   batches_per_epoch=batches_per_epoch(exp), epochs=spec.training.epochs,
                   label_bytes=torch.empty((), dtype=label_dtype(spec.model.num_classes)).element_size(),
-                  link=resolve_network(spec.network), sources=spec.sources.replicas)
+                  link=plan.network, sources=spec.sources.replicas)

@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .. import registry
 from ..data import dataset_meta
 from ..environment import timing_key
 from ..atomic import write_atomic
@@ -183,6 +184,15 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 12p
          "img{max-width:100%;height:auto;display:block}.note{font-size:12px;color:#444}")
 
 
+def names_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """kind, name, what it is: the registry's line for every name the runs use."""
+    rows = []
+    for kind in ("paradigm", "model", "dataset", "network"):
+        for name in sorted(set(runs[kind].dropna().astype(str))) if kind in runs else []:
+            rows.append({"kind": kind, "name": name, "what": registry.label(kind, name)})
+    return pd.DataFrame(rows, columns=["kind", "name", "what"])
+
+
 def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, title: str = "splitbench report",
                  extra_sections: list[tuple[str, str]] | None = None,
                  claims: list[PaperClaim] | None = None) -> pd.DataFrame:
@@ -228,8 +238,9 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
     rank = ranking(runs) if not runs.empty else pd.DataFrame()
     env_html, env_rows = _environment_block(envs)
 
+    names = names_table(runs)
     tables: dict[str, pd.DataFrame] = {"runs": runs, "summary": summary, "ranking": rank,
-                                       "environment": pd.DataFrame(env_rows)}
+                                       "environment": pd.DataFrame(env_rows), "names": names}
     if not predicted.empty:
         tables["predicted"] = predicted
     if damaged:
@@ -291,6 +302,10 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
              f"per setting); target accuracy {target_accuracy:.2f}. Built from the run records (record.parquet); "
              "tables as CSV and report.json beside this page.</p>",
              "<h2>Environment</h2>", env_html]
+    if not names.empty:
+        parts += ["<h2>What the names mean</h2><p>Each paradigm, model, dataset and profile the runs name, as "
+                  "the registry (registry.py, benchmarks/networks.yaml and devices.yaml) describes it.</p>",
+                  _plain_table(names)]
     if not left_out.empty:
         parts.append("<p class='note'><b>Left out of means and rankings:</b> " + "; ".join(
             html.escape(f"{r.experiment}: {r.status}") for r in left_out.itertuples()) + "</p>")
@@ -311,7 +326,7 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
                   "<h2>Accuracy</h2><p>Held-out accuracy at the end of training; time to target from the first "
                   "training step.</p>", _table(summary, runs, ACCURACY, out),
                   "<h2>Cost model</h2><p>Edge parameters and FLOPs are computed from the model at the cut; the "
-                  "predicted time per epoch is our runtime model's (planning/runtime.py), block times measured "
+                  "predicted time per epoch is our runtime model's (planning/epoch_time.py), block times measured "
                   "when the report is built.</p>", _table(summary, runs, COST, out, spread=True)]
     for name, body in sections:
         parts += [f"<h2>{html.escape(name)}</h2>", body]

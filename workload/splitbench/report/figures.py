@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..models import REGISTRY, build_model  # noqa: E402
-from ..models.profile import profile_model  # noqa: E402
+from ..models.cost import profile_model  # noqa: E402
 from .faults import fault_intervals  # noqa: E402
 from .summary import accuracy_by_epoch  # noqa: E402
 

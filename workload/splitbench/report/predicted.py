@@ -1,4 +1,4 @@
-"""Predicted beside measured time per epoch: the runtime model of planning/runtime.py
+"""Predicted beside measured time per epoch: the runtime model of planning/epoch_time.py
 ([ours]: the hierarchical-training paper's equations were not available) for every run it
 covers (split, early_exit, full_offload), against the epoch_time_s the run measured."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from ..planning.inputs import build_inputs
-from ..planning.runtime import full_cloud_s, predict
+from ..planning.epoch_time import full_cloud_s, predict
 from ..spec import Experiment
 
 MODELLED = {"split": "split learning", "early_exit": "hierarchical, pipelined", "full_offload": "full cloud"}

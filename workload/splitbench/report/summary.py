@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..data import dataset_meta
 from ..models import build_model
-from ..models.profile import edge_cost, profile_model
+from ..models.cost import edge_cost, profile_model
 from ..record import TRAINING_KINDS
 from ..spec import REPEAT_LABEL, SETTING_LABEL, Experiment
 from .stats import TEST_NAME, spread, tie_groups

@@ -32,9 +32,7 @@ import zmq
 
 from ..checkpoint import Checkpointer
 from ..data import dataset_meta
-from ..devices import resolve_device
 from ..paradigms import Setup, get_paradigm
-from ..link import resolve_network
 from ..paradigms.base import whole_model
 from ..paradigms.federated import state_tensors, weighted_average
 from ..planning.hfsl import QAgent, candidate_costs
@@ -89,7 +87,7 @@ class Aggregator:
     def setup(self) -> None:
         rt, spec = self.rt, self.spec
         self.security = role_security(rt, on_denied=lambda text: self.rejections("?", "auth", text))
-        rt.limit(resolve_device(spec.aggregator.device))
+        rt.limit(rt.plan.device("aggregator"))
         self.paradigm = paradigm = get_paradigm(Setup(rt.experiment, dataset_meta(spec.dataset), rt.run_dir,
                                                       rt.instance))
         k = spec.sources.replicas
@@ -342,7 +340,7 @@ class SplitMover:
         model = whole_model(paradigm.setup)
         meta = dataset_meta(spec.dataset)
         self.sizes = [sum(t.numel() for t in state_tensors(block)) for block in model]
-        link = resolve_network(spec.network)
+        link = rt.plan.network
         cands = candidate_costs(model, meta.input_shape, sorted(spec.paradigm.candidates))
         self.agent = QAgent(cands, rate_bytes_s=(link.up.rate_bps or 50e6) / 8, seed=spec.seed).train(20000)
         rt.log.write("session", status="agent", candidates=",".join(map(str, spec.paradigm.candidates)),

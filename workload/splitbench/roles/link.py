@@ -25,9 +25,9 @@ import time
 
 import zmq
 
-from ..link import Medium, resolve_network
+from ..link import Medium
 from ..transport import WireError, bound_socket, decode, encode, user_id
-from ..transport.wire import _FIXED, Kind, error_message, zmtp_overhead
+from ..transport.wire import Kind, error_message, peek_kind, zmtp_overhead
 from .checks import Limits, Rejected, Rejections, message_cap
 from ..roleplan import role_name, route_target
 from .peer import role_security
@@ -58,8 +58,7 @@ def _nbytes(frames) -> int:
 
 
 def _kind(frames) -> int:
-    head = frames[0].buffer
-    return head[3] if len(head) >= _FIXED.size else -1
+    return peek_kind(frames[0].buffer)
 
 
 PENDING_MAX = 1024             # messages in flight on the emulated link
@@ -118,7 +117,7 @@ class Relay:
     def setup(self) -> None:
         rt, spec, args = self.rt, self.spec, self.args
         self.security = role_security(rt, on_denied=lambda text: self.rejections("?", "auth", text))
-        cfg = resolve_network(spec.network_with_faults())  # cut faults are outages
+        cfg = rt.plan.network  # resolved once, in the plan; cut faults are outages there
         self.routes = dict(r.split("=", 1) for r in args.route)
         self.allowed = set(self.routes) | {role_name("source", i) for i in range(spec.sources.replicas)}
         self.limits = Limits(rt.experiment)

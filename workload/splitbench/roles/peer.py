@@ -7,7 +7,7 @@ import time
 
 import zmq
 
-from ..roleplan import first_hop, routing_id
+from ..roleplan import routing_id
 from ..transport import (
     Endpoint, Kind, KeysMissing, Message, PeerGone, PeerTimeout, Security, Traffic, keys_dir_for, load_keyring,
 )
@@ -54,7 +54,7 @@ class PeerLink:
             self.timeout += rt.spec.sources.deadline
         self.ep = Endpoint(self.ctx, zmq.DEALER, address, bind=False, identity=identity,
                            on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "tx" else "down", t.label, n),
-                           security=role_security(rt), peer=first_hop(rt.spec, rt.instance, peer if second else None),
+                           security=role_security(rt), peer=rt.plan.first_hop(rt.instance, peer if second else None),
                            max_msg_bytes=message_cap(rt.spec), sndtimeo_s=self.timeout)
         self.last: dict[str, float] = {}
         self.resends = 0

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from ..devices import Device, apply_cpu_limit, busy_share, change_cpu_limit, set_torch_threads
-from ..link import resolve_network
 from ..metrics import RoleMetrics
 from ..record import EventLog
+from ..roleplan import plan_roles
 from ..spec import load_experiment
 
 
@@ -96,7 +96,8 @@ class Runtime:
         self.role, self.instance = role, instance
         self.run_dir = Path(args.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        network = resolve_network(self.spec.network).name if self.spec.uses_network else "none"
+        self.plan = plan_roles(self.experiment)  # the profiles, resolved once: roles read them here
+        network = self.plan.network.name if self.plan.network else "none"
         self.metrics = RoleMetrics(self.experiment.name, role, instance, self.spec.paradigm.name, network)
         if getattr(args, "metrics_port", None):
             self.metrics.serve(args.metrics_port, addr=getattr(args, "metrics_addr", "127.0.0.1"))

@@ -20,7 +20,6 @@ import time
 import torch
 import zmq
 
-from ..devices import resolve_device
 from ..data import dataset_meta
 from ..paradigms import Setup, get_paradigm
 from ..transport import Endpoint, Kind, Message, PeerGone, Security, Traffic, WireError
@@ -127,7 +126,7 @@ class Server:
     def setup(self) -> None:
         rt, spec, args, index = self.rt, self.spec, self.args, self.index
         self.security = role_security(rt, on_denied=lambda text: self.rejections("?", "auth", text))
-        rt.limit(resolve_device(spec.server.device))
+        rt.limit(rt.plan.device("server"))
         if spec.server.gpu and not torch.cuda.is_available():
             rt.log.write("session", status="note", error="spec asks for a GPU but CUDA is not available; using CPU")
         paradigm = get_paradigm(Setup(rt.experiment, dataset_meta(spec.dataset), rt.run_dir, rt.instance))

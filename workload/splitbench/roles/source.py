@@ -11,7 +11,6 @@ import torch
 
 from ..checkpoint import Checkpointer, worker_state
 from ..data import DatasetMissing, load_dataset
-from ..devices import resolve_device
 from ..paradigms import Setup, get_paradigm
 from ..record import byte_fields, last_step
 from ..roleplan import role_name
@@ -55,7 +54,7 @@ class Source:
             raise RoleFailed(f"{rt.instance}: {err}", code=2) from None
         paradigm = get_paradigm(Setup(rt.experiment, self.data.meta, rt.run_dir, rt.instance,
                                       steps_per_epoch=self.steps))
-        rt.limit(resolve_device(spec.sources.device))
+        rt.limit(rt.plan.device("source"))
         self.load = spec.sources.device.load
         rt.load_for_round(self.load, 0)
         if hasattr(paradigm, "power_of"):

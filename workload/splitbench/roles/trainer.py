@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from ..data import DatasetMissing, load_dataset
-from ..devices import resolve_device
 from ..paradigms import Setup
 from ..paradigms.base import correct_count, follow_schedule, make_optimizer, train_on_server, whole_model
 from ..schedule import batches, evaluation_due, source_indices, steps_per_epoch, test_subset
@@ -38,7 +37,7 @@ class Trainer:
         except ValueError as err:
             raise RoleFailed(str(err), code=2) from None
         setup = Setup(rt.experiment, data.meta)
-        rt.limit(resolve_device(spec.server.device))
+        rt.limit(rt.plan.device("trainer"))
         model = whole_model(setup)
         opt = make_optimizer(model.parameters(), spec.training)
         test_x, test_y = test_subset(spec, data)

@@ -43,6 +43,12 @@ _FIXED = struct.Struct("<2sBBIQHB16s")
 ID_BYTES = 16
 
 
+def peek_kind(header) -> int:
+    """A header's kind byte without parsing the rest (the relay needs only that), or -1 for
+    one shorter than the fixed part."""
+    return header[3] if len(header) >= _FIXED.size else -1
+
+
 def experiment_id(experiment: str) -> bytes:
     """The header's 16-byte experiment id: a decoded id (32 hex digits) as is, a name hashed."""
     if len(experiment) == 2 * ID_BYTES:
