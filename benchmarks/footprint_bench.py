@@ -40,11 +40,14 @@ spec:
 
 
 def role_of(pid: int) -> str | None:
-    """'source-2', 'server-0', 'link-0' for a role process (from its command line)."""
+    """'source-2', 'server-0', 'link-0' for a role process (from its command line: a role
+    forked from the fork server has its own), 'forkserver-0' for the fork server."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return None
+    if "splitbench.executors.forkserver" in argv:
+        return "forkserver-0"
     if "role" not in argv:
         return None
     kind = argv[argv.index("role") + 1]
@@ -94,11 +97,12 @@ def ready_times(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def one_run(spec: Path, runs: Path, interval: float) -> dict:
+def one_run(spec: Path, runs: Path, interval: float, launch: str = "forkserver") -> dict:
     peaks: dict = {}
     stop = threading.Event()
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "splitbench", "run", str(spec), "--runs", str(runs)],
+    proc = subprocess.Popen([sys.executable, "-m", "splitbench", "run", str(spec), "--runs", str(runs),
+                             "--launch", launch],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = threading.Thread(target=sample, args=(proc.pid, peaks, stop, interval), daemon=True)
     sampler.start()
@@ -122,6 +126,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--interval", type=float, default=0.2, help="seconds between memory samples")
     ap.add_argument("--out", default="build/footprint", help="folder for footprint.json")
+    ap.add_argument("--launch", choices=["forkserver", "spawn"], default="forkserver",
+                    help="roles forked from the local executor's fork server, or each its own process")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -133,9 +139,10 @@ def main() -> int:
         for i in range(args.repeats):
             runs = Path(tmp) / f"runs-{i}"
             runs.mkdir()
-            results.append(one_run(spec, runs, args.interval))
+            results.append(one_run(spec, runs, args.interval, args.launch))
             print(f"footprint: run {i + 1}/{args.repeats}: {results[-1]['wall_s']:.1f} s", file=sys.stderr)
     (out / "footprint.json").write_text(json.dumps(results, indent=1))
+    print(f"launch: {args.launch}")
     print(f"{len(results)} runs; median [min..max] over runs of each kind's largest value in the run")
     print(f"wall time of one run (s): {summary([r['wall_s'] for r in results])}")
     kinds = sorted({name.rsplit('-', 1)[0] for r in results for name in r["peaks"]})

@@ -1,20 +1,29 @@
 """How many sources one machine holds: split learning of `small_cnn` over `ethernet-1g`, one
 server, N sources of 100m CPU each (one process per source), a few steps per source.
 
+The roles are forked from one fork server that imported torch once (the local executor's
+default, --launch forkserver) or each started as its own Python process (--launch spawn); the
+table says which ran (`mode`, from the run's environment.json).
+
 For each N: server throughput (samples/s the server trained, first to last request), each
-source's step time p50 and p99, peak resident memory (RSS), the private memory at the end
-(USS: pages no other process maps, what each added process costs) and start-up time
-(process start to ready to train; the relay: to listening) per role kind, and messages lost (training steps the sources recorded that
-the server never served: must be 0). A run that fails (the kernel's OOM killer, a timeout)
-is a row with its reason, and larger N are not tried. On a shared machine a memory guard
-stops the run's roles before the kernel's OOM killer would pick someone else's process:
+source's step time p50 and p99, resident memory per role kind (the largest over the role's
+instances: peak RSS; PSS, shared pages divided among the processes that map them; USS, pages
+no other process maps, what each added process costs; PSS and USS at the role's end), the
+fork server's own (`zygote_*`), and the PSS of every process of the run together (`pss_total_mb`:
+what the run takes from the machine); start-up: process start (for a forked role: its fork)
+to ready to train, per kind (the relay: to listening), the fork server's import time, and the
+launch to the last source ready (`all_ready_s`); messages lost (training steps the sources
+recorded that the server never served: must be 0). A run that fails (the kernel's OOM killer, a
+timeout) is a row with its reason, and larger N are not tried. On a shared machine a memory
+guard stops the run's roles before the kernel's OOM killer would pick someone else's process:
 when MemAvailable falls below --memory-floor-mb, the run ends failed, saying so.
 
-    python benchmarks/scale_bench.py [--sizes 1,4,16,32,64] [--steps 3] [--out build/scale]
+    python benchmarks/scale_bench.py [--sizes 1,4,16,32,64] [--steps 3] [--launch forkserver] [--out build/scale]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -65,19 +74,26 @@ def guard(floor_mb: float, stop: threading.Event, tripped: list) -> None:
                         pass
 
 
-def measure(n: int, steps: int, runs: Path, timeout_s: float, memory_floor_mb: float = 2048) -> dict:
+def measure(n: int, steps: int, runs: Path, timeout_s: float, memory_floor_mb: float = 2048,
+            launch: str | None = None) -> dict:
     exp = experiment(n, steps)
     stop, tripped = threading.Event(), []
     watcher = threading.Thread(target=guard, args=(memory_floor_mb, stop, tripped), daemon=True)
     watcher.start()
     t0 = time.time()
     try:
-        result = LocalExecutor(runs, quiet=True, timeout_s=timeout_s).run(exp)
+        result = LocalExecutor(runs, quiet=True, timeout_s=timeout_s, launch=launch).run(exp)
     finally:
         stop.set()
         watcher.join()
-    row = {"sources": n, "ok": result.ok and not tripped, "wall_s": round(time.time() - t0, 1),
-           "message": "" if result.ok else result.message}
+    row = {"sources": n, "ok": result.ok and not tripped, "mode": _read_json(result.run_dir / "environment.json").get(
+        "role_processes", "unknown"), "wall_s": round(time.time() - t0, 1), "message": "" if result.ok else result.message}
+    zygote = _read_json(result.run_dir / "forkserver.json").get("server", {})
+    for k in ("rss", "pss", "uss"):
+        if zygote.get(f"{k}_end_mb") is not None:
+            row[f"zygote_{k}_mb"] = round(zygote[f"{k}_end_mb"])
+    if zygote.get("import_s") is not None:
+        row["zygote_import_s"] = zygote["import_s"]
     if tripped:
         row["message"] = (f"stopped by the memory guard: {tripped[0]:.0f} MB available, under the floor of "
                           f"{memory_floor_mb:.0f} MB; {row['message']}")
@@ -100,13 +116,28 @@ def measure(n: int, steps: int, runs: Path, timeout_s: float, memory_floor_mb: f
         mine = sessions[sessions["role"] == kind]
         if "rss_peak_mb" in mine:
             row[f"{kind}_rss_mb_max"] = round(mine["rss_peak_mb"].max(), 0)
-        if "uss_end_mb" in mine and mine["uss_end_mb"].notna().any():
-            row[f"{kind}_uss_mb_max"] = round(mine["uss_end_mb"].max(), 0)
+        for k in ("pss", "uss"):
+            if f"{k}_end_mb" in mine and mine[f"{k}_end_mb"].notna().any():
+                row[f"{kind}_{k}_mb_max"] = round(mine[f"{k}_end_mb"].max(), 0)
         ready = mine["ready_s"].dropna() if "ready_s" in mine else pd.Series(dtype=float)
         if len(ready):
             row[f"{kind}_ready_s_max"] = round(ready.max(), 1)
+    if "pss_end_mb" in sessions:  # one end row per role (a restarted role: its last)
+        ends = sessions.dropna(subset=["pss_end_mb"]).groupby("instance")["pss_end_mb"].last()
+        row["pss_total_mb"] = round(ends.sum() + zygote.get("pss_end_mb", 0), 0)
+    launched = rec.loc[rec["event"] == "launch", "time"]
+    ready_src = sessions[(sessions["role"] == "source") & (sessions.get("status") == "limited")]
+    if len(launched) and len(ready_src):
+        row["all_ready_s"] = round(ready_src["time"].max() - launched.min(), 1)
     row["lost_messages"] = int(len(steps_rec) - len(served))
     return row
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def main() -> int:
@@ -115,6 +146,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3, help="training steps per source")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
     ap.add_argument("--out", default="build/scale", help="folder for scale.csv and scale.png")
+    ap.add_argument("--launch", choices=["forkserver", "spawn"], default="forkserver",
+                    help="fork the torch roles from one fork server, or start each as its own process")
     ap.add_argument("--memory-floor-mb", type=float, default=2048,
                     help="stop a run's roles when the machine's available memory falls below this")
     args = ap.parse_args()
@@ -124,7 +157,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             print(f"scale: {n} sources ...", file=sys.stderr, flush=True)
-            row = measure(n, args.steps, Path(tmp), args.timeout, args.memory_floor_mb)
+            row = measure(n, args.steps, Path(tmp), args.timeout, args.memory_floor_mb, args.launch)
             rows.append(row)
             print(pd.DataFrame([row]).to_string(index=False), flush=True)
             if not row["ok"]:
@@ -144,14 +177,22 @@ def _plot(table: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ok = table[table["ok"]]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), constrained_layout=True)
-    for ax, col, label in zip(axes, ["server_samples_per_s", "step_p50_s", "source_rss_mb_max"],
-                              ["server samples/s", "source step p50 (s)", "source peak RSS (MB)"]):
-        if col in ok:
-            ax.plot(ok["sources"], ok[col], marker="o")
+    panels = [("server samples/s", ["server_samples_per_s"]),
+              ("source step time (s)", ["step_p50_s", "step_p99_s"]),
+              ("memory per source (MB)", ["source_rss_mb_max", "source_pss_mb_max", "source_uss_mb_max"]),
+              ("start-up (s)", ["source_ready_s_max", "all_ready_s"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.5), constrained_layout=True)
+    for ax, (title, cols) in zip(axes, panels):
+        for col in cols:
+            if col in ok:
+                ax.plot(ok["sources"], ok[col], marker="o", label=col)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sources")
-        ax.set_title(label)
+        ax.set_title(title)
+        if len(cols) > 1:
+            ax.legend(fontsize=7)
+    modes = ", ".join(sorted(set(table["mode"].astype(str)))) if "mode" in table else "unknown"
+    fig.suptitle(f"split small_cnn over ethernet-1g, 100m CPU per source; role processes: {modes}", fontsize=9)
     fig.savefig(path, dpi=100)
 
 

@@ -26,6 +26,9 @@ def add_executor_args(p) -> None:
                         "kubernetes: an Experiment for the operator")
     p.add_argument("--runs", default="runs", help="folder for run records")
     p.add_argument("--cpu-limit", choices=["auto", "cgroup", "throttle", "off"], default="auto")
+    p.add_argument("--launch", choices=["forkserver", "spawn"], default=None,
+                   help="local executor: fork the torch roles from one process that imported torch once "
+                        "(forkserver, the default, or $SPLITBENCH_LAUNCH) or start each as its own process (spawn)")
     p.add_argument("--timeout", type=float, default=None, help="give up on one experiment after this many s")
     p.add_argument("--quick", action="store_true", help="1 epoch, a few steps per epoch (smoke runs, CI)")
 
@@ -36,7 +39,8 @@ EXECUTOR_NAMES = ["docker", "kubernetes", "local"]
 def make_executor(args):
     from ..executors import EXECUTORS
 
-    return EXECUTORS[args.executor](Path(args.runs), cpu_limit=args.cpu_limit, timeout_s=args.timeout)
+    local = {"launch": args.launch} if args.executor == "local" else {}
+    return EXECUTORS[args.executor](Path(args.runs), cpu_limit=args.cpu_limit, timeout_s=args.timeout, **local)
 
 
 def quick(exp, steps: int = 4):

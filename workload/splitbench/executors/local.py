@@ -6,6 +6,12 @@ happened, so nothing already recorded is lost. A source that dies does not stop 
 it is recorded (source_gone) and the run goes on with the others and ends `degraded`;
 `failed` is for a dead server, aggregator or link, or every source gone. spec.faults'
 kills and slowdowns are performed here (executors/faults.py).
+
+Role processes (launch): `forkserver` (the default) forks the torch roles from one process
+that imported torch once (executors/forkserver.py), so they share its pages; `spawn` starts
+each role as its own `python -m splitbench role ...`. The link emulator (no torch) is always
+spawned. Which ran is `role_processes` in the run's environment.json, and forkserver.json holds
+the fork server's own start-up and memory and which roles were forked.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from ..transport import make_keys
 from ..spec import Experiment
 from .base import RunResult, status_line, uninterrupted
 from .faults import FaultInjector, executor_log, source_gone
+from .forkserver import FORKED_KINDS, ForkServer, ForkServerError, cmdline_room
 from .progress import Progress
 
 _PR_SET_PDEATHSIG = 1
@@ -49,6 +56,9 @@ def _ephemeral_low() -> int:
 
 
 _TAKEN: set[int] = set()
+
+LAUNCHES = ("forkserver", "spawn")
+LAUNCH_ENV = "SPLITBENCH_LAUNCH"  # the default launch where the caller gives none
 
 
 def free_port() -> int:
@@ -74,8 +84,11 @@ def free_port() -> int:
 
 class LocalExecutor:
     def __init__(self, out_dir: Path = Path("runs"), cpu_limit: str = "auto", metrics: bool = True,
-                 timeout_s: float | None = None, quiet: bool = False):
+                 timeout_s: float | None = None, quiet: bool = False, launch: str | None = None):
         self.out_dir = Path(out_dir)
+        self.launch = launch or os.environ.get(LAUNCH_ENV) or "forkserver"
+        if self.launch not in LAUNCHES:
+            raise ValueError(f"launch {self.launch!r}: expected one of {', '.join(LAUNCHES)}")
         self.cpu_limit = cpu_limit
         self.metrics = metrics
         self.timeout_s = timeout_s
@@ -109,17 +122,33 @@ class LocalExecutor:
         status, message, interrupted = "failed", "", False
         events = executor_log(exp, run_dir)  # what the executor saw and did: gone sources, faults
         faults = FaultInjector(exp, events)
+        server: ForkServer | None = None
+        launched: dict[str, str] = {}  # instance -> forked | spawned (its last start)
+        fallback: list[str] = []  # why a role meant to be forked was spawned
         try:
             procs_plan = self.processes(exp, run_dir)
             write_targets(run_dir / "targets.json", procs_plan)
             plan = {role.name: (role, argv) for role, argv in procs_plan}
+            if self.launch == "forkserver" and any(role.kind in FORKED_KINDS for role, _ in procs_plan):
+                server = ForkServer(str(run_dir), cmdline_room([argv for _, argv in procs_plan]),
+                                    run_dir / "forkserver.log", env={"PYTHONUNBUFFERED": "1"}).start()
 
             def start(instance: str) -> None:  # a restart appends to the role's log, as to its events
                 role, argv = plan[instance]
+                env = {**os.environ, **dict(role.env)}
+                if server is not None and role.kind in FORKED_KINDS and server.dead is None:
+                    try:
+                        procs[instance] = server.spawn(argv, env, run_dir / f"{instance}.log")
+                        launched[instance] = "forked"
+                        return
+                    except ForkServerError as err:  # the run goes on with plain processes, and says so
+                        fallback.append(f"{instance}: {err}")
+                        print(f"{exp.name}: {err}; {instance} and later roles spawned", file=sys.stderr, flush=True)
                 log = open(run_dir / f"{instance}.log", "a")
                 logs.append(log)
                 procs[instance] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                                   env={**os.environ, **dict(role.env)}, preexec_fn=_die_with_parent)
+                                                   env=env, preexec_fn=_die_with_parent)
+                launched[instance] = "spawned"
             for instance in plan:
                 start(instance)
             kinds = {role.name: role.kind for role, _ in procs_plan}
@@ -134,11 +163,15 @@ class LocalExecutor:
         finally:
             with uninterrupted():
                 self._stop(procs)
+                zygote = server.memory() if server is not None else {}
+                if server is not None:
+                    server.close()
                 faults.close()
                 events.close(status="interrupted" if interrupted else status, duration_s=time.time() - t0)
                 for log in logs:
                     log.close()
                 merge(run_dir, t0, executor="local")
+                record_launch(run_dir, launched, server, zygote, fallback)
                 remove_cgroups([f"{exp.name}-{i}" for i in procs])
                 if not self.quiet:
                     progress.poll()
@@ -251,6 +284,29 @@ def write_targets(path: Path, plan: list[tuple[Role, list[str]]]) -> None:
     targets = [{"targets": [f"127.0.0.1:{argv[argv.index('--metrics-port') + 1]}"]}
                for _, argv in plan if "--metrics-port" in argv]
     write_atomic(path, json.dumps(targets, indent=1))
+
+
+def record_launch(run_dir: Path, launched: dict[str, str], server: ForkServer | None, zygote: dict,
+                  fallback: list[str]) -> None:
+    """How the roles were started: environment.json's role_processes (forkserver: every torch
+    role forked; spawn: none; mixed: the fork server failed for some, see forkserver.json), and
+    forkserver.json: the fork server's start-up, its memory at the end, who was forked."""
+    forked = sorted(i for i, how in launched.items() if how == "forked")
+    mode = "spawn" if not forked else "mixed" if fallback else "forkserver"
+    env_path = run_dir / "environment.json"
+    try:
+        env = json.loads(env_path.read_text())
+    except (OSError, ValueError):
+        env = {}
+    env["role_processes"] = mode
+    write_atomic(env_path, json.dumps(env, indent=1) + "\n")
+    if server is None:
+        return
+    info = {"role_processes": mode, "forked": forked,
+            "spawned": sorted(i for i, how in launched.items() if how == "spawned"), "fallback": fallback,
+            "server": {**(server.info or {}), **{f"{k}_end_mb": round(v, 1) for k, v in zygote.items()},
+                       "ended": server.dead}}
+    write_atomic(run_dir / "forkserver.json", json.dumps(info, indent=1) + "\n")
 
 
 def _last_line(path: Path) -> str:
