@@ -57,6 +57,28 @@ def test_verdicts_tolerances_and_prune_speedup():
     assert table["tolerance"].iloc[6] == "+-50%" and table["tolerance_source"].iloc[6] == "stated"
 
 
+def test_speedups_of_repeats_pool_into_a_median_with_spread():
+    """Run names of repeats end in -r<k> (Suite.runs): their speedups are pooled, not lost."""
+    budgets = pd.DataFrame([{"experiment": f"x-prune-r{k}", "budget": 4, "speedup_vs_scratch": v}
+                            for k, v in ((1, 2.0), (2, 3.0), (3, 10.0))])
+    row = claims_table(SUMMARY, [claim(paper=3, metric="speedup_vs_scratch", budget=4, numerator="prune",
+                                       denominator="fixed-b4")], budgets=budgets).iloc[0]
+    assert row["measured"] == 3.0 and row["verdict"] == "agrees"
+    assert row["spread"] == pytest.approx(pd.Series([2.0, 3.0, 10.0]).std(ddof=1))
+    # a repeat that never reached the from-scratch accuracy ranks lowest, and is said
+    short = {"experiment": "x-prune-r4", "budget": 4, "speedup_vs_scratch": math.nan, "final_accuracy": 0.4,
+             "scratch_accuracy": 0.8}
+    row = claims_table(SUMMARY, [claim(paper=3, metric="speedup_vs_scratch", budget=4, numerator="prune",
+                                       denominator="fixed-b4")],
+                       budgets=pd.concat([budgets, pd.DataFrame([short])])).iloc[0]
+    assert row["measured"] == 2.5 and "not reached in 1 of 4 repeats" in row["explanation"]
+    # another setting whose name ends alike is not pooled in
+    other = pd.DataFrame([{"experiment": "x-deprune-r1", "budget": 4, "speedup_vs_scratch": 100.0}])
+    row = claims_table(SUMMARY, [claim(paper=3, metric="speedup_vs_scratch", budget=4, numerator="prune",
+                                       denominator="fixed-b4")], budgets=pd.concat([budgets, other])).iloc[0]
+    assert row["measured"] == 3.0
+
+
 def test_failed_runs_are_excluded_and_listed():
     table = claims_table(SUMMARY, [claim(paper=1, metric="train_time_s", numerator="broken", denominator="cs-b4")])
     assert table["verdict"].iloc[0] == "not measured"
