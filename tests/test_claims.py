@@ -57,6 +57,28 @@ def test_verdicts_tolerances_and_prune_speedup():
     assert table["tolerance"].iloc[6] == "+-50%" and table["tolerance_source"].iloc[6] == "stated"
 
 
+def test_speedups_of_repeats_pool_into_a_median_with_spread():
+    """Run names of repeats end in -r<k> (Suite.runs): their speedups are pooled, not lost."""
+    budgets = pd.DataFrame([{"experiment": f"x-prune-r{k}", "budget": 4, "speedup_vs_scratch": v}
+                            for k, v in ((1, 2.0), (2, 3.0), (3, 10.0))])
+    row = claims_table(SUMMARY, [claim(paper=3, metric="speedup_vs_scratch", budget=4, numerator="prune",
+                                       denominator="fixed-b4")], budgets=budgets).iloc[0]
+    assert row["measured"] == 3.0 and row["verdict"] == "agrees"
+    assert row["spread"] == pytest.approx(pd.Series([2.0, 3.0, 10.0]).std(ddof=1))
+    # a repeat that never reached the from-scratch accuracy ranks lowest, and is said
+    short = {"experiment": "x-prune-r4", "budget": 4, "speedup_vs_scratch": math.nan, "final_accuracy": 0.4,
+             "scratch_accuracy": 0.8}
+    row = claims_table(SUMMARY, [claim(paper=3, metric="speedup_vs_scratch", budget=4, numerator="prune",
+                                       denominator="fixed-b4")],
+                       budgets=pd.concat([budgets, pd.DataFrame([short])])).iloc[0]
+    assert row["measured"] == 2.5 and "not reached in 1 of 4 repeats" in row["explanation"]
+    # another setting whose name ends alike is not pooled in
+    other = pd.DataFrame([{"experiment": "x-deprune-r1", "budget": 4, "speedup_vs_scratch": 100.0}])
+    row = claims_table(SUMMARY, [claim(paper=3, metric="speedup_vs_scratch", budget=4, numerator="prune",
+                                       denominator="fixed-b4")], budgets=pd.concat([budgets, other])).iloc[0]
+    assert row["measured"] == 3.0
+
+
 def test_failed_runs_are_excluded_and_listed():
     table = claims_table(SUMMARY, [claim(paper=1, metric="train_time_s", numerator="broken", denominator="cs-b4")])
     assert table["verdict"].iloc[0] == "not measured"
@@ -127,3 +149,36 @@ def test_per_run_rows_of_a_setting_give_the_ratio_its_spread():
     assert table["measured"].iloc[0] == 1.0 and table["verdict"].iloc[0] == "agrees"
     assert table["spread"].iloc[0] == pytest.approx(math.sqrt(2) / 2)  # std 1.414 over mean 2
     assert table["excluded_runs"].iloc[0] == "s-a-r3 (failed)"
+
+
+def test_each_repeat_of_a_transferred_stage_is_timed_against_its_own_from_scratch_run():
+    """With repeats, prune-rK's stage is compared with scratch-rK (the same seed), not with
+    whichever from-scratch repeat came last."""
+    from splitbench.report.budgets import budget_table
+    from splitbench.spec import REPEAT_LABEL, Experiment
+    from conftest import experiment_doc
+
+    def exp(name, schedule, budgets, epochs, repeat):
+        doc = experiment_doc(name, paradigm={"name": "compressed_split", "splitAfter": 4, "compression": {
+            "schedule": schedule, "budgets": budgets, "epochs": epochs, "gamma": 1}},
+            training={"epochs": sum(epochs), "batchSize": 16, "lr": 0.01})
+        doc["metadata"]["labels"] = {REPEAT_LABEL: str(repeat)}
+        return Experiment.model_validate(doc)
+
+    def record(budgets, accuracies):
+        rows = [{"event": "step", "epoch": e, "budget": b, "samples": 16, "t": float(e + 1), "duration_s": 1.0,
+                 "kept_soft": 1.0} for e, b in enumerate(budgets)]
+        rows += [{"event": "eval", "epoch": e, "budget": b, "accuracy": a, "t": float(e + 1)}
+                 for e, (b, a) in enumerate(zip(budgets, accuracies))]
+        return pd.DataFrame(rows)
+
+    exps = {"scratch-r1": exp("scratch-r1", "fixed", [4], [4], 1),  # best 0.8 first reached after 4 s
+            "scratch-r2": exp("scratch-r2", "fixed", [4], [4], 2),  # best 0.8 after 2 s
+            "prune-r1": exp("prune-r1", "prune", [8, 4], [2, 2], 1),
+            "prune-r2": exp("prune-r2", "prune", [8, 4], [2, 2], 2)}
+    records = {"scratch-r1": record([4] * 4, [0.2, 0.4, 0.6, 0.8]), "scratch-r2": record([4] * 4, [0.2, 0.8, 0.8, 0.8]),
+               "prune-r1": record([8, 8, 4, 4], [0.5, 0.6, 0.8, 0.8]), "prune-r2": record([8, 8, 4, 4], [0.5, 0.6, 0.8, 0.8])}
+    table = budget_table(records, exps).set_index(["experiment", "budget"])
+    assert table.loc[("prune-r1", 4), "scratch_time_s"] == 4.0 and table.loc[("prune-r2", 4), "scratch_time_s"] == 2.0
+    assert table.loc[("prune-r1", 4), "speedup_vs_scratch"] == 4.0
+    assert table.loc[("prune-r2", 4), "speedup_vs_scratch"] == 2.0

@@ -186,3 +186,28 @@ def test_the_speedup_comes_from_the_curves_and_changes_with_the_schedule():
     short, long = table.loc[("prune-short", 4), "speedup_vs_scratch"], table.loc[("prune-long", 4), "speedup_vs_scratch"]
     assert table.loc[("prune-short", 4), "scratch_time_s"] == table.loc[("prune-long", 4), "scratch_time_s"]
     assert 0 < short and long > 2 * short, (short, long)
+
+
+def test_batch_norm_recalibration_makes_eval_mode_read_what_training_learned():
+    """VCCprune's momentum-0.03 batch norms keep most of their initial running statistics over
+    a few steps, so eval-mode accuracy reads near chance even on the training samples; update_bn
+    across the cut (bnRecalibrationBatches) before evaluating recovers it, and changes no weight."""
+    comp = {"module": "encoder_decoder", "resolution": 1, "budgets": [8], "epochs": [2], "bnRecalibrationBatches": 4}
+    exp, data, source, server, _ = pair(comp, 2)
+    train(exp, data, source, 2, 4)
+    idx = source_indices(exp.spec, data)[0]
+    x, y = data.train_x[idx], data.train_y[idx]
+    weights = {k: v.clone() for m in (source.edge, source.compressor, server.model)
+               for k, v in m.named_parameters()}
+    decoder_bn = server.model.decompressor.post[0]
+    source.recalibrated = 1  # as if this epoch had recalibrated: the statistics training left
+    stale_var = decoder_bn.running_var.clone()
+    _, stale = source.eval_batch(x, y, 1)
+    source.recalibrated = None
+    _, fresh = source.eval_batch(x, y, 1)
+    assert stale / len(y) < 0.45 and fresh / len(y) > 0.6, (stale, fresh)
+    assert float(decoder_bn.running_var.mean()) < 0.5 * float(stale_var.mean())  # off the initial variance of 1
+    assert decoder_bn.momentum == 0.03 and source.compressor.encoder[1].momentum == 0.03  # restored
+    for m in (source.edge, source.compressor, server.model):
+        for k, v in m.named_parameters():
+            assert torch.equal(v, weights[k]), k

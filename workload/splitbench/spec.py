@@ -144,6 +144,11 @@ class CompressionSpec(_Model):
     epsilon: float = Field(1.0, gt=0, description="eq. 2: weight of pruneLoss against the task loss [ours]")
     gamma: float = Field(2.0, ge=1, description="selectLr: lr factor after a budget change [ours]")
     lk: int = Field(1, ge=0, description="selectLr: epochs the raised lr lasts after a budget change [ours]")
+    bn_recalibration_batches: int = Field(
+        0, ge=0, le=64, description="before each evaluation, recompute every batch norm's running statistics on "
+                                    "the source's last N training batches, across the cut (torch.optim.swa_utils."
+                                    "update_bn's procedure); 0: off, as VCCprune, whose thousands of steps per "
+                                    "epoch let the momentum-0.03 statistics settle")
 
     @field_validator("budgets")
     @classmethod

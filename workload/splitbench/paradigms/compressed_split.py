@@ -15,6 +15,16 @@ and pruneLoss depends on f alone, so the source adds epsilon * pruneLoss's gradi
 filter locally: the same gradient as the paper's server-side totalLoss (Loss does not
 depend on pruneLoss), without sending f upstream every step.
 
+Batch-norm recalibration (compression.bnRecalibrationBatches = N > 0): before each
+evaluation every batch norm on both sides of the cut recomputes its running statistics from
+the source's last N training batches, as torch.optim.swa_utils.update_bn does (statistics
+reset, cumulative average, train-mode forward passes without gradients, weights untouched).
+The source sends those passes to the server as EVAL messages marked `bn_pass` (eval
+traffic, inside the evaluation's time). Why: the module's batch norms use VCCprune's
+momentum 0.03, which in a run of a few hundred steps still holds much of its initial
+running variance, so eval-mode accuracy reads chance while training accuracy is 1.0; with
+CIFAR-10's thousands of steps per epoch VCCprune never meets this.
+
 Schedules: fixed (one budget), deprune (algorithms 1-2: ascending budgets, selectLr raises
 the lr by gamma for l_k epochs after each change) and prune (algorithm 3: from the full
 budget down, resetprune between budgets). Each budget stage ends with a checkpoint of both
@@ -23,6 +33,7 @@ parts: one model per budget, in <run>/models/.
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import torch
 from torch import nn
@@ -33,8 +44,8 @@ from ..models.compression import Compressor, Decompressor, encoded_hw, prune_los
 from ..spec import CompressionSpec, TrainingSpec
 from ..transport import Kind, Message, Traffic
 from .base import (
-    Paradigm, ServerWorker, Setup, SourceWorker, StepOutcome, ask_evaluation, evaluation_reply, label_dtype,
-    lr_at, make_optimizer, set_lr, train_on_server, whole_model,
+    Paradigm, ServerOutcome, ServerWorker, Setup, SourceWorker, StepOutcome, ask_evaluation, evaluation_reply,
+    label_dtype, lr_at, make_optimizer, set_lr, train_on_server, whole_model,
 )
 
 
@@ -74,6 +85,29 @@ def cut_shape(setup: Setup, edge: nn.Module) -> tuple[int, int, int]:
         raise ValueError(f"compressed_split needs feature maps (C, H, W) at the cut, got shape {list(shape)}: "
                          "cut before the classifier")
     return shape  # type: ignore[return-value]
+
+
+def batch_norms(*modules: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for mod in modules for m in mod.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+class _Recalibration:
+    """update_bn's bookkeeping for one side of the cut: reset the statistics and switch to a
+    cumulative average (momentum None) at the first pass, restore the momenta after the last."""
+
+    def __init__(self, layers: list[nn.modules.batchnorm._BatchNorm]):
+        self.layers, self.momenta = layers, None
+
+    def begin(self) -> None:
+        self.momenta = [bn.momentum for bn in self.layers]
+        for bn in self.layers:
+            bn.reset_running_stats()
+            bn.momentum = None
+
+    def end(self) -> None:
+        for bn, m in zip(self.layers, self.momenta or []):
+            bn.momentum = m
+        self.momenta = None
 
 
 class _Stages:
@@ -118,6 +152,9 @@ class CompressedSplitSource(SourceWorker):
                               {"edge": self.edge, "compressor": self.compressor})
         self.ydtype = label_dtype(setup.meta.num_classes)
         self.resets = 0
+        # the last training batches (inputs as captured, labels), for batch-norm recalibration
+        self.recent: deque = deque(maxlen=self.comp_spec.bn_recalibration_batches or None)
+        self.recalibrated: int | None = None  # the epoch whose evaluation recalibrated last
 
     def _enter(self, epoch: int) -> None:
         if self.stages.enter(epoch) and self.comp_spec.schedule == "prune":
@@ -146,10 +183,37 @@ class CompressedSplitSource(SourceWorker):
         torch.autograd.backward([sent, penalty], [grad, None])
         self.opt.step()
         t3 = time.perf_counter()
+        if self.comp_spec.bn_recalibration_batches:
+            self.recent.append((x.clone(), y.clone()))
         return StepOutcome(float("nan"), 0, len(y), {"edge_forward": t1 - t0, "edge_backward": t3 - t2})
+
+    def recalibrate(self, epoch: int) -> int:
+        """update_bn across the cut on the last training batches: the source's batch norms
+        here, the server's through `bn_pass` EVAL messages (pass i of n). Returns n."""
+        passes = list(self.recent)
+        if not passes:
+            return 0
+        local = _Recalibration(batch_norms(self.edge, self.compressor))
+        local.begin()
+        budget = self.schedule.budget(epoch)
+        try:
+            with torch.no_grad():  # train mode: batch norms update their statistics, nothing else changes
+                for i, (x, y) in enumerate(passes):
+                    lc, f = self.compressor(self.edge(self.setup.meta.normalize(x)))
+                    idx = self.compressor.keep(f, budget)
+                    msg = Message(Kind.EVAL, epoch=epoch).add("act", lc.index_select(1, idx), Traffic.EVAL)
+                    msg.add("idx", idx.to(torch.int16), Traffic.EVAL).add("y", y.to(self.ydtype), Traffic.EVAL)
+                    msg.add("bn_pass", torch.tensor([i, len(passes)], dtype=torch.int32), Traffic.EVAL)
+                    self.call(msg)
+        finally:
+            local.end()
+        return len(passes)
 
     def eval_batch(self, x, y, epoch):
         self._enter(epoch)
+        if self.comp_spec.bn_recalibration_batches and self.recalibrated != epoch:
+            self.recalibrate(epoch)  # once per evaluation (its first batch)
+            self.recalibrated = epoch
         self.edge.eval()
         self.compressor.eval()
         with torch.no_grad():
@@ -196,6 +260,7 @@ class CompressedSplitServer(ServerWorker):
         self.schedule = BudgetSchedule(comp, setup.spec.training)
         self.stages = _Stages(setup, self.schedule, "server", {"server": self.model})
         self.channels = channels
+        self.bn = _Recalibration(batch_norms(self.model))
 
     def _inputs(self, msg: Message) -> tuple[torch.Tensor, torch.Tensor]:
         kept, idx = msg.tensors["act"], msg.tensors["idx"].long()
@@ -217,7 +282,28 @@ class CompressedSplitServer(ServerWorker):
         return outcome
 
     def evaluate(self, msg):
+        if "bn_pass" in msg.tensors:
+            return self._bn_pass(msg)
         return evaluation_reply(self.model, self._inputs(msg), msg.tensors["y"].long())
+
+    def _bn_pass(self, msg: Message) -> ServerOutcome:
+        """Pass i of n of the source's batch-norm recalibration: statistics reset at the first,
+        a train-mode forward without gradients, momenta restored after the last."""
+        bn_pass = msg.tensors["bn_pass"]
+        if bn_pass.numel() != 2:
+            raise ValueError(f"bn_pass must be (pass, passes), got {list(bn_pass.shape)}")
+        i, n = (int(v) for v in bn_pass.tolist())
+        if not 0 <= i < n:
+            raise ValueError(f"bn_pass {i} of {n}")
+        kept, idx = self._inputs(msg)
+        if i == 0 or self.bn.momenta is None:
+            self.bn.begin()
+        with torch.no_grad():
+            self.model(kept, idx)
+        if i == n - 1:
+            self.bn.end()
+        result = torch.zeros(2, dtype=torch.float64)  # nothing is scored: the reply only paces the source
+        return ServerOutcome(Message(Kind.EVAL_REPLY).add("result", result, Traffic.EVAL))
 
     def finish(self):
         self.stages.save(self.stages.current)

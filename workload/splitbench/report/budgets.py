@@ -10,7 +10,7 @@ import math
 
 import pandas as pd
 
-from ..spec import Experiment
+from ..spec import REPEAT_LABEL, Experiment
 from .onair import onair_factors
 from .summary import training_bytes
 
@@ -36,7 +36,12 @@ def _stages(rec: pd.DataFrame) -> pd.DataFrame:
 def budget_table(records: dict[str, pd.DataFrame], experiments: dict[str, Experiment]) -> pd.DataFrame:
     per = {name: _stages(rec) for name, rec in records.items()}
     per = {k: v for k, v in per.items() if not v.empty}
-    scratch = {}  # (model, network, budget) -> (best accuracy, time to first reach it) of fixed-schedule runs
+    # (model, network, budget, repeat) -> (best accuracy, time to first reach it) of fixed-schedule runs: a
+    # repeat's transferred stage is compared with the from-scratch run of the same repeat (the same seed)
+    scratch = {}
+
+    def repeat(name: str) -> str:
+        return experiments[name].metadata.labels.get(REPEAT_LABEL, "")
     for name, st in per.items():
         comp = experiments[name].spec.paradigm.compression
         if comp.schedule == "fixed":
@@ -46,7 +51,8 @@ def budget_table(records: dict[str, pd.DataFrame], experiments: dict[str, Experi
                 continue
             best = float(curve["accuracy"].max())
             reached = curve[curve["accuracy"] >= best]
-            key = (experiments[name].spec.model.name, experiments[name].spec.network.profile, int(row["budget"]))
+            key = (experiments[name].spec.model.name, experiments[name].spec.network.profile, int(row["budget"]),
+                   repeat(name))
             scratch[key] = (best, float(reached["t"].iloc[0]) - row["start_t"])
     out = []
     for name, st in per.items():
@@ -54,7 +60,7 @@ def budget_table(records: dict[str, pd.DataFrame], experiments: dict[str, Experi
         for _, row in st.iterrows():
             entry = {"experiment": name, "schedule": spec.paradigm.compression.schedule,
                      **{k: v for k, v in row.items() if not str(k).startswith("_") and k != "start_t"}}
-            ref = scratch.get((spec.model.name, spec.network.profile, int(row["budget"])))
+            ref = scratch.get((spec.model.name, spec.network.profile, int(row["budget"]), repeat(name)))
             if ref and spec.paradigm.compression.schedule != "fixed":
                 curve = row["_curve"]
                 hit = curve[curve["accuracy"] >= ref[0]]

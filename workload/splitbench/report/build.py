@@ -286,7 +286,7 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
         table = claims_table(runs, claims, budgets=budgets)  # per run: the spread comes from the repeats
         tables["paper_vs_measured"] = table
         sections.insert(0, ("Paper vs measured",
-                            "<p>Each headline figure of the paper beside ours (means over repeats). Nothing is "
+                            "<p>Each headline figure of the paper beside ours (means over repeats; speedups: medians). Nothing is "
                             "tuned to match.</p>" + _plain_table(table)))
 
     for name, df in tables.items():

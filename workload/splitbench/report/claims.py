@@ -9,11 +9,14 @@ is never computed from a run that did not finish cleanly.
 
 Repeats: when the summary holds several rows for one experiment (repeats), the ratio is of
 the means and its spread the standard deviation propagated from both sides' relative
-standard deviations (first order); with one row each the spread is n/a.
+standard deviations (first order); with one row each the spread is n/a. Speedups (one per
+run, from the budget table) are pooled into their median over the repeats, with the
+repeats' standard deviation as the spread (_speedup).
 """
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -62,24 +65,52 @@ def _ratio(num: pd.Series, den: pd.Series) -> tuple[float, float]:
     return float(r), float(abs(r) * rel)
 
 
+def _run_of(names: pd.Series, setting: str) -> pd.Series:
+    """Which run names are runs of `setting`: the setting itself or `<suite>-<setting>`, with
+    or without a repeat's `-r<k>` suffix (spec.py: Suite.runs)."""
+    return names.astype(str).str.contains(rf"(?:^|-){re.escape(setting)}(?:-r\d+)?$", regex=True)
+
+
 def _speedup(budgets: pd.DataFrame | None, c: PaperClaim) -> tuple[float, float, str]:
     """The numerator's budget stage: the denominator's (from-scratch) time to its final
     accuracy over the time the stage took to reach it (report/budgets.py); and why not,
-    when it cannot be measured."""
+    when it cannot be measured.
+
+    Repeats are pooled into the median over the runs, with the standard deviation of the
+    runs that reached the from-scratch accuracy as the spread. A run that never reached it
+    has a speedup below any measured one (its stage ran out first), so it ranks lowest: the
+    median is then still defined while fewer than half the runs fell short, and the
+    explanation says how many did."""
     if budgets is None or budgets.empty or "speedup_vs_scratch" not in budgets:
         return math.nan, math.nan, ""
-    hits = budgets[(budgets["experiment"].str.endswith(c.numerator)) & (budgets["budget"] == c.budget)]
+    hits = budgets[_run_of(budgets["experiment"], c.numerator) & (budgets["budget"] == c.budget)]
     if hits.empty:
         return math.nan, math.nan, ""
     vals = hits["speedup_vs_scratch"].astype(float)
-    if vals.isna().all():
-        row = hits.iloc[0]
-        if not math.isnan(row.get("scratch_accuracy", math.nan)):
-            return math.nan, math.nan, (f"not reached: the stage ended at {row['final_accuracy']:.3f}, below the "
-                                        f"from-scratch run's {row['scratch_accuracy']:.3f}")
-        return math.nan, math.nan, ""
-    vals = vals.dropna()
-    return float(vals.mean()), (float(vals.std(ddof=1)) if len(vals) > 1 else math.nan), ""
+    short = hits[vals.isna()]
+    if "scratch_accuracy" in hits:
+        short = short[short["scratch_accuracy"].notna()]
+    note = ""
+    if not short.empty:
+        row = short.iloc[0]
+        note = (f"not reached: the stage ended at {row['final_accuracy']:.3f}, below the from-scratch run's "
+                f"{row['scratch_accuracy']:.3f}")
+        if len(hits) > 1:
+            ends = ", ".join(f"{a:.3f}" for a in short["final_accuracy"])
+            refs = ", ".join(f"{a:.3f}" for a in short["scratch_accuracy"])
+            note = (f"not reached in {len(short)} of {len(hits)} repeats: those stages ended at {ends}, below the "
+                    f"from-scratch runs' {refs}")
+    reached = vals.dropna()
+    if reached.empty:
+        return math.nan, math.nan, note
+    # not reached (nan) ranks below every measured speedup
+    ranked = sorted(vals.fillna(-math.inf))
+    n = len(ranked)
+    median = ranked[n // 2] if n % 2 else (ranked[n // 2 - 1] + ranked[n // 2]) / 2
+    spread = float(reached.std(ddof=1)) if len(reached) > 1 else math.nan
+    if not math.isfinite(median):
+        return math.nan, spread, note
+    return float(median), spread, note
 
 
 def _model_figure(c: PaperClaim) -> float:
@@ -141,9 +172,9 @@ def claims_table(summary: pd.DataFrame, claims: list[PaperClaim], budgets: pd.Da
                 explanation += f"; {c.if_differs}"
         elif verdict == "differs":
             explanation = (f"ours is {measured / c.paper:.2f}x the paper's figure; "
-                           + (c.if_differs or "no known cause: to investigate"))
+                           + (c.if_differs or "no known cause: to investigate") + (f"; {why}" if why else ""))
         else:
-            explanation = ""
+            explanation = why  # e.g. some repeats did not reach the from-scratch accuracy
         what = (f"{c.metric}: {c.model}" + (f" at {c.input_size}x{c.input_size}" if c.input_size else "")
                 if c.metric.startswith("model_") else f"{c.metric}: {c.numerator} / {c.denominator}")
         rows.append({"claim": c.claim, "source": c.source, "metric": what + (f" (budget {c.budget})" if c.budget else ""),

@@ -195,7 +195,7 @@ def check_server_message(limits: Limits, sources: set[str], stream: SourceStream
         return
     train = msg.kind == Kind.TRAIN
     stream.check(limits, who, msg, train)
-    allowed = {"act", "y", "idx", "x", "ids", "round_end"}
+    allowed = {"act", "y", "idx", "x", "ids", "round_end"} | ({"bn_pass"} if not train else set())
     extra = set(msg.tensors) - allowed
     if extra:
         raise Rejected("shape", f"unexpected tensors {sorted(extra)[:4]}")
@@ -226,6 +226,10 @@ def check_server_message(limits: Limits, sources: set[str], stream: SourceStream
                                      f"{limits.budget.budget(msg.epoch)}")
     if "round_end" in msg.tensors and tuple(msg.tensors["round_end"].shape) != (1,):
         raise Rejected("shape", "round_end must be one value")
+    bn_pass = msg.tensors.get("bn_pass")  # compressed split's batch-norm recalibration: (pass, passes)
+    if bn_pass is not None and (bn_pass.dtype not in _INTS or tuple(bn_pass.shape) != (2,)
+                                or not 0 <= int(bn_pass[0]) < int(bn_pass[1]) <= 64):
+        raise Rejected("shape", "bn_pass must be two integers (pass, passes), 0 <= pass < passes <= 64")
 
 
 def _input_shape(limits: Limits) -> tuple[int, ...]:
