@@ -6,24 +6,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
+
 os.environ.setdefault("SPLITBENCH_BENCHMARKS", str(ROOT / "benchmarks"))
 
 
-def experiment_doc(name: str = "t", **overrides) -> dict:
-    """A small, fast experiment: synthetic data, small CNN, 2 sources."""
-    spec = {
-        "model": {"name": "small_cnn"},
-        "dataset": {"name": "synthetic", "samplesPerSource": 128, "testSamples": 128},
-        "paradigm": {"name": "split", "splitAfter": 4},
-        "training": {"epochs": 1, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60},
-        "network": {"profile": "ethernet-1g"},
-        "sources": {"replicas": 2, "device": {"cpu": "500m"}},
-        "seed": 0,
-    }
-    for key, value in overrides.items():
-        spec[key] = value
-    return {"apiVersion": "splitbench.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": name}, "spec": spec}
+def pytest_collection_modifyitems(config, items):
+    """The folder is the marker: tests under integration/ start real processes, under cluster/ need a
+    cluster, so `pytest -m "not integration"` is the fast unit run whatever a module declares."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        if parts[0] in ("integration", "cluster"):
+            item.add_marker(parts[0])
 
 
 @pytest.fixture
