@@ -151,8 +151,8 @@ def test_sigterm_during_the_third_run_then_resume_completes_the_suite_and_keeps_
     folders byte-identical), runs the third and reports all three."""
     import os
 
-    from conftest import experiment_doc
-    from helpers import processes_mentioning
+    from support import experiment_doc
+    from support.helpers import processes_mentioning
     import yaml
 
     name = f"resume{os.getpid()}"  # its own cgroup names, beside other benches on this machine
@@ -257,7 +257,7 @@ class _FakeEngine:
 
 
 def test_sigterm_in_the_docker_executor_stops_and_removes_every_container_and_marks_the_run(tmp_path, monkeypatch):
-    from conftest import experiment_doc
+    from support import experiment_doc
     from splitbench.executors import docker as docker_executor
     from splitbench.spec import Experiment
 

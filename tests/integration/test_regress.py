@@ -127,7 +127,7 @@ def test_every_one_byte_perturbation_fails_and_the_baseline_passes(suite_runs, t
 
 @pytest.mark.integration
 def test_renaming_an_experiment_leaves_its_bytes_per_sample_unchanged(tmp_path, write_spec):
-    from conftest import experiment_doc
+    from support import experiment_doc
     measured = []
     for name in ("a", "a-renamed-to-something-much-longer-than-before-0123456789"):
         spec = write_spec(experiment_doc(name, training={"epochs": 1, "batchSize": 16, "maxStepsPerEpoch": 2}),

@@ -118,7 +118,7 @@ def test_set_on_a_suite_holds_for_every_run_over_the_matrix():
 
 
 def test_format_json_prints_the_tables_as_json(tmp_path, capsys):
-    from report_fixtures import fake_suite
+    from support.report_fixtures import fake_suite
     from splitbench.cli.main import main
 
     assert main(["profile", "small_cnn", "--format", "json"]) == 0

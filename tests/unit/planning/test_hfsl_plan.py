@@ -38,7 +38,7 @@ def test_the_agent_learns_to_offload_from_a_weak_low_device():
 
 
 def test_plan_for_hfsl_prints_candidates_q_table_and_is_deterministic(write_spec):
-    from conftest import experiment_doc
+    from support import experiment_doc
     path = write_spec(experiment_doc(paradigm={"name": "hfsl", "splitAfter": 4}, server={"replicas": 2, "device": {"profile": "medium"}},
                                      sources={"replicas": 2, "device": {"profile": "low"}}))
     cmd = [sys.executable, "-m", "splitbench", "plan", str(path), "--warmup-steps", "10", "--q-steps", "500"]

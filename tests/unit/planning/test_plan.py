@@ -60,7 +60,7 @@ def test_the_best_cut_must_fit_the_edge_memory():
 
 
 def test_plan_command_prints_every_cut_and_a_choice(write_spec):
-    from conftest import experiment_doc
+    from support import experiment_doc
     path = write_spec(experiment_doc(paradigm={"name": "early_exit", "splitAfter": 2},
                                      network={"profile": "low-bitrate"}))
     r = subprocess.run([sys.executable, "-m", "splitbench", "plan", str(path)], capture_output=True, text=True,

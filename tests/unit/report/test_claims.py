@@ -156,7 +156,7 @@ def test_each_repeat_of_a_transferred_stage_is_timed_against_its_own_from_scratc
     whichever from-scratch repeat came last."""
     from splitbench.report.budgets import budget_table
     from splitbench.spec import REPEAT_LABEL, Experiment
-    from conftest import experiment_doc
+    from support import experiment_doc
 
     def exp(name, schedule, budgets, epochs, repeat):
         doc = experiment_doc(name, paradigm={"name": "compressed_split", "splitAfter": 4, "compression": {

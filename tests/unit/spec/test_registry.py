@@ -129,7 +129,7 @@ ADD_AND_SHOW = textwrap.dedent("""
     from splitbench.report.summary import summarize
     from splitbench.record import read_run
     sys.path.insert(0, str(root / "tests"))
-    from report_fixtures import fake_run
+    from support.report_fixtures import fake_run
     d = fake_run(tmp / "runs", "twin", 1, 0.05, 0.8, network="satellite")
     text = (d / "spec.yaml").read_text().replace("name: split\\n", "name: split_twin\\n")
     (d / "spec.yaml").write_text(text)
