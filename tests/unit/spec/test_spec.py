@@ -55,12 +55,12 @@ def test_validate_cli_prints_one_line_per_error_without_traceback(write_spec):
     doc["spec"]["network"] = {"profile": "carrier-pigeon"}
     path = write_spec(doc)
     r = subprocess.run([sys.executable, "-m", "splitbench", "validate", str(path)], capture_output=True, text=True)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "metadata.name: Value error, must be lowercase" in r.stderr
     good = write_spec(experiment_doc(network={"profile": "carrier-pigeon"}), "good.yaml")
     r = subprocess.run([sys.executable, "-m", "splitbench", "validate", str(good)], capture_output=True, text=True)
-    assert r.returncode == 1 and "unknown profile 'carrier-pigeon'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "unknown profile 'carrier-pigeon'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_json_schema_is_exportable():
@@ -131,7 +131,7 @@ def test_memory_quantities_follow_kubernetes_rules_everywhere():
     """One parser (kubernetes.utils.parse_quantity) for every memory quantity: the plan's edge
     budget and the docker executor's limits read '1Ei', '2P' and '1e9' as Kubernetes does."""
     from splitbench.executors.docker import memory_bytes as docker_bytes
-    from splitbench.planning.runtime import memory_bytes as plan_bytes
+    from splitbench.planning.epoch_time import memory_bytes as plan_bytes
 
     for parse in (plan_bytes, docker_bytes):
         assert parse("1Ei") == 2 ** 60 and parse("2P") == 2 * 10 ** 15 and parse("1e9") == 10 ** 9
