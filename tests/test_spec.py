@@ -55,12 +55,12 @@ def test_validate_cli_prints_one_line_per_error_without_traceback(write_spec):
     doc["spec"]["network"] = {"profile": "carrier-pigeon"}
     path = write_spec(doc)
     r = subprocess.run([sys.executable, "-m", "splitbench", "validate", str(path)], capture_output=True, text=True)
-    assert r.returncode == 1
+    assert r.returncode == 2  # a bad spec: exit status 2, as bad usage
     assert "Traceback" not in r.stderr
     assert "metadata.name: Value error, must be lowercase" in r.stderr
     good = write_spec(experiment_doc(network={"profile": "carrier-pigeon"}), "good.yaml")
     r = subprocess.run([sys.executable, "-m", "splitbench", "validate", str(good)], capture_output=True, text=True)
-    assert r.returncode == 1 and "unknown profile 'carrier-pigeon'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "unknown profile 'carrier-pigeon'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_json_schema_is_exportable():
