@@ -161,3 +161,15 @@ def test_bench_format_json_prints_the_report_tables(tmp_path, write_spec, monkey
     printed = capsys.readouterr()
     assert json.loads(printed.out) == json.loads((out / "report.json").read_text())
     assert "report:" in printed.err and "report:" not in printed.out
+
+
+def test_plan_format_json_and_set(write_spec, capsys):
+    from splitbench.cli.main import main
+
+    spec = write_spec(experiment_doc(name="planjson"))
+    assert main(["plan", str(spec), "--format", "json", "--set", "spec.training.batchSize=16",
+                 "--memory", "1Gi"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["memory_budget_bytes"] == 2 ** 30 and plan["best_cut"] in [c["cut"] for c in plan["cuts"]]
+    assert all(c["fits"] for c in plan["cuts"]) and {"hierarchical_s", "split_s"} <= set(plan["cuts"][0])
+    assert main(["plan", str(spec), "--memory", "12 apples"]) == 2
