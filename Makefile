@@ -37,7 +37,7 @@ bench: deps dataset  ## run a suite (default: benchmarks/suites/default.yaml, 3 
 test: deps dataset test-tools helm  ## unit and integration tests, including the network-usage regression and containers
 	$(BIN)/python -m pytest -q -ra
 
-lint: deps test-tools  ## ruff (lint rules and format check) and mypy on the typed core; make test runs them too
+lint: deps $(TEST_STAMP)  ## ruff (lint rules and format check) and mypy on the typed core; make test runs them too
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/ruff format --check .
@@ -96,7 +96,7 @@ $(BIN)/helm: tools/install_helm.py
 	  echo "helm: using $$(command -v helm)"; else $(BIN)/python tools/install_helm.py --dest $(BIN); fi
 	@touch -c $@
 
-lock: test-tools  ## re-resolve requirements*.in into requirements*.lock (every package pinned, with hashes) with uv
+lock: deps $(TEST_STAMP)  ## re-resolve requirements*.in into requirements*.lock (every package pinned, with hashes) with uv
 	$(BIN)/uv pip compile requirements.in --generate-hashes --universal --python-version 3.11 \
 	  --custom-compile-command "make lock" -q -o requirements.lock
 	$(BIN)/uv pip compile requirements-test.in --generate-hashes --universal --python-version 3.11 \

@@ -141,3 +141,35 @@ def test_format_json_prints_the_tables_as_json(tmp_path, capsys):
     assert verdict["ok"] is False and [c["metric"] for c in verdict["bytes_changed"]] == ["up_activation"]
     assert main(["report", str(runs), "--out", str(tmp_path / "report"), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)
+
+
+def test_bench_format_json_prints_the_report_tables(tmp_path, write_spec, monkeypatch, capsys):
+    from report_fixtures import fake_run
+    from splitbench.cli import bench as bench_cmd
+    from splitbench.cli.main import main
+    from splitbench.executors.base import RunResult
+
+    class Recorded:  # leaves a synthetic run folder (report_fixtures) for every run it is given
+        def run(self, exp):
+            d = fake_run(tmp_path / "made", exp.name, 1, 0.1, 0.8)
+            return RunResult(exp.name, d, True, "synthetic", 0.0)
+
+    monkeypatch.setattr(bench_cmd, "make_executor", lambda args: Recorded())
+    spec = write_spec(experiment_doc(name="benchjson"))
+    out = tmp_path / "report"
+    assert main(["bench", str(spec), "--runs", str(tmp_path / "runs"), "--out", str(out), "--format", "json"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == json.loads((out / "report.json").read_text())
+    assert "report:" in printed.err and "report:" not in printed.out
+
+
+def test_plan_format_json_and_set(write_spec, capsys):
+    from splitbench.cli.main import main
+
+    spec = write_spec(experiment_doc(name="planjson"))
+    assert main(["plan", str(spec), "--format", "json", "--set", "spec.training.batchSize=16",
+                 "--memory", "1Gi"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["memory_budget_bytes"] == 2 ** 30 and plan["best_cut"] in [c["cut"] for c in plan["cuts"]]
+    assert all(c["fits"] for c in plan["cuts"]) and {"hierarchical_s", "split_s"} <= set(plan["cuts"][0])
+    assert main(["plan", str(spec), "--memory", "12 apples"]) == 2

@@ -55,7 +55,7 @@ def test_validate_cli_prints_one_line_per_error_without_traceback(write_spec):
     doc["spec"]["network"] = {"profile": "carrier-pigeon"}
     path = write_spec(doc)
     r = subprocess.run([sys.executable, "-m", "splitbench", "validate", str(path)], capture_output=True, text=True)
-    assert r.returncode == 2
+    assert r.returncode == 2  # a bad spec: exit status 2, as bad usage
     assert "Traceback" not in r.stderr
     assert "metadata.name: Value error, must be lowercase" in r.stderr
     good = write_spec(experiment_doc(network={"profile": "carrier-pigeon"}), "good.yaml")
