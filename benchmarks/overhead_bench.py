@@ -2,18 +2,29 @@
 link unconstrained (sources talk to the server directly on loopback, no CPU quota), vs the
 same model trained whole in one process (the centralized trainer), same batch size.
 
-Ratios of medians from one run; a ratio near 1 means the testbed adds little beyond the
-compute it measures. The split step is broken down into edge compute, server compute,
-and the rest (serialization, transport, scheduling).
+Runs of the three paradigms are interleaved (rounds, order reversed every other round) and
+each ratio is the median of per-step durations pooled over the rounds, with a 95% interval
+from order statistics. The whole-model step is the trainer's forward + backward + optimizer
+step, timed the same way the split phases are. The breakdown says where a split or
+offloaded step goes, from each step's own record (the source's and the server's clocks):
+  edge      the source's forward and backward (split) / input preparation (full offload)
+  server    the server's forward, backward and optimizer step
+  transport uplink + downlink: sent to arrived, reply sent to received, serialization and
+            the I/O thread's hand-off included (each side's wall clock; same host)
+  queue     arrival at the server to the start of its compute (the compute thread's hand-off)
+  rest      what is left: the source's loop, recording and Python between the phases
 
-    python benchmarks/overhead_bench.py [--steps 40]
+    python benchmarks/overhead_bench.py [--models small_cnn,vgg11_bn] [--steps 40] [--rounds 2]
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +32,12 @@ import pandas as pd
 from splitbench.data.datasets import DEBIAN_FASHION_MNIST
 from splitbench.executors import LocalExecutor
 from splitbench.spec import Experiment
+
+WARMUP = 3  # first steps of each run dropped (allocators, caches, lazy init)
+STEPS = {"small_cnn": 40, "vgg11_bn": 16}
+TARGET = {"small_cnn": 1.5, "vgg11_bn": 1.05}
+PARADIGMS = ({"name": "centralized"}, {"name": "split", "splitAfter": 4},
+             {"name": "full_offload", "inputEncoding": "uint8"})
 
 
 def experiment(name: str, model: str, dataset: dict, paradigm: dict, steps: int) -> Experiment:
@@ -31,50 +48,110 @@ def experiment(name: str, model: str, dataset: dict, paradigm: dict, steps: int)
                  "network": {"profile": "unconstrained"}, "sources": {"replicas": 1}}})
 
 
+def median_ci(values, conf: float = 0.95) -> tuple[float, float, float]:
+    """(median, low, high): a distribution-free interval for the median (order statistics)."""
+    xs = sorted(values)
+    n = len(xs)
+    med = statistics.median(xs)
+    if n < 6:
+        return med, xs[0], xs[-1]
+    alpha, cdf, j = (1 - conf) / 2, 0.0, -1
+    while True:
+        p = math.comb(n, j + 1) / 2 ** n
+        if cdf + p > alpha:
+            break
+        cdf += p
+        j += 1
+    j = max(j, 0)
+    return med, xs[j], xs[n - 1 - j]
+
+
+def ratio_ci(num: list[float], den: list[float], conf: float = 0.95) -> tuple[float, float, float]:
+    """Ratio of medians with a conservative interval: the numerator's interval over the
+    denominator's (both from order statistics at sqrt(conf) each)."""
+    c = math.sqrt(conf)
+    n, n_lo, n_hi = median_ci(num, c)
+    d, d_lo, d_hi = median_ci(den, c)
+    return n / d, n_lo / d_hi, n_hi / d_lo
+
+
+def _col(steps: pd.DataFrame, name: str) -> pd.Series:
+    return steps[name].fillna(0.0) if name in steps else pd.Series(0.0, index=steps.index)
+
+
+def breakdown(steps: pd.DataFrame, paradigm: str) -> dict[str, list[float]]:
+    """Per-step seconds by part (see the module's docstring)."""
+    total = steps["duration_s"]
+    if paradigm == "centralized":
+        return {"step": list(total)}
+    edge = (_col(steps, "phase_edge_forward_s") + _col(steps, "phase_edge_backward_s")
+            + _col(steps, "phase_encode_s"))
+    server = _col(steps, "phase_server_forward_s") + _col(steps, "phase_server_backward_s")
+    transport = _col(steps, "phase_uplink_s") + _col(steps, "phase_downlink_s")
+    queue = _col(steps, "phase_server_wait_s")
+    rest = total - edge - server - transport - queue
+    return {"step": list(total), "edge": list(edge), "server": list(server), "transport": list(transport),
+            "queue": list(queue), "rest": list(rest)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved repeats; the median is kept")
+    ap.add_argument("--models", default="small_cnn,vgg11_bn")
+    ap.add_argument("--steps", type=int, default=None, help="per run (default: 40 small_cnn, 16 vgg11_bn)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved repeats, pooled")
+    ap.add_argument("--csv", default="runs/benchmarks/overhead.csv")
     args = ap.parse_args()
     fashion = (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists()
-    cases = [("small_cnn", {"name": "fashion_mnist", "samplesPerSource": 4096, "testSamples": 256} if fashion
-              else {"name": "synthetic", "samplesPerSource": 4096, "testSamples": 256}, 4),
-             ("vgg11_bn", {"name": "synthetic", "channels": 3, "imageSize": 32, "samplesPerSource": 2048,
-                           "testSamples": 256}, 4)]
-    rows = []
+    datasets = {"small_cnn": {"name": "fashion_mnist", "samplesPerSource": 4096, "testSamples": 256} if fashion
+                else {"name": "synthetic", "samplesPerSource": 4096, "testSamples": 256},
+                "vgg11_bn": {"name": "synthetic", "channels": 3, "imageSize": 32, "samplesPerSource": 2048,
+                             "testSamples": 256}}
+    t_start, load0 = time.perf_counter(), os.getloadavg()
+    rows, out_lines = [], []
     with tempfile.TemporaryDirectory() as d:
         ex = LocalExecutor(Path(d), cpu_limit="off", quiet=True)
-        for model, dataset, cut in cases:
-            runs: dict[str, list[float]] = {}
-            edges, servers = [], []
-            for _ in range(args.rounds):
-                for paradigm in ({"name": "centralized"}, {"name": "split", "splitAfter": cut},
-                                 {"name": "full_offload", "inputEncoding": "uint8"}):
-                    exp = experiment(f"{model.replace('_', '-')}-{paradigm['name'].replace('_', '-')}", model,
-                                     dataset, paradigm, args.steps)
-                    r = ex.run(exp)
-                    if not r.ok:
-                        print(f"{exp.name} failed: {r.message}", file=sys.stderr)
+        for model in args.models.split(","):
+            steps_n = args.steps or STEPS.get(model, 40)
+            parts: dict[str, dict[str, list[float]]] = {}
+            for r in range(args.rounds):
+                for paradigm in (PARADIGMS if r % 2 == 0 else PARADIGMS[::-1]):
+                    name = paradigm["name"]
+                    exp = experiment(f"{model.replace('_', '-')}-{name.replace('_', '-')}-{r}", model,
+                                     datasets[model], paradigm, steps_n)
+                    res = ex.run(exp)
+                    if not res.ok:
+                        print(f"{exp.name} failed: {res.message}", file=sys.stderr)
                         return 1
-                    rec = pd.read_parquet(r.run_dir / "record.parquet")
-                    steps = rec[rec["event"] == "step"].iloc[3:]  # drop warm-up steps
-                    runs.setdefault(paradigm["name"], []).append(steps["duration_s"].median())
-                    if paradigm["name"] == "split":
-                        edges.append((steps["phase_edge_forward_s"] + steps["phase_edge_backward_s"]).median())
-                        servers.append((steps["phase_server_forward_s"] + steps["phase_server_backward_s"]).median())
-            med = {k: statistics.median(v) for k, v in runs.items()}
-            edge, server = statistics.median(edges), statistics.median(servers)
-            whole = med["centralized"]
-            rows.append((model, whole, med["split"], med["full_offload"], edge, server))
-            print(f"{model}: whole model {whole * 1e3:.1f} ms/step | split {med['split'] * 1e3:.1f} ms "
-                  f"(x{med['split'] / whole:.2f}; edge {edge * 1e3:.1f} + server {server * 1e3:.1f} + other "
-                  f"{(med['split'] - edge - server) * 1e3:.1f}) | full offload {med['full_offload'] * 1e3:.1f} ms "
-                  f"(x{med['full_offload'] / whole:.2f})")
-    out = Path("runs/benchmarks/overhead.csv")
+                    rec = pd.read_parquet(res.run_dir / "record.parquet")
+                    steps = rec[rec["event"] == "step"].sort_values("step").iloc[WARMUP:]
+                    for k, v in breakdown(steps, name).items():
+                        parts.setdefault(name, {}).setdefault(k, []).extend(v)
+            whole = parts["centralized"]["step"]
+            w_med = statistics.median(whole)
+            line = [f"{model}: whole model {w_med * 1e3:.1f} ms/step (n={len(whole)})"]
+            for name in ("split", "full_offload"):
+                p = parts[name]
+                ratio, lo, hi = ratio_ci(p["step"], whole)
+                med = {k: statistics.median(v) for k, v in p.items()}
+                rows.append({"model": model, "paradigm": name, "whole_ms": w_med * 1e3, "step_ms": med["step"] * 1e3,
+                             "ratio": ratio, "ratio_lo": lo, "ratio_hi": hi, "target": TARGET.get(model),
+                             **{f"{k}_ms": v * 1e3 for k, v in med.items() if k != "step"}, "steps": len(p["step"])})
+                line.append(f"  {name:12s} {med['step'] * 1e3:8.1f} ms  x{ratio:.3f} [{lo:.3f}, {hi:.3f}] "
+                            f"(target x{TARGET.get(model, float('nan')):.2f}: "
+                            f"{'meets' if ratio <= TARGET.get(model, math.inf) else 'MISSES'})  | "
+                            + "  ".join(f"{k} {med[k] * 1e3:.2f}" for k in ("edge", "server", "transport", "queue", "rest")))
+            print("\n".join(line), flush=True)
+            out_lines += line
+    load1 = os.getloadavg()
+    print(f"ms per step, medians of {args.rounds} interleaved runs per paradigm ({WARMUP} warm-up steps dropped), "
+          f"batch 32, no CPU quota, unconstrained link; ratio = split or offload step over the whole-model step, "
+          f"95% interval; parts are medians of each part (they need not add up to the step's median)")
+    print(f"load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} cores; "
+          f"{time.perf_counter() - t_start:.0f} s in all")
+    out = Path(args.csv)
     out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=["model", "whole_s", "split_s", "full_offload_s", "split_edge_s", "split_server_s"]
-                 ).to_csv(out, index=False)
-    print(f"medians of {args.rounds} interleaved runs of {args.steps - 3} steps each, batch 32, no CPU quota, unconstrained link; csv: {out}")
+    pd.DataFrame(rows).to_csv(out, index=False)
+    print(f"csv: {out}")
     return 0
 
 

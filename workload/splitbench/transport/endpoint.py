@@ -14,17 +14,18 @@ send/receive high-water marks and a send timeout (PeerGone when it expires).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from typing import Callable, Mapping
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from .keys import Keyring, curve_wire_bytes
-from .wire import Message, Traffic, WireError, decode, encode, frame_len, wire_bytes, zmtp_overhead
+from .wire import Layout, Message, Traffic, WireError, decode_layout, encode_layout, frame_len, zmtp_overhead
 
 ByteHook = Callable[[str, Traffic, int], None]  # (direction "tx"|"rx", traffic, bytes)
 
+_SNDMORE = zmq.SNDMORE
 DEFAULT_HWM = 64          # messages queued per peer and direction before senders wait
 DEFAULT_SNDTIMEO_S = 30.0
 
@@ -156,6 +157,7 @@ class Endpoint:
         self.on_bytes = on_bytes
         self.sndtimeo_s = sndtimeo_s
         self.last_user: str | None = None  # the authenticated sender of the last received message
+        self._rcvtimeo = -1  # the socket's receive timeout now (ms; -1: none)
 
     def _transport(self, direction: str, frames) -> None:
         lengths = [frame_len(f) for f in frames]
@@ -164,50 +166,68 @@ class Endpoint:
         else:
             self.transport[direction] += sum(n + zmtp_overhead(n) for n in lengths)
 
-    def _count(self, direction: str, frames, msg: Message) -> dict[Traffic, int]:
-        counts = wire_bytes(frames, msg)
-        self._transport(direction, frames)
+    def _count(self, direction: str, layout: Layout) -> Mapping[Traffic, int]:
+        """Add one message's bytes (its layout's, computed once per layout) to the totals;
+        return them (read-only: shared by every message of the layout)."""
+        wire = layout.transport
+        if wire is None:
+            wire = layout.transport = (sum(n + zmtp_overhead(n) for n in layout.lengths),
+                                       curve_wire_bytes(layout.lengths))
+        self.transport[direction] += wire[1] if self.security.curve else wire[0]
         total = self.tx if direction == "tx" else self.rx
-        for t, n in counts.items():
+        hook = self.on_bytes
+        for t, n in layout.counts.items():
             total[t] += n
-            if self.on_bytes:
-                self.on_bytes(direction, t, n)
-        return counts
+            if hook is not None:
+                hook(direction, t, n)
+        return layout.counts
 
-    def send(self, msg: Message, to: bytes | None = None) -> dict[Traffic, int]:
-        frames = encode(msg)
+    def send(self, msg: Message, to: bytes | None = None) -> Mapping[Traffic, int]:
+        frames, layout = encode_layout(msg)
+        send = self.sock.send
         try:
             if self.router:
                 if to is None:
                     raise ValueError("a ROUTER endpoint needs a destination routing id")
-                self.sock.send_multipart([to, *frames], copy=False)
-            else:
-                self.sock.send_multipart(frames, copy=False)
+                send(to, _SNDMORE)
+            for f in frames[:-1]:  # as send_multipart, without its per-frame type checks
+                send(f, _SNDMORE, copy=False)
+            send(frames[-1], 0, copy=False)
         except zmq.Again:
             raise PeerGone(f"cannot send {msg.kind.name} to {self.address}: the peer is gone or has not read "
                            f"for {self.sndtimeo_s:.0f} s") from None
-        return self._count("tx", frames, msg)
+        return self._count("tx", layout)
 
-    def recv(self, timeout_s: float | None = None) -> tuple[bytes | None, Message, dict[Traffic, int]]:
+    def recv(self, timeout_s: float | None = None) -> tuple[bytes | None, Message, Mapping[Traffic, int]]:
         """(sender routing id or None, message, bytes by kind); the authenticated sender is in
         last_user. Raises WireError for a bad message (already counted as received) and
         PeerTimeout when nothing came."""
-        if timeout_s is not None and not self.sock.poll(int(timeout_s * 1000)):
-            raise PeerTimeout(f"nothing from {self.address} in {timeout_s:.0f} s")
-        frames = self.sock.recv_multipart(copy=False)
+        sock = self.sock
+        ms = -1 if timeout_s is None else int(timeout_s * 1000)
+        if ms != self._rcvtimeo:  # the wait is the socket's receive timeout: no poller per message
+            sock.setsockopt(zmq.RCVTIMEO, ms)
+            self._rcvtimeo = ms
+        try:
+            frame = sock.recv(0, copy=False)
+        except zmq.Again:
+            raise PeerTimeout(f"nothing from {self.address} in {timeout_s:.0f} s") from None
+        frames = [frame]
+        while frame.more:  # the rest of a multipart message is there once its first frame is
+            frame = sock.recv(0, copy=False)
+            frames.append(frame)
         sender = None
-        self.last_user = user_id(frames[-1]) if self.security.curve else None
+        self.last_user = user_id(frame) if self.security.curve else None
         if self.router:
             sender, frames = frames[0].bytes, frames[1:]
         try:
-            msg = decode(frames)
+            msg, layout = decode_layout(frames)
         except WireError as err:
             err.sender = sender  # type: ignore[attr-defined]
             err.user = self.last_user  # type: ignore[attr-defined]
             err.nbytes = sum(len(f) for f in frames)  # type: ignore[attr-defined]
             self._transport("rx", frames)
             raise
-        return sender, msg, self._count("rx", frames, msg)
+        return sender, msg, self._count("rx", layout)
 
     def close(self) -> None:
         self.sock.close()

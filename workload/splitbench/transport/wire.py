@@ -21,7 +21,8 @@ import struct
 import warnings
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -49,6 +50,7 @@ def peek_kind(header) -> int:
     return header[3] if len(header) >= _FIXED.size else -1
 
 
+@functools.lru_cache(maxsize=64)  # per message: hashed once per experiment, not per send
 def experiment_id(experiment: str) -> bytes:
     """The header's 16-byte experiment id: a decoded id (32 hex digits) as is, a name hashed."""
     if len(experiment) == 2 * ID_BYTES:
@@ -136,70 +138,199 @@ def error_message(text: str, experiment: str = "", sender: str = "") -> Message:
     data = np.frombuffer(text.encode("utf-8")[:4096] or b"?", dtype=np.uint8)  # no torch: the relay sends these
     return Message(Kind.ERROR, experiment, sender).add("error", data, Traffic.CONTROL)
 
+class Layout:
+    """What one header says, checked: the message's kind, experiment and sender, per tensor
+    its name, dtype code, traffic kind, shape and size, its frames' lengths and the bytes it
+    puts on the wire by traffic kind. All of it but the epoch and step is the same for every
+    message of one step's shape, so layouts are kept by the header's other bytes: a header
+    seen before is not parsed and checked again (its checks depend on those bytes alone)."""
+    __slots__ = ("kind", "experiment", "sender", "tensors", "traffic", "lengths", "counts", "transport")
+
+    def __init__(self, kind: Kind, experiment: str, sender: str, tensors: tuple, header_len: int):
+        self.kind, self.experiment, self.sender = kind, experiment, sender
+        self.tensors = tensors  # ((name, dtype code, traffic, shape, nbytes), ...)
+        self.traffic = {name: traffic for name, _, traffic, _, _ in tensors}
+        self.lengths = (header_len, *(spec[4] for spec in tensors))
+        # bytes by traffic kind, shared by every message of this layout: read-only
+        self.counts = MappingProxyType(_counts(kind, self.lengths, [spec[2] for spec in tensors]))
+        self.transport: tuple[int, int] | None = None  # the endpoint's memo: (plain, CURVE) bytes with framing
+
+
+# Layouts by header bytes minus the epoch (bytes 4..8) and step (8..16). Bounded: a peer that
+# sends ever new headers only empties it, and each of its headers is checked in full.
+_LAYOUTS: dict[bytes, Layout] = {}
+_LAYOUTS_MAX = 256
+_EPOCH_STEP = struct.Struct("<IQ")
+_SHAPES = [struct.Struct(f"<{n}I") for n in range(MAX_NDIM + 1)]
+_AS_BYTES: dict[str, bytes] = {}  # tensor names and senders, encoded (a handful per run)
+
+
+def _remember(key: bytes, layout: Layout) -> Layout:
+    if len(_LAYOUTS) >= _LAYOUTS_MAX:
+        _LAYOUTS.clear()
+    _LAYOUTS[key] = layout
+    return layout
+
 
 def _short(text: str, what: str) -> bytes:
-    b = text.encode("utf-8")
-    if len(b) > 255:
-        raise WireError(f"{what} longer than 255 bytes")
+    b = _AS_BYTES.get(text)
+    if b is None:
+        b = text.encode("utf-8")
+        if len(b) > 255:
+            raise WireError(f"{what} longer than 255 bytes")
+        if len(_AS_BYTES) < 1024:
+            _AS_BYTES[text] = b
     return b
 
 
 def encode(msg: Message) -> list:
     """Frames ready for ``send_multipart(copy=False)``: the header and one buffer per tensor."""
-    if len(msg.tensors) > MAX_TENSORS:
-        raise WireError(f"{len(msg.tensors)} tensors, at most {MAX_TENSORS}")
+    return encode_layout(msg)[0]
+
+
+def encode_layout(msg: Message) -> tuple[list, Layout]:
+    """encode(), and the message's Layout (its byte counts). Each tensor frame is the tensor's
+    own memory (a contiguous CPU tensor: no copy). The header is built and checked once per
+    signature (kind, experiment, sender, and each tensor's name, dtype, shape and traffic);
+    a message of a signature seen before costs a pack of its epoch and step and a join."""
+    tensors: dict[str, Any] = msg.tensors  # torch here; a numpy array raises AttributeError below
+    traffic = msg.traffic
+    sig: tuple = (msg.kind, msg.experiment, msg.sender)
+    frames: list = [b""]
+    try:
+        for name, t in tensors.items():
+            if t.requires_grad:
+                t = t.detach()
+            if not t.is_contiguous():
+                t = t.contiguous()
+            a = t.numpy()  # CPU tensors of numpy's dtypes; others (bfloat16, GPU) take the general path
+            sig += (name, a.dtype, a.shape, traffic.get(name, Traffic.CONTROL))
+            frames.append(a)
+    except (AttributeError, TypeError, RuntimeError):  # AttributeError: a numpy array (roles without torch)
+        return _encode_general(msg)
+    known = _SIGNATURES.get(sig)
+    if known is None:
+        general, layout = _encode_general(msg)
+        header = general[0]
+        if len(_SIGNATURES) >= _LAYOUTS_MAX:
+            _SIGNATURES.clear()
+        known = _SIGNATURES[sig] = (header[:4], header[16:], layout)
+    head, tail, layout = known
+    frames[0] = head + _EPOCH_STEP.pack(msg.epoch, msg.step) + tail
+    return frames, layout
+
+
+_SIGNATURES: dict[tuple, tuple[bytes, bytes, Layout]] = {}
+
+
+def _encode_general(msg: Message) -> tuple[list, Layout]:
+    """Any message: numpy arrays, torch tensors of any supported dtype and device; every
+    limit checked. The header is encoded once, in one join."""
+    tensors = msg.tensors
+    if len(tensors) > MAX_TENSORS:
+        raise WireError(f"{len(tensors)} tensors, at most {MAX_TENSORS}")
     snd = _short(msg.sender, "sender")
-    parts = [_FIXED.pack(MAGIC, VERSION, int(msg.kind), msg.epoch, msg.step, len(msg.tensors), len(snd),
+    parts = [_FIXED.pack(MAGIC, VERSION, msg.kind, msg.epoch, msg.step, len(tensors), len(snd),
                          experiment_id(msg.experiment)), snd]
-    buffers: list[bytes | memoryview] = []
-    for name, t in msg.tensors.items():
+    frames: list = [b""]
+    traffic = msg.traffic
+    for name, t in tensors.items():
         nb = _short(name, "tensor name")
         if isinstance(t, np.ndarray):
             code, t = _NUMPY_CODE.get(t.dtype), np.ascontiguousarray(t)
             if code is None:
                 raise WireError(f"tensor {name}: dtype {t.dtype} is not supported on the wire")
-            if t.ndim > MAX_NDIM:
-                raise WireError(f"tensor {name}: {t.ndim} dimensions, at most {MAX_NDIM}")
-            parts.append(_TENSOR.pack(len(nb), code, int(msg.traffic.get(name, Traffic.CONTROL)), t.ndim, t.nbytes))
-            parts += [nb, struct.pack(f"<{t.ndim}I", *t.shape)]
-            buffers.append(t.data.cast("B") if t.nbytes else b"")
-            continue
-        # Few torch calls per tensor: after a large transfer they run with cold caches.
-        if t.requires_grad:
-            t = t.detach()
-        if t.device.type != "cpu":
-            t = t.cpu()
-        if not t.is_contiguous():
-            t = t.contiguous()
-        code = _torch_dtypes()[1].get(t.dtype)
-        if code is None:
-            raise WireError(f"tensor {name}: dtype {t.dtype} is not supported on the wire")
-        shape = t.shape
-        if len(shape) > MAX_NDIM:
-            raise WireError(f"tensor {name}: {len(shape)} dimensions, at most {MAX_NDIM}")
-        nbytes = t.numel() * _ITEMSIZE[code]
-        parts.append(_TENSOR.pack(len(nb), code, int(msg.traffic.get(name, Traffic.CONTROL)), len(shape), nbytes))
-        parts.append(nb)
-        parts.append(struct.pack(f"<{len(shape)}I", *shape))
-        if not nbytes:
-            buffers.append(b"")
-        elif _NUMPY[code] is not None:
-            buffers.append(t.numpy().data.cast("B"))
+            shape, nbytes = t.shape, t.nbytes
+            buf = t.data.cast("B") if nbytes else b""
         else:
-            buffers.append(t.reshape(-1).view(_torch_dtypes()[0][4]).numpy().data)  # as uint8
-    return [b"".join(parts), *buffers]
+            if t.requires_grad:
+                t = t.detach()
+            if not t.is_cpu:
+                t = t.cpu()
+            if not t.is_contiguous():
+                t = t.contiguous()
+            code = _torch_dtypes()[1].get(t.dtype)
+            if code is None:
+                raise WireError(f"tensor {name}: dtype {t.dtype} is not supported on the wire")
+            shape = t.shape
+            if _NUMPY[code] is not None:
+                buf = t.numpy()  # the tensor's memory, shared: a buffer for zmq as it is
+                nbytes = buf.nbytes
+            else:  # bfloat16 (no numpy twin): its bytes as uint8
+                nbytes = t.numel() * 2
+                buf = t.reshape(-1).view(_torch_dtypes()[0][4]).numpy()
+            if not nbytes:
+                buf = b""
+        ndim = len(shape)
+        if ndim > MAX_NDIM:
+            raise WireError(f"tensor {name}: {ndim} dimensions, at most {MAX_NDIM}")
+        parts += (_TENSOR.pack(len(nb), code, traffic.get(name, Traffic.CONTROL), ndim, nbytes), nb,
+                  _SHAPES[ndim].pack(*shape))
+        frames.append(buf)
+    header = frames[0] = b"".join(parts)
+    key = header[:4] + header[16:]
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        layout = _remember(key, _parse(header, frames))
+    return frames, layout
 
 
 def decode(frames: Sequence, tensors: bool = True) -> Message:
     """Parse and check a received message; raise WireError naming what is wrong. With
     tensors=False every check still runs but no tensor is made (and torch is not needed):
     the message carries its tensors' names and traffic kinds only."""
+    return decode_layout(frames, tensors)[0]
+
+
+def decode_layout(frames: Sequence, tensors: bool = True) -> tuple[Message, Layout]:
+    """decode(), and the message's Layout. A header seen before (but for its epoch and step)
+    is not parsed again; what may differ between messages of one layout, the number and
+    lengths of the frames, is checked every time. Tensors are views of the frames."""
     if not frames:
         raise WireError("empty message")
-    header = memoryview(_frame_bytes(frames[0]))
+    header = _header_bytes(frames[0])
+    key = header[:4] + header[16:]
+    layout = _LAYOUTS.get(key)
+    if layout is None or len(header) < _FIXED.size:
+        layout = _remember(key, _parse(header, frames))  # every check, in the protocol's order
+    elif len(frames) != len(layout.lengths):
+        raise WireError(f"header declares {len(layout.tensors)} tensors but {len(frames) - 1} data frames arrived")
+    epoch, step = _EPOCH_STEP.unpack_from(header, 4)
+    msg = Message(layout.kind, layout.experiment, layout.sender, epoch, step, {}, dict(layout.traffic))
+    out = msg.tensors
+    i = 0
+    for name, code, _, shape, nbytes in layout.tensors:
+        i += 1
+        buf = _frame_bytes(frames[i])
+        if (buf.nbytes if isinstance(buf, _VIEWS) else len(buf)) != nbytes:
+            raise WireError(f"tensor {name}: header says {nbytes} bytes, frame has {frame_len(buf)}")
+        if tensors:
+            dtype = _NUMPY[code]
+            if dtype is not None and nbytes:  # a view of the frame, no copy
+                out[name] = (_torch or _import_torch()).from_numpy(np.ndarray(shape, dtype, buf))
+            else:
+                out[name] = _as_tensor(buf, code, shape, nbytes)
+    return msg, layout
+
+
+_VIEWS = (memoryview, np.ndarray)
+_torch = None
+
+
+def _import_torch():
+    global _torch
+    import torch
+    _torch = torch
+    return torch
+
+
+def _parse(raw: bytes, frames: Sequence) -> Layout:
+    """Check a header, and that the frames are as many and as long as it says, in the
+    protocol's order: a WireError names the first thing wrong."""
+    header = memoryview(raw)
     if len(header) < _FIXED.size:
         raise WireError(f"header is {len(header)} bytes, shorter than the fixed {_FIXED.size}")
-    magic, version, kind, epoch, step, n, slen, exp_id = _FIXED.unpack_from(header, 0)
+    magic, version, kind, _, _, n, slen, exp_id = _FIXED.unpack_from(header, 0)
     if magic != MAGIC:
         raise WireError(f"bad magic {bytes(magic)!r}: not a splitbench message")
     if version != VERSION:
@@ -213,7 +344,8 @@ def decode(frames: Sequence, tensors: bool = True) -> Message:
         raise WireError(f"header declares {n} tensors but {len(frames) - 1} data frames arrived")
     pos = _FIXED.size
     snd, pos = _text(header, pos, slen, "sender")
-    msg = Message(kind, exp_id.hex(), snd, epoch, step)
+    specs: list[tuple] = []
+    names: set[str] = set()
     for i in range(n):
         if pos + _TENSOR.size > len(header):
             raise WireError(f"header truncated in tensor {i}'s descriptor")
@@ -229,22 +361,21 @@ def decode(frames: Sequence, tensors: bool = True) -> Message:
         traffic = _TRAFFICS[traffic]
         if pos + 4 * ndim > len(header):
             raise WireError(f"header truncated in tensor {name}'s shape")
-        shape = struct.unpack_from(f"<{ndim}I", header, pos)
+        shape = _SHAPES[ndim].unpack_from(header, pos)
         pos += 4 * ndim
         itemsize = _ITEMSIZE[code]
         if nbytes > MAX_TENSOR_BYTES or math.prod(shape) * itemsize != nbytes:
             raise WireError(f"tensor {name}: shape {list(shape)} of torch.{_DTYPE_NAMES[code]} is not {nbytes} bytes")
-        buf = _frame_bytes(frames[1 + i])
-        if len(buf) != nbytes:
-            raise WireError(f"tensor {name}: header says {nbytes} bytes, frame has {len(buf)}")
-        if name in msg.traffic:
+        got = frame_len(_frame_bytes(frames[1 + i]))
+        if got != nbytes:
+            raise WireError(f"tensor {name}: header says {nbytes} bytes, frame has {got}")
+        if name in names:
             raise WireError(f"tensor {name} appears twice")
-        if tensors:
-            msg.tensors[name] = _as_tensor(buf, code, shape)
-        msg.traffic[name] = traffic
+        names.add(name)
+        specs.append((name, code, traffic, shape, nbytes))
     if pos != len(header):
         raise WireError(f"header has {len(header) - pos} unexpected trailing bytes")
-    return msg
+    return Layout(kind, exp_id.hex(), snd, tuple(specs), len(header))
 
 
 def _text(header: memoryview, pos: int, length: int, what: str) -> tuple[str, int]:
@@ -256,25 +387,33 @@ def _text(header: memoryview, pos: int, length: int, what: str) -> tuple[str, in
         raise WireError(f"{what} is not UTF-8") from None
 
 
-def _frame_bytes(frame) -> memoryview | bytes:
-    # zmq.Frame (copy=False) exposes .buffer; bytes and memoryviews pass through.
-    return frame.buffer if hasattr(frame, "buffer") else frame
+def _frame_bytes(frame):
+    """A frame's data as a buffer: zmq.Frame (copy=False) exposes .buffer; bytes, memoryviews
+    and arrays pass through."""
+    return getattr(frame, "buffer", frame)
 
 
-def _as_tensor(buf, code: int, shape: tuple[int, ...]) -> torch.Tensor:
+def _header_bytes(frame) -> bytes:
+    """The header frame as bytes (it is small: a copy costs less than a view's bookkeeping)."""
+    if type(frame) is bytes:
+        return frame
+    b = getattr(frame, "bytes", None)  # zmq.Frame
+    return b if type(b) is bytes else bytes(frame)
+
+
+def _as_tensor(buf, code: int, shape: tuple[int, ...], nbytes: int) -> torch.Tensor:
     import torch
 
-    dtype = _torch_dtypes()[0][code]
-    if len(buf) == 0:
-        return torch.empty(shape, dtype=dtype)
+    if not nbytes:
+        return torch.empty(shape, dtype=_torch_dtypes()[0][code])
     if _NUMPY[code] is not None:
-        return torch.from_numpy(np.frombuffer(buf, dtype=_NUMPY[code]).reshape(shape))
-    return torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape)
+        return torch.from_numpy(np.ndarray(shape, _NUMPY[code], buf))  # a view of the frame
+    return torch.frombuffer(buf, dtype=torch.uint8).view(_torch_dtypes()[0][code]).reshape(shape)
 
 
 def frame_len(frame) -> int:
-    """Bytes in a frame: zmq.Frame, bytes, or a memoryview of any format."""
-    return frame.nbytes if isinstance(frame, memoryview) else len(frame)
+    """Bytes in a frame: zmq.Frame, bytes, or a memoryview or array of any format."""
+    return frame.nbytes if isinstance(frame, _VIEWS) else len(frame)
 
 
 def zmtp_overhead(length: int) -> int:
@@ -282,16 +421,22 @@ def zmtp_overhead(length: int) -> int:
     return 2 if length < 256 else 9
 
 
-def wire_bytes(frames: Sequence, msg: Message) -> dict[Traffic, int]:
-    """Bytes this message puts on the wire, by traffic kind. Header and framing are control;
-    everything in an EVAL/EVAL_REPLY is eval."""
-    lengths = [frame_len(f) for f in frames]
+def _counts(kind: Kind, lengths: Sequence[int], traffics: Sequence[Traffic]) -> dict[Traffic, int]:
+    """Bytes by traffic kind of a message with these frame lengths (header first) and tensor
+    traffic kinds. Header and framing are control; everything in an EVAL/EVAL_REPLY is eval."""
     out: dict[Traffic, int] = {}
     control = lengths[0] + sum(zmtp_overhead(n) for n in lengths)
-    evaluation = msg.kind in (Kind.EVAL, Kind.EVAL_REPLY)
-    for (name, _), n in zip(msg.tensors.items(), lengths[1:]):
-        t = Traffic.EVAL if evaluation else msg.traffic.get(name, Traffic.CONTROL)
+    evaluation = kind in (Kind.EVAL, Kind.EVAL_REPLY)
+    for t, n in zip(traffics, lengths[1:]):
+        t = Traffic.EVAL if evaluation else t
         out[t] = out.get(t, 0) + n
     key = Traffic.EVAL if evaluation else Traffic.CONTROL
     out[key] = out.get(key, 0) + control
     return out
+
+
+def wire_bytes(frames: Sequence, msg: Message) -> dict[Traffic, int]:
+    """Bytes this message puts on the wire, by traffic kind. Header and framing are control;
+    everything in an EVAL/EVAL_REPLY is eval."""
+    return _counts(msg.kind, [frame_len(f) for f in frames],
+                   [msg.traffic.get(name, Traffic.CONTROL) for name in msg.tensors])
