@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -42,10 +43,14 @@ from splitbench.spec import Experiment
 
 
 def experiment(n: int, steps: int) -> Experiment:
+    # the synthetic training set holds max(2000, 16 x samplesPerSource) samples, split among the
+    # sources: past 16 sources samplesPerSource grows so that each still has `steps` full batches
+    # (before, 32 sources trained one step each and 64 had 31 samples, less than a batch)
+    per_source = 32 * steps * max(1, math.ceil(n / 16))
     return Experiment.model_validate({
         "metadata": {"name": f"scale-{n}"},
         "spec": {"model": {"name": "small_cnn"},
-                 "dataset": {"name": "synthetic", "samplesPerSource": 32 * steps, "testSamples": 32},
+                 "dataset": {"name": "synthetic", "samplesPerSource": per_source, "testSamples": 32},
                  "paradigm": {"name": "split", "splitAfter": 4},
                  "training": {"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": steps,
                               "evaluate": "end", "replyTimeoutS": 600},
@@ -136,6 +141,7 @@ def measure(n: int, steps: int, runs: Path, timeout_s: float, memory_floor_mb: f
     ready_src = sessions[(sessions["role"] == "source") & (sessions.get("status") == "limited")]
     if len(launched) and len(ready_src):
         row["all_ready_s"] = round(ready_src["time"].max() - launched.min(), 1)
+    row["steps"] = int(len(steps_rec))
     row["lost_messages"] = int(len(steps_rec) - len(served))
     return row
 
