@@ -9,8 +9,9 @@ For each N: server throughput (samples/s the server trained, first to last reque
 source's step time p50 and p99, resident memory per role kind (the largest over the role's
 instances: peak RSS; PSS, shared pages divided among the processes that map them; USS, pages
 no other process maps, what each added process costs; PSS and USS at the role's end), the
-fork server's own (`zygote_*`), and the PSS of every process of the run together (`pss_total_mb`:
-what the run takes from the machine); start-up: process start (for a forked role: its fork)
+fork server's own at the end (`zygote_*`), and the PSS of every role process and the fork
+server summed at one instant, sampled every 2 s, the largest (`pss_total_peak_mb`: what the run
+takes from the machine); start-up: process start (for a forked role: its fork)
 to ready to train, per kind (the relay: to listening), the fork server's import time, and the
 launch to the last source ready (`all_ready_s`); messages lost (training steps the sources
 recorded that the server never served: must be 0). A run that fails (the kernel's OOM killer, a
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -35,15 +37,20 @@ from pathlib import Path
 import pandas as pd
 
 from footprint_bench import descendants, role_of
+from splitbench.roles.runtime import memory_mb
 from splitbench.executors import LocalExecutor
 from splitbench.spec import Experiment
 
 
 def experiment(n: int, steps: int) -> Experiment:
+    # the synthetic training set holds max(2000, 16 x samplesPerSource) samples, split among the
+    # sources: past 16 sources samplesPerSource grows so that each still has `steps` full batches
+    # (before, 32 sources trained one step each and 64 had 31 samples, less than a batch)
+    per_source = 32 * steps * max(1, math.ceil(n / 16))
     return Experiment.model_validate({
         "metadata": {"name": f"scale-{n}"},
         "spec": {"model": {"name": "small_cnn"},
-                 "dataset": {"name": "synthetic", "samplesPerSource": 32 * steps, "testSamples": 32},
+                 "dataset": {"name": "synthetic", "samplesPerSource": per_source, "testSamples": 32},
                  "paradigm": {"name": "split", "splitAfter": 4},
                  "training": {"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": steps,
                               "evaluate": "end", "replyTimeoutS": 600},
@@ -58,10 +65,16 @@ def mem_available_mb() -> float:
     return float("inf")
 
 
-def guard(floor_mb: float, stop: threading.Event, tripped: list) -> None:
+def guard(floor_mb: float, stop: threading.Event, tripped: list, total: dict | None = None) -> None:
     """SIGTERM this process's role processes while MemAvailable is below floor_mb (and every
-    role started after that: the run is over)."""
+    role started after that: the run is over). Every 2 s, the PSS of every role process and
+    the fork server together (one instant: shared pages counted once) into total['pss_mb'], the largest."""
+    tick = 0
     while not stop.wait(0.5):
+        tick += 1
+        if total is not None and tick % 4 == 0:
+            now = sum(memory_mb(pid).get("pss", 0.0) for pid in descendants(os.getpid()) if role_of(pid))
+            total["pss_mb"] = max(total.get("pss_mb", 0.0), now)
         available = mem_available_mb()
         if available < floor_mb and not tripped:
             tripped.append(available)
@@ -77,8 +90,8 @@ def guard(floor_mb: float, stop: threading.Event, tripped: list) -> None:
 def measure(n: int, steps: int, runs: Path, timeout_s: float, memory_floor_mb: float = 2048,
             launch: str | None = None) -> dict:
     exp = experiment(n, steps)
-    stop, tripped = threading.Event(), []
-    watcher = threading.Thread(target=guard, args=(memory_floor_mb, stop, tripped), daemon=True)
+    stop, tripped, total = threading.Event(), [], {}
+    watcher = threading.Thread(target=guard, args=(memory_floor_mb, stop, tripped, total), daemon=True)
     watcher.start()
     t0 = time.time()
     try:
@@ -122,13 +135,13 @@ def measure(n: int, steps: int, runs: Path, timeout_s: float, memory_floor_mb: f
         ready = mine["ready_s"].dropna() if "ready_s" in mine else pd.Series(dtype=float)
         if len(ready):
             row[f"{kind}_ready_s_max"] = round(ready.max(), 1)
-    if "pss_end_mb" in sessions:  # one end row per role (a restarted role: its last)
-        ends = sessions.dropna(subset=["pss_end_mb"]).groupby("instance")["pss_end_mb"].last()
-        row["pss_total_mb"] = round(ends.sum() + zygote.get("pss_end_mb", 0), 0)
+    if total.get("pss_mb"):
+        row["pss_total_peak_mb"] = round(total["pss_mb"])
     launched = rec.loc[rec["event"] == "launch", "time"]
     ready_src = sessions[(sessions["role"] == "source") & (sessions.get("status") == "limited")]
     if len(launched) and len(ready_src):
         row["all_ready_s"] = round(ready_src["time"].max() - launched.min(), 1)
+    row["steps"] = int(len(steps_rec))
     row["lost_messages"] = int(len(steps_rec) - len(served))
     return row
 
