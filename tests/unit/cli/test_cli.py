@@ -144,7 +144,7 @@ def test_format_json_prints_the_tables_as_json(tmp_path, capsys):
 
 
 def test_bench_format_json_prints_the_report_tables(tmp_path, write_spec, monkeypatch, capsys):
-    from report_fixtures import fake_run
+    from support.report_fixtures import fake_run
     from splitbench.cli import bench as bench_cmd
     from splitbench.cli.main import main
     from splitbench.executors.base import RunResult
