@@ -316,7 +316,7 @@ def main() -> int:
           f"reversed every round), {args.seconds:g} s per size; loopback, payload both ways")
     print(f"target (issue 17): ours >= 0.90 of raw at every size with an interval narrower than +-3%: "
           f"{'met' if ok_all else 'NOT met'}")
-    print(f"\nCPU per round trip (both processes, every thread; what the load of other processes moves least):")
+    print("\nCPU per round trip (both processes, every thread; what the load of other processes moves least):")
     print(f"{'size':>7} {'raw us':>9} {'ours us':>9} {'raw/ours [95% CI]':>24} {'+-%':>5}")
     for row in rows:
         med, lo, hi, n = row["cpu ours/raw"]

@@ -63,6 +63,7 @@ class ServerIO(threading.Thread):
                 pass  # wake-ups already queued: the I/O thread will find this reply too
 
     def run(self) -> None:
+        # readiness inside the loop is read off ZMQ_EVENTS: Socket.poll(0) builds a Poller per call
         poller = zmq.Poller()
         poller.register(self._wake_rx, zmq.POLLIN)
         reading = False
@@ -73,14 +74,14 @@ class ServerIO(threading.Thread):
                 reading = room
             events = dict(poller.poll(100 if room else 20))
             if self.ep.sock in events:
-                while not self.inbox.full() and self.ep.sock.poll(0):
+                while not self.inbox.full() and self.ep.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     try:
                         sender, msg, _ = self.ep.recv()
                         self.inbox.put((sender, self.ep.last_user, msg, time.time()))
                     except WireError as err:
                         self.inbox.put((getattr(err, "sender", None), getattr(err, "user", None), err, time.time()))
             if self._wake_rx in events:
-                while self._wake_rx.poll(0):
+                while self._wake_rx.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     self._wake_rx.recv()
             while self.outbox:
                 to, msg = self.outbox.popleft()
