@@ -92,8 +92,9 @@ def _listening(events: Path) -> bool:
 
 @pytest.mark.integration
 def test_a_forked_run_records_what_a_spawned_run_does(tmp_path):
-    doc = experiment_doc(name="same", training={"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": 3,
-                                                "replyTimeoutS": 120})
+    # one source: with two, the server's model takes their steps in arrival order, and the losses with it
+    doc = experiment_doc(name="same", sources={"replicas": 1, "device": {"cpu": "500m"}},
+                         training={"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": 3, "replyTimeoutS": 120})
     recs, envs = {}, {}
     for launch in ("spawn", "forkserver"):
         result = LocalExecutor(tmp_path / launch, cpu_limit="off", quiet=True, timeout_s=300,
@@ -103,9 +104,10 @@ def test_a_forked_run_records_what_a_spawned_run_does(tmp_path):
         envs[launch] = json.loads((result.run_dir / "environment.json").read_text())
     assert envs["spawn"]["role_processes"] == "spawn" and envs["forkserver"]["role_processes"] == "forkserver"
     info = json.loads((tmp_path / "forkserver" / "same" / "forkserver.json").read_text())
-    assert info["forked"] == ["server-0", "source-0", "source-1"] and info["spawned"] == ["link-0"]
+    assert info["forked"] == ["server-0", "source-0"] and info["spawned"] == ["link-0"]
     assert not (tmp_path / "spawn" / "same" / "forkserver.json").exists()
-    cols = ["instance", "epoch", "step", "loss", "samples", "up_activation_bytes", "down_gradient_bytes"]
+    # bytes are test_regress's (a resend under load counts twice in a step's bytes, in either mode)
+    cols = ["instance", "epoch", "step", "loss", "samples"]
     steps = {k: r[r["event"] == "step"][cols].sort_values(["instance", "step"]).reset_index(drop=True)
              for k, r in recs.items()}
     pd.testing.assert_frame_equal(steps["spawn"], steps["forkserver"])  # the same losses, bit for bit
