@@ -203,7 +203,7 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
     records: dict[tuple[str, int], pd.DataFrame] = {}
     by_name: dict[str, pd.DataFrame] = {}
     experiments: dict[str, Experiment] = {}
-    costs: dict[str, dict | None] = {}  # setting -> its first run's model_cost.json
+    costs: dict[str, dict | None] = {}  # setting -> its first recorded model_cost.json
     no_cost: list[str] = []  # runs whose folder has none (recorded before it was)
     rows, envs = [], {}
     damaged = []  # one row per damaged or missing file of a run folder
@@ -231,7 +231,8 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
         records[(row["setting"], row["repeat"])] = rec
         by_name[exp.name] = rec
         experiments.setdefault(row["setting"], exp)
-        costs.setdefault(row["setting"], cost)
+        if costs.get(row["setting"]) is None:  # the first run of the setting that recorded one
+            costs[row["setting"]] = cost
         envs[exp.name] = read_environment(d)
     for x in damaged:  # one line each on stderr (stdout may carry the report as JSON)
         print(f"{x['run_dir']}/{x['problem']}", file=sys.stderr)
