@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from splitbench.executors import LocalExecutor
+from splitbench.model_cost_record import read_model_cost
 from splitbench.record import BYTE_COLUMNS
 from splitbench.report import build_report
 from splitbench.spec import Experiment
@@ -76,6 +77,11 @@ def test_report_from_the_record(split_run, tmp_path):
     assert row["bytes_per_sample_up"] == pytest.approx(up / steps["samples"].sum())
     assert ACT / 32 < row["bytes_per_sample_up"] < ACT / 32 + 10  # activations + 1 B label + small header share
     assert row["cpu_limit"] != "none"
+    # the executor recorded the model's cost when it planned the run; the report took it from there
+    cost = read_model_cost(result.run_dir)
+    assert cost is not None and cost["model"] == "small_cnn" and cost["split_after"] == 4
+    assert row["edge_params"] == cost["edge_params"] > 0
+    assert row["predicted_epoch_s"] == pytest.approx(cost["predicted"]["epoch_s"]) and row["predicted_epoch_s"] > 0
     for f in ("summary.csv", "ranking.csv", "crossover.csv", "report.html"):
         assert (tmp_path / "report" / f).stat().st_size > 0
     html = (tmp_path / "report" / "report.html").read_text()

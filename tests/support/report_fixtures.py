@@ -1,5 +1,6 @@
 """Small synthetic run folders for report tests: the same files an executor leaves (spec.yaml,
-roles' event files merged by record.merge, status.txt), written without starting any role."""
+model_cost.json by the executors' own helper, roles' event files merged by record.merge,
+status.txt), written without starting any role."""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from splitbench.model_cost_record import write_model_cost
 from splitbench.record import merge
-from splitbench.spec import REPEAT_LABEL, SETTING_LABEL
+from splitbench.spec import REPEAT_LABEL, SETTING_LABEL, load_experiment
 
 ACT = 12544  # small_cnn's activation bytes per sample after block 4 (float32, 16x14x14)
 
@@ -26,6 +28,7 @@ def fake_run(root: Path, setting: str, repeat: int, step_s: float, accuracy: flo
                     "network": {"profile": network}, "sources": {"replicas": 1, "device": {"cpu": "500m"}},
                     "seed": repeat - 1 if seed is None else seed}}
     (d / "spec.yaml").write_text(yaml.safe_dump(doc))
+    write_model_cost(load_experiment(d / "spec.yaml"), d)  # as the executors do when they plan a run
     t0 = time.time()
     rows = [{"event": "session", "time": t0, "role": "source", "instance": "source-0", "status": "limited",
              "cpu_limit": "cgroup-v2:/sys/fs/cgroup/x"}]

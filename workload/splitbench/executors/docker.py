@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_atomic
+from ..model_cost_record import write_model_cost
 from ..record import merge
 from ..roleplan import METRICS_PORT, PORT, SPEC_FILE, Role, RolePlan, plan_roles, role_names
 from ..transport import make_keys
@@ -132,6 +133,7 @@ class DockerExecutor:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         write_atomic(run_dir / SPEC_FILE, exp.to_yaml())
+        write_model_cost(exp, run_dir)  # the report reads it, builds no model
         t0 = time.time()
         run = run_id(exp, t0)
         plan = plan_roles(exp)

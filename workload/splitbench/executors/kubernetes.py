@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..crd import FINISHED, GROUP, PLURAL, TERMINAL, VERSION
 from ..atomic import write_atomic
+from ..model_cost_record import write_model_cost
 from ..record import events_from_log, merge
 from ..spec import Experiment
 from .base import RunResult, status_line
@@ -53,6 +54,7 @@ class KubernetesExecutor:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         write_atomic(run_dir / "spec.yaml", exp.to_yaml())
+        write_model_cost(exp, run_dir)  # the report reads it, builds no model
         t0 = time.time()
         ok, message, status = False, "", {}
         try:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from ..atomic import write_atomic
+from ..model_cost_record import write_model_cost
 from ..devices import remove_cgroups
 from ..record import EventLog, merge
 from ..roleplan import KEYS_DIR, SPEC_FILE, Role, plan_roles, role_names
@@ -113,6 +114,7 @@ class LocalExecutor:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         write_atomic(run_dir / SPEC_FILE, exp.to_yaml())
+        write_model_cost(exp, run_dir)  # the report reads it, builds no model
         if exp.spec.transport.auth == "curve":  # one keypair per role, 0600, never in the record
             make_keys(run_dir / KEYS_DIR, role_names(exp.spec))
         t0 = time.time()

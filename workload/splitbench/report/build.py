@@ -19,9 +19,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .. import registry
-from ..data import dataset_meta
 from ..environment import timing_key
 from ..atomic import write_atomic
+from ..model_cost_record import MISSING_NOTE, read_model_cost
 from ..record import read_environment, read_run, run_status
 from ..spec import Experiment, PaperClaim, SpecError, load_experiment
 from . import figures, units
@@ -65,9 +65,10 @@ COST = [("edge_params", "edge parameters", units.number), ("edge_mflops_per_samp
 WHY_NA = {
     "time_to_target_s": "time to target n/a: the mean held-out accuracy never reached the target in some repeat",
     "final_accuracy_early_exit": "early exit accuracy n/a: the paradigm has no early exit",
-    "predicted_epoch_s": "predicted n/a: the runtime model covers split, early exit and full offload only",
+    "predicted_epoch_s": "predicted n/a: the runtime model covers split, early exit and full offload only, and "
+                         "needs the run's recorded model cost",
     "bytes_per_sample_up": "bytes n/a: the run recorded no training step",
-    "edge_params": "edge n/a: the paradigm keeps no model part on the source",
+    "edge_params": "edge n/a: the run recorded no model cost",
 }
 
 
@@ -202,6 +203,8 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
     records: dict[tuple[str, int], pd.DataFrame] = {}
     by_name: dict[str, pd.DataFrame] = {}
     experiments: dict[str, Experiment] = {}
+    costs: dict[str, dict | None] = {}  # setting -> its first recorded model_cost.json
+    no_cost: list[str] = []  # runs whose folder has none (recorded before it was)
     rows, envs = [], {}
     damaged = []  # one row per damaged or missing file of a run folder
     for d in run_dirs:
@@ -218,20 +221,26 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
         if got.record is None:
             continue
         rec = got.record
-        row = summarize(rec, exp, target_accuracy, run_status(d).split(":")[0])
+        cost = read_model_cost(d)
+        if cost is None:
+            no_cost.append(exp.name)
+        row = summarize(rec, exp, target_accuracy, run_status(d).split(":")[0], cost=cost)
         row["run_dir"] = str(d)
         row["record"] = got.source
         rows.append(row)
         records[(row["setting"], row["repeat"])] = rec
         by_name[exp.name] = rec
         experiments.setdefault(row["setting"], exp)
+        if costs.get(row["setting"]) is None:  # the first run of the setting that recorded one
+            costs[row["setting"]] = cost
         envs[exp.name] = read_environment(d)
     for x in damaged:  # one line each on stderr (stdout may carry the report as JSON)
         print(f"{x['run_dir']}/{x['problem']}", file=sys.stderr)
     runs = pd.DataFrame(rows)
     summary = aggregate(runs) if not runs.empty else pd.DataFrame()
-    # progress on stderr: stdout may carry the report as JSON
-    predicted = (prediction_table(summary, experiments, progress=lambda m: print(m, file=sys.stderr))
+    if no_cost:  # on stderr: stdout may carry the report as JSON
+        print(f"{MISSING_NOTE}: {', '.join(no_cost)}", file=sys.stderr)
+    predicted = (prediction_table(summary, costs, {s: e.spec.paradigm.name for s, e in experiments.items()})
                  if not summary.empty else pd.DataFrame())
     if not predicted.empty:
         summary = summary.merge(predicted[["experiment", "predicted_epoch_s"]], on="experiment", how="left")
@@ -245,8 +254,10 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
         tables["predicted"] = predicted
     if damaged:
         tables["damaged"] = pd.DataFrame(damaged)
-    models = sorted({(e.spec.model.name, dataset_meta(e.spec.dataset).input_shape) for e in experiments.values()})
-    models += [m for m in figures.REFERENCE_MODELS if m not in models]
+    # the runs' models as recorded, one per model and input shape, then the reference models
+    by_model = {(c["model"], tuple(c["input_shape"])): c for c in costs.values() if c is not None}
+    models = [by_model[k] for k in sorted(by_model)]
+    models += [m for m in figures.reference_models() if (m["model"], tuple(m["input_shape"])) not in by_model]
     cross = figures.crossover_table(models)
     tables["crossover"] = cross
     sections = list(extra_sections or [])
@@ -327,7 +338,10 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
                   "training step.</p>", _table(summary, runs, ACCURACY, out),
                   "<h2>Cost model</h2><p>Edge parameters and FLOPs are computed from the model at the cut; the "
                   "predicted time per epoch is our runtime model's (planning/epoch_time.py), block times measured "
-                  "when the report is built.</p>", _table(summary, runs, COST, out, spread=True)]
+                  "when the run was planned. Both are read from each run's model_cost.json.</p>",
+                  _table(summary, runs, COST, out, spread=True)]
+        if no_cost:
+            parts.append("<p class='note'>" + html.escape(f"{MISSING_NOTE}: {', '.join(no_cost)}") + "</p>")
     for name, body in sections:
         parts += [f"<h2>{html.escape(name)}</h2>", body]
     if records:

@@ -12,9 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..models import REGISTRY, build_model  # noqa: E402
-from ..models.cost import profile_model  # noqa: E402
 from .faults import fault_intervals  # noqa: E402
+from .reference_models import REFERENCE_MODELS  # noqa: E402
 from .summary import accuracy_by_epoch  # noqa: E402
 
 RunKey = tuple[str, int]  # (setting, repeat)
@@ -179,14 +178,15 @@ def step_breakdown(summary: pd.DataFrame):
     return fig
 
 
-def crossover(models: list[tuple[str, tuple[int, int, int]]]):
+def crossover(models: list[dict]):
     """Activation bytes per sample at each cut vs the raw input (computed from the model
-    definitions, so there is no spread): a cut pays off on bytes only below the raw-input lines."""
+    definitions when the run was planned, so there is no spread): a cut pays off on bytes only
+    below the raw-input lines. `models`: model costs as recorded (model_cost_record.model_blocks)."""
     fig, axes = plt.subplots(len(models), 1, figsize=(9, 3.6 * len(models)), squeeze=False)
-    for ax, (name, shape) in zip(axes[:, 0], models):
-        rows = profile_model(build_model(name, 10, shape), shape)
+    for ax, m in zip(axes[:, 0], models):
+        name, shape, rows = m["model"], tuple(m["input_shape"]), m["blocks"]
         raw = math.prod(shape)
-        ax.plot([r.index for r in rows], [r.out_bytes for r in rows], marker="o", label="activations (float32)")
+        ax.plot([r["index"] for r in rows], [r["out_bytes"] for r in rows], marker="o", label="activations (float32)")
         ax.axhline(raw, color="tab:green", ls="--", label=f"raw input uint8 ({raw:,} B)")
         ax.axhline(raw * 4, color="tab:red", ls="--", label=f"raw input float32 ({raw * 4:,} B)")
         ax.set_yscale("log")
@@ -198,15 +198,21 @@ def crossover(models: list[tuple[str, tuple[int, int, int]]]):
     return fig
 
 
-def crossover_table(models: list[tuple[str, tuple[int, int, int]]]) -> pd.DataFrame:
+def crossover_table(models: list[dict]) -> pd.DataFrame:
     out = []
-    for name, shape in models:
+    for m in models:
+        name, shape = m["model"], tuple(m["input_shape"])
         raw = math.prod(shape)
-        for r in profile_model(build_model(name, 10, shape), shape):
-            out.append({"model": name, "input": "x".join(map(str, shape)), "cut_after": r.index, "block": r.name,
-                        "activation_shape": "x".join(map(str, r.out_shape)), "bytes_per_sample": r.out_bytes,
-                        "vs_raw_uint8": r.out_bytes / raw, "vs_raw_float32": r.out_bytes / (raw * 4)})
+        for r in m["blocks"]:
+            out.append({"model": name, "input": "x".join(map(str, shape)), "cut_after": r["index"],
+                        "block": r["name"], "activation_shape": "x".join(map(str, r["out_shape"])),
+                        "bytes_per_sample": r["out_bytes"], "vs_raw_uint8": r["out_bytes"] / raw,
+                        "vs_raw_float32": r["out_bytes"] / (raw * 4)})
     return pd.DataFrame(out)
 
 
-REFERENCE_MODELS = [("vgg11_bn", REGISTRY["vgg11_bn"].default_input)]
+def reference_models() -> list[dict]:
+    """Models drawn beside the runs' own (vgg11_bn at its default input): their block costs as
+    model_cost_record.model_blocks wrote them (report/reference_models.py), checked against the
+    models by a test."""
+    return REFERENCE_MODELS

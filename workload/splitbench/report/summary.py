@@ -6,9 +6,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..data import dataset_meta
-from ..models import build_model
-from ..models.cost import edge_cost, profile_model
 from ..record import TRAINING_KINDS
 from ..spec import REPEAT_LABEL, SETTING_LABEL, Experiment
 from .stats import TEST_NAME, spread, tie_groups
@@ -66,14 +63,14 @@ def epoch_time(record: pd.DataFrame) -> float:
     return float(np.median(spans)) if spans else math.nan
 
 
-def edge_figures(exp: Experiment) -> tuple[int, int]:
-    spec = exp.spec
-    split_after = getattr(spec.paradigm, "split_after", None)
-    if not split_after:
+def edge_figures(exp: Experiment, cost: dict | None) -> tuple[float, float]:
+    """The source's parameters and forward FLOPs per sample at the cut, as recorded when the
+    run was planned (model_cost.json); nan where the run folder has no model cost."""
+    if not getattr(exp.spec.paradigm, "split_after", None):
         return 0, 0
-    meta = dataset_meta(spec.dataset)
-    model = build_model(spec.model.name, spec.model.num_classes, meta.input_shape)
-    return edge_cost(profile_model(model, meta.input_shape), split_after)
+    if cost is None:
+        return math.nan, math.nan
+    return cost["edge_params"], cost["edge_flops"]
 
 
 def round_table(record: pd.DataFrame) -> pd.DataFrame:
@@ -96,7 +93,9 @@ def round_table(record: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, status: str = "ok") -> dict:
+def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, status: str = "ok",
+              cost: dict | None = None) -> dict:
+    """`cost`: the run's model_cost.json (model_cost_record.read_model_cost), None if it has none."""
     spec = exp.spec
     steps = record[record["event"] == "step"]
     samples = int(steps["samples"].sum()) if not steps.empty else 0
@@ -108,7 +107,7 @@ def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, sta
     acc = accuracy_by_epoch(record)
     early = accuracy_by_epoch(record, "early")
     reached = acc[acc["accuracy"] >= target_accuracy]
-    edge_params, edge_flops = edge_figures(exp)
+    edge_params, edge_flops = edge_figures(exp, cost)
     sessions = record[(record["event"] == "session") & (record["status"] == "limited")]
     mechanisms = sessions.loc[sessions["role"].isin(["source", "trainer"]), "cpu_limit"].dropna()
     mech = sorted({str(m).split(":")[0] for m in mechanisms})
