@@ -93,10 +93,17 @@ def round_table(record: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+_COLUMNS = ("instance", "samples", "duration_s", "status", "cpu_limit", "epoch", "accuracy")
+
+
 def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, status: str = "ok",
               cost: dict | None = None) -> dict:
     """`cost`: the run's model_cost.json (model_cost_record.read_model_cost), None if it has none."""
     spec = exp.spec
+    # a run stopped before its first step has none of the step and evaluation columns
+    missing = [c for c in _COLUMNS if c not in record]
+    if missing:
+        record = record.assign(**{c: math.nan for c in missing})
     steps = record[record["event"] == "step"]
     samples = int(steps["samples"].sum()) if not steps.empty else 0
     # training traffic: steps, and federated rounds' weight exchanges (whichever role made them)
