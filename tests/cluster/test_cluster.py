@@ -1,5 +1,5 @@
 """`make bench EXECUTOR=kubernetes` on a real cluster, when one is reachable. On kind:
-    make cluster images load deploy && .venv/bin/python -m pytest -m cluster tests/test_cluster.py
+    make cluster images load deploy && .venv/bin/python -m pytest -m cluster tests/cluster/test_cluster.py
 Skipped, with the reason, where no cluster answers or the chart is not deployed."""
 import os
 import subprocess

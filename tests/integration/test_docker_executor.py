@@ -16,7 +16,7 @@ from splitbench.record import BYTE_COLUMNS
 from splitbench.spec import Experiment
 from support import experiment_doc
 
-pytestmark = [pytest.mark.integration, pytest.mark.containers]
+pytestmark = [pytest.mark.integration, pytest.mark.containers, pytest.mark.slow]
 
 CASES = {
     "split": {"network": {"profile": "wifi6"}},

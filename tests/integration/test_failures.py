@@ -29,7 +29,7 @@ def role(name, spec, run_dir, *extra):
 
 
 def test_server_answers_garbage_with_errors_and_keeps_serving(tmp_path, write_spec):
-    # plain sockets: content checks here; what CURVE keeps out is tests/test_trust.py's
+    # plain sockets: content checks here; what CURVE keeps out is tests/integration/test_trust.py's
     spec = write_spec(experiment_doc(sources={"replicas": 1}, training={"epochs": 1, "batchSize": 32,
                                                                         "maxStepsPerEpoch": 2, "replyTimeoutS": 60},
                                      transport={"auth": "none"}))

@@ -39,7 +39,7 @@ from splitbench_operator.builders import Images, build
 from support import experiment_doc
 from test_docker_executor import payload_per_sample
 
-pytestmark = [pytest.mark.integration, pytest.mark.containers]
+pytestmark = [pytest.mark.integration, pytest.mark.containers, pytest.mark.slow]
 
 NAMESPACE = "kubeplay"
 

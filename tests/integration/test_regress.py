@@ -80,6 +80,7 @@ def suite_runs(request, tmp_path_factory):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_suite_bytes_per_sample_match_the_committed_baseline(suite_runs):
     """A short run of every paradigm of the suite: bytes per sample do not depend on the
     number of steps (per budget stage and per cut for staged runs), so it checks the same
@@ -90,6 +91,7 @@ def test_suite_bytes_per_sample_match_the_committed_baseline(suite_runs):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_every_one_byte_perturbation_fails_and_the_baseline_passes(suite_runs, tmp_path, capsys):
     """For one setting of each paradigm (every stage of staged ones) and every message kind in
     both directions (and weights per round): the committed baseline +1 and -1 byte per sample
@@ -126,6 +128,7 @@ def test_every_one_byte_perturbation_fails_and_the_baseline_passes(suite_runs, t
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_renaming_an_experiment_leaves_its_bytes_per_sample_unchanged(tmp_path, write_spec):
     from support import experiment_doc
     measured = []

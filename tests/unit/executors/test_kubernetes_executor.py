@@ -81,6 +81,7 @@ def same_record(got, want) -> None:
     assert key(got).equals(key(want))
 
 
+@pytest.mark.slow
 def test_a_run_on_the_cluster_comes_back_as_the_same_record(cluster, local_run, tmp_path):
     """From the pods' logs; the server restarted once in place: its record is its previous
     container's log followed by the current one's, as if the restart appended to it."""

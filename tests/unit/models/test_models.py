@@ -6,6 +6,7 @@ from splitbench.models import REGISTRY, build_model, split
 from splitbench.models.cost import edge_cost, profile_model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_edge_plus_server_equals_whole_model(name):
     c, h, w = REGISTRY[name].default_input

@@ -45,6 +45,7 @@ def train(exp, data, source, epochs, steps):
             n += 1
 
 
+@pytest.mark.slow
 def test_filter_encoder_and_decoder_all_learn_and_the_soft_count_approaches_b():
     exp, data, source, server, _ = pair({"budgets": [8], "epochs": [1], "module": "encoder_decoder", "resolution": 2}, 1,
                                         dataset={"name": "synthetic", "samplesPerSource": 3200, "testSamples": 64})
@@ -173,6 +174,7 @@ def _curve_run(name, comp, steps=2):
     return exp, pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_the_speedup_comes_from_the_curves_and_changes_with_the_schedule():
     """Prune's speedup at budget 4 is the from-scratch run's time to its best accuracy over
     the time the prune stage took to reach it, both read off accuracy curves: training the

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from splitbench.models import build_model
@@ -37,6 +38,7 @@ def test_the_agent_learns_to_offload_from_a_weak_low_device():
     assert np.array_equal(agent.q, again.q)  # deterministic for a seed
 
 
+@pytest.mark.slow
 def test_plan_for_hfsl_prints_candidates_q_table_and_is_deterministic(write_spec):
     from support import experiment_doc
     path = write_spec(experiment_doc(paradigm={"name": "hfsl", "splitAfter": 4}, server={"replicas": 2, "device": {"profile": "medium"}},
