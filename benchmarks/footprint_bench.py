@@ -10,6 +10,7 @@ link emulator, to listening). Prints medians and ranges over the repeats per rol
 
     python benchmarks/footprint_bench.py [--spec FILE] [--repeats 3] [--out build/footprint]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -101,9 +102,12 @@ def one_run(spec: Path, runs: Path, interval: float, launch: str = "forkserver")
     peaks: dict = {}
     stop = threading.Event()
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "splitbench", "run", str(spec), "--runs", str(runs),
-                             "--launch", launch],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "splitbench", "run", str(spec), "--runs", str(runs), "--launch", launch],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     sampler = threading.Thread(target=sample, args=(proc.pid, peaks, stop, interval), daemon=True)
     sampler.start()
     out, _ = proc.communicate()
@@ -126,8 +130,12 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--interval", type=float, default=0.2, help="seconds between memory samples")
     ap.add_argument("--out", default="build/footprint", help="folder for footprint.json")
-    ap.add_argument("--launch", choices=["forkserver", "spawn"], default="forkserver",
-                    help="roles forked from the local executor's fork server, or each its own process")
+    ap.add_argument(
+        "--launch",
+        choices=["forkserver", "spawn"],
+        default="forkserver",
+        help="roles forked from the local executor's fork server, or each its own process",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,15 +153,17 @@ def main() -> int:
     print(f"launch: {args.launch}")
     print(f"{len(results)} runs; median [min..max] over runs of each kind's largest value in the run")
     print(f"wall time of one run (s): {summary([r['wall_s'] for r in results])}")
-    kinds = sorted({name.rsplit('-', 1)[0] for r in results for name in r["peaks"]})
+    kinds = sorted({name.rsplit("-", 1)[0] for r in results for name in r["peaks"]})
     print(f"{'role':8} {'RSS MB':>22} {'PSS MB':>22} {'USS MB':>22} {'ready s':>22}")
     for kind in kinds:
         cols = []
         for k in ("rss", "pss", "uss"):
-            cols.append(summary([max(v[k] for n, v in r["peaks"].items() if n.rsplit("-", 1)[0] == kind)
-                                 for r in results]))
-        ready = [max([v for n, v in r["ready"].items() if n.rsplit("-", 1)[0] == kind] or [float("nan")])
-                 for r in results]
+            cols.append(
+                summary([max(v[k] for n, v in r["peaks"].items() if n.rsplit("-", 1)[0] == kind) for r in results])
+            )
+        ready = [
+            max([v for n, v in r["ready"].items() if n.rsplit("-", 1)[0] == kind] or [float("nan")]) for r in results
+        ]
         cols.append(summary(ready))
         print(f"{kind:8} " + " ".join(f"{c:>22}" for c in cols))
     return 0

@@ -12,6 +12,7 @@ which no user-space emulator can remove. Target (issue 2): within 5%.
 
     python benchmarks/link_bench.py
 """
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,18 @@ from splitbench.transport.wire import encode, frame_len, zmtp_overhead
 
 
 def spec_file(tmp: Path, name: str, uplink: dict, downlink: dict) -> Path:
-    doc = {"apiVersion": "splitbench.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": name},
-           "spec": {"model": {"name": "small_cnn"}, "dataset": {"name": "synthetic"}, "paradigm": {"name": "split",
-                    "splitAfter": 4}, "network": {"medium": "dedicated", "uplink": uplink, "downlink": downlink},
-                    "sources": {"replicas": 1}}}
+    doc = {
+        "apiVersion": "splitbench.dev/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": "small_cnn"},
+            "dataset": {"name": "synthetic"},
+            "paradigm": {"name": "split", "splitAfter": 4},
+            "network": {"medium": "dedicated", "uplink": uplink, "downlink": downlink},
+            "sources": {"replicas": 1},
+        },
+    }
     p = tmp / f"{name}.yaml"
     p.write_text(yaml.safe_dump(doc))
     return p
@@ -46,9 +55,23 @@ class Relay:
         self.run_dir = tmp / name
         self.server = f"tcp://127.0.0.1:{free_port()}"
         self.front = f"tcp://127.0.0.1:{free_port()}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "splitbench", "role", "link", "--spec",
-                                      str(spec_file(tmp, name, uplink, downlink)), "--run-dir", str(tmp / name),
-                                      "--bind", self.front, "--connect", self.server])
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "splitbench",
+                "role",
+                "link",
+                "--spec",
+                str(spec_file(tmp, name, uplink, downlink)),
+                "--run-dir",
+                str(tmp / name),
+                "--bind",
+                self.front,
+                "--connect",
+                self.server,
+            ]
+        )
         self.ctx = zmq.Context()
         self.sink = self.ctx.socket(zmq.ROUTER)
         self.sink.bind(self.server)
@@ -119,14 +142,20 @@ def main() -> int:
             rows.append(("relay_delay_ms", ms, relay))
             rows.append(("end_to_end_delay_ms", ms, end_to_end - base))
             print(f"{ms:>9} ms {relay:>9.3f} ms {100 * (relay / ms - 1):>+7.2f}%   one way, the relay's own record")
-            print(f"{ms:>9} ms {end_to_end - base:>9.3f} ms {100 * ((end_to_end - base) / ms - 1):>+7.2f}%   "
-                  "one way, end to end, added over the 0-delay path")
+            print(
+                f"{ms:>9} ms {end_to_end - base:>9.3f} ms {100 * ((end_to_end - base) / ms - 1):>+7.2f}%   "
+                "one way, end to end, added over the 0-delay path"
+            )
         print(f"(the path with the relay and 0 delay: {base:.3f} ms one way, loopback + one relay hop)")
     out = Path("runs/benchmarks/link.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("what,configured,measured,error\n" + "".join(f"{w},{c},{m:.4f},{m / c - 1:.4f}\n" for w, c, m in rows))
-    for label, kinds in (("emulator (rates, relay delay)", ("rate_mbit", "relay_delay_ms")),
-                         ("end to end delay", ("end_to_end_delay_ms",))):
+    out.write_text(
+        "what,configured,measured,error\n" + "".join(f"{w},{c},{m:.4f},{m / c - 1:.4f}\n" for w, c, m in rows)
+    )
+    for label, kinds in (
+        ("emulator (rates, relay delay)", ("rate_mbit", "relay_delay_ms")),
+        ("end to end delay", ("end_to_end_delay_ms",)),
+    ):
         worst = max(abs(m / c - 1) for w, c, m in rows if w in kinds)
         print(f"{label}: worst error {100 * worst:.2f}% ({'within' if worst <= 0.05 else 'OUTSIDE'} the 5% target)")
     print(f"csv: {out}")

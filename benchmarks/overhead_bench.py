@@ -16,6 +16,7 @@ offloaded step goes, from each step's own record (the source's and the server's 
 
     python benchmarks/overhead_bench.py [--models small_cnn,vgg11_bn] [--steps 40] [--rounds 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,16 +37,27 @@ from splitbench.spec import Experiment
 WARMUP = 3  # first steps of each run dropped (allocators, caches, lazy init)
 STEPS = {"small_cnn": 40, "vgg11_bn": 16}
 TARGET = {"small_cnn": 1.5, "vgg11_bn": 1.05}
-PARADIGMS = ({"name": "centralized"}, {"name": "split", "splitAfter": 4},
-             {"name": "full_offload", "inputEncoding": "uint8"})
+PARADIGMS = (
+    {"name": "centralized"},
+    {"name": "split", "splitAfter": 4},
+    {"name": "full_offload", "inputEncoding": "uint8"},
+)
 
 
 def experiment(name: str, model: str, dataset: dict, paradigm: dict, steps: int) -> Experiment:
-    return Experiment.model_validate({
-        "metadata": {"name": name},
-        "spec": {"model": {"name": model}, "dataset": dataset, "paradigm": paradigm,
-                 "training": {"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": steps},
-                 "network": {"profile": "unconstrained"}, "sources": {"replicas": 1}}})
+    return Experiment.model_validate(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "model": {"name": model},
+                "dataset": dataset,
+                "paradigm": paradigm,
+                "training": {"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": steps},
+                "network": {"profile": "unconstrained"},
+                "sources": {"replicas": 1},
+            },
+        }
+    )
 
 
 def median_ci(values, conf: float = 0.95) -> tuple[float, float, float]:
@@ -57,7 +69,7 @@ def median_ci(values, conf: float = 0.95) -> tuple[float, float, float]:
         return med, xs[0], xs[-1]
     alpha, cdf, j = (1 - conf) / 2, 0.0, -1
     while True:
-        p = math.comb(n, j + 1) / 2 ** n
+        p = math.comb(n, j + 1) / 2**n
         if cdf + p > alpha:
             break
         cdf += p
@@ -84,14 +96,19 @@ def breakdown(steps: pd.DataFrame, paradigm: str) -> dict[str, list[float]]:
     total = steps["duration_s"]
     if paradigm == "centralized":
         return {"step": list(total)}
-    edge = (_col(steps, "phase_edge_forward_s") + _col(steps, "phase_edge_backward_s")
-            + _col(steps, "phase_encode_s"))
+    edge = _col(steps, "phase_edge_forward_s") + _col(steps, "phase_edge_backward_s") + _col(steps, "phase_encode_s")
     server = _col(steps, "phase_server_forward_s") + _col(steps, "phase_server_backward_s")
     transport = _col(steps, "phase_uplink_s") + _col(steps, "phase_downlink_s")
     queue = _col(steps, "phase_server_wait_s")
     rest = total - edge - server - transport - queue
-    return {"step": list(total), "edge": list(edge), "server": list(server), "transport": list(transport),
-            "queue": list(queue), "rest": list(rest)}
+    return {
+        "step": list(total),
+        "edge": list(edge),
+        "server": list(server),
+        "transport": list(transport),
+        "queue": list(queue),
+        "rest": list(rest),
+    }
 
 
 def main() -> int:
@@ -102,10 +119,12 @@ def main() -> int:
     ap.add_argument("--csv", default="runs/benchmarks/overhead.csv")
     args = ap.parse_args()
     fashion = (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists()
-    datasets = {"small_cnn": {"name": "fashion_mnist", "samplesPerSource": 4096, "testSamples": 256} if fashion
-                else {"name": "synthetic", "samplesPerSource": 4096, "testSamples": 256},
-                "vgg11_bn": {"name": "synthetic", "channels": 3, "imageSize": 32, "samplesPerSource": 2048,
-                             "testSamples": 256}}
+    datasets = {
+        "small_cnn": {"name": "fashion_mnist", "samplesPerSource": 4096, "testSamples": 256}
+        if fashion
+        else {"name": "synthetic", "samplesPerSource": 4096, "testSamples": 256},
+        "vgg11_bn": {"name": "synthetic", "channels": 3, "imageSize": 32, "samplesPerSource": 2048, "testSamples": 256},
+    }
     t_start, load0 = time.perf_counter(), os.getloadavg()
     rows, out_lines = [], []
     with tempfile.TemporaryDirectory() as d:
@@ -114,10 +133,15 @@ def main() -> int:
             steps_n = args.steps or STEPS.get(model, 40)
             parts: dict[str, dict[str, list[float]]] = {}
             for r in range(args.rounds):
-                for paradigm in (PARADIGMS if r % 2 == 0 else PARADIGMS[::-1]):
+                for paradigm in PARADIGMS if r % 2 == 0 else PARADIGMS[::-1]:
                     name = paradigm["name"]
-                    exp = experiment(f"{model.replace('_', '-')}-{name.replace('_', '-')}-{r}", model,
-                                     datasets[model], paradigm, steps_n)
+                    exp = experiment(
+                        f"{model.replace('_', '-')}-{name.replace('_', '-')}-{r}",
+                        model,
+                        datasets[model],
+                        paradigm,
+                        steps_n,
+                    )
                     res = ex.run(exp)
                     if not res.ok:
                         print(f"{exp.name} failed: {res.message}", file=sys.stderr)
@@ -133,21 +157,38 @@ def main() -> int:
                 p = parts[name]
                 ratio, lo, hi = ratio_ci(p["step"], whole)
                 med = {k: statistics.median(v) for k, v in p.items()}
-                rows.append({"model": model, "paradigm": name, "whole_ms": w_med * 1e3, "step_ms": med["step"] * 1e3,
-                             "ratio": ratio, "ratio_lo": lo, "ratio_hi": hi, "target": TARGET.get(model),
-                             **{f"{k}_ms": v * 1e3 for k, v in med.items() if k != "step"}, "steps": len(p["step"])})
-                line.append(f"  {name:12s} {med['step'] * 1e3:8.1f} ms  x{ratio:.3f} [{lo:.3f}, {hi:.3f}] "
-                            f"(target x{TARGET.get(model, float('nan')):.2f}: "
-                            f"{'meets' if ratio <= TARGET.get(model, math.inf) else 'MISSES'})  | "
-                            + "  ".join(f"{k} {med[k] * 1e3:.2f}" for k in ("edge", "server", "transport", "queue", "rest")))
+                rows.append(
+                    {
+                        "model": model,
+                        "paradigm": name,
+                        "whole_ms": w_med * 1e3,
+                        "step_ms": med["step"] * 1e3,
+                        "ratio": ratio,
+                        "ratio_lo": lo,
+                        "ratio_hi": hi,
+                        "target": TARGET.get(model),
+                        **{f"{k}_ms": v * 1e3 for k, v in med.items() if k != "step"},
+                        "steps": len(p["step"]),
+                    }
+                )
+                line.append(
+                    f"  {name:12s} {med['step'] * 1e3:8.1f} ms  x{ratio:.3f} [{lo:.3f}, {hi:.3f}] "
+                    f"(target x{TARGET.get(model, float('nan')):.2f}: "
+                    f"{'meets' if ratio <= TARGET.get(model, math.inf) else 'MISSES'})  | "
+                    + "  ".join(f"{k} {med[k] * 1e3:.2f}" for k in ("edge", "server", "transport", "queue", "rest"))
+                )
             print("\n".join(line), flush=True)
             out_lines += line
     load1 = os.getloadavg()
-    print(f"ms per step, medians of {args.rounds} interleaved runs per paradigm ({WARMUP} warm-up steps dropped), "
-          f"batch 32, no CPU quota, unconstrained link; ratio = split or offload step over the whole-model step, "
-          f"95% interval; parts are medians of each part (they need not add up to the step's median)")
-    print(f"load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} cores; "
-          f"{time.perf_counter() - t_start:.0f} s in all")
+    print(
+        f"ms per step, medians of {args.rounds} interleaved runs per paradigm ({WARMUP} warm-up steps dropped), "
+        f"batch 32, no CPU quota, unconstrained link; ratio = split or offload step over the whole-model step, "
+        f"95% interval; parts are medians of each part (they need not add up to the step's median)"
+    )
+    print(
+        f"load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} cores; "
+        f"{time.perf_counter() - t_start:.0f} s in all"
+    )
     out = Path(args.csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out, index=False)

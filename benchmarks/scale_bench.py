@@ -21,6 +21,7 @@ when MemAvailable falls below --memory-floor-mb, the run ends failed, saying so.
 
     python benchmarks/scale_bench.py [--sizes 1,4,16,32,64] [--steps 3] [--launch forkserver] [--out build/scale]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,15 +48,26 @@ def experiment(n: int, steps: int) -> Experiment:
     # sources: past 16 sources samplesPerSource grows so that each still has `steps` full batches
     # (before, 32 sources trained one step each and 64 had 31 samples, less than a batch)
     per_source = 32 * steps * max(1, math.ceil(n / 16))
-    return Experiment.model_validate({
-        "metadata": {"name": f"scale-{n}"},
-        "spec": {"model": {"name": "small_cnn"},
-                 "dataset": {"name": "synthetic", "samplesPerSource": per_source, "testSamples": 32},
-                 "paradigm": {"name": "split", "splitAfter": 4},
-                 "training": {"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": steps,
-                              "evaluate": "end", "replyTimeoutS": 600},
-                 "network": {"profile": "ethernet-1g"},
-                 "sources": {"replicas": n, "device": {"cpu": "100m"}}}})
+    return Experiment.model_validate(
+        {
+            "metadata": {"name": f"scale-{n}"},
+            "spec": {
+                "model": {"name": "small_cnn"},
+                "dataset": {"name": "synthetic", "samplesPerSource": per_source, "testSamples": 32},
+                "paradigm": {"name": "split", "splitAfter": 4},
+                "training": {
+                    "epochs": 1,
+                    "batchSize": 32,
+                    "lr": 0.01,
+                    "maxStepsPerEpoch": steps,
+                    "evaluate": "end",
+                    "replyTimeoutS": 600,
+                },
+                "network": {"profile": "ethernet-1g"},
+                "sources": {"replicas": n, "device": {"cpu": "100m"}},
+            },
+        }
+    )
 
 
 def mem_available_mb() -> float:
@@ -87,8 +99,9 @@ def guard(floor_mb: float, stop: threading.Event, tripped: list, total: dict | N
                         pass
 
 
-def measure(n: int, steps: int, runs: Path, timeout_s: float, memory_floor_mb: float = 2048,
-            launch: str | None = None) -> dict:
+def measure(
+    n: int, steps: int, runs: Path, timeout_s: float, memory_floor_mb: float = 2048, launch: str | None = None
+) -> dict:
     exp = experiment(n, steps)
     stop, tripped, total = threading.Event(), [], {}
     watcher = threading.Thread(target=guard, args=(memory_floor_mb, stop, tripped, total), daemon=True)
@@ -99,8 +112,13 @@ def measure(n: int, steps: int, runs: Path, timeout_s: float, memory_floor_mb: f
     finally:
         stop.set()
         watcher.join()
-    row = {"sources": n, "ok": result.ok and not tripped, "mode": _read_json(result.run_dir / "environment.json").get(
-        "role_processes", "unknown"), "wall_s": round(time.time() - t0, 1), "message": "" if result.ok else result.message}
+    row = {
+        "sources": n,
+        "ok": result.ok and not tripped,
+        "mode": _read_json(result.run_dir / "environment.json").get("role_processes", "unknown"),
+        "wall_s": round(time.time() - t0, 1),
+        "message": "" if result.ok else result.message,
+    }
     zygote = _read_json(result.run_dir / "forkserver.json").get("server", {})
     for k in ("rss", "pss", "uss"):
         if zygote.get(f"{k}_end_mb") is not None:
@@ -108,8 +126,10 @@ def measure(n: int, steps: int, runs: Path, timeout_s: float, memory_floor_mb: f
     if zygote.get("import_s") is not None:
         row["zygote_import_s"] = zygote["import_s"]
     if tripped:
-        row["message"] = (f"stopped by the memory guard: {tripped[0]:.0f} MB available, under the floor of "
-                          f"{memory_floor_mb:.0f} MB; {row['message']}")
+        row["message"] = (
+            f"stopped by the memory guard: {tripped[0]:.0f} MB available, under the floor of "
+            f"{memory_floor_mb:.0f} MB; {row['message']}"
+        )
     rec_path = result.run_dir / "record.parquet"
     if not rec_path.exists():
         return row
@@ -159,10 +179,18 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3, help="training steps per source")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
     ap.add_argument("--out", default="build/scale", help="folder for scale.csv and scale.png")
-    ap.add_argument("--launch", choices=["forkserver", "spawn"], default="forkserver",
-                    help="fork the torch roles from one fork server, or start each as its own process")
-    ap.add_argument("--memory-floor-mb", type=float, default=2048,
-                    help="stop a run's roles when the machine's available memory falls below this")
+    ap.add_argument(
+        "--launch",
+        choices=["forkserver", "spawn"],
+        default="forkserver",
+        help="fork the torch roles from one fork server, or start each as its own process",
+    )
+    ap.add_argument(
+        "--memory-floor-mb",
+        type=float,
+        default=2048,
+        help="stop a run's roles when the machine's available memory falls below this",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,10 +218,12 @@ def _plot(table: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ok = table[table["ok"]]
-    panels = [("server samples/s", ["server_samples_per_s"]),
-              ("source step time (s)", ["step_p50_s", "step_p99_s"]),
-              ("memory per source (MB)", ["source_rss_mb_max", "source_pss_mb_max", "source_uss_mb_max"]),
-              ("start-up (s)", ["source_ready_s_max", "all_ready_s"])]
+    panels = [
+        ("server samples/s", ["server_samples_per_s"]),
+        ("source step time (s)", ["step_p50_s", "step_p99_s"]),
+        ("memory per source (MB)", ["source_rss_mb_max", "source_pss_mb_max", "source_uss_mb_max"]),
+        ("start-up (s)", ["source_ready_s_max", "all_ready_s"]),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.5), constrained_layout=True)
     for ax, (title, cols) in zip(axes, panels):
         for col in cols:

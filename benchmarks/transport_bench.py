@@ -25,6 +25,7 @@ Target (issue 17): ours >= 0.90 of raw at every size, interval narrower than +-3
 --profile adds each side's CPU time per message (thread time, in-process over inproc
 sockets, best of several repeats): where ours spends what raw does not.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,12 +48,13 @@ from splitbench.transport import Endpoint, Kind, Message, Traffic, make_keys
 MODES = ("echo", "raw", "ours", "curve")
 SIZES = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 8 << 20]
 REPLY_TIMEOUT_S = 120.0  # what a role's PeerLink waits (training.replyTimeoutS' default)
-BLOCK_S = 0.010          # one block of round trips per mode and round
-CURVE_SHARE = 0.25       # at most this share of a size's time goes to curve
+BLOCK_S = 0.010  # one block of round trips per mode and round
+CURVE_SHARE = 0.25  # at most this share of a size's time goes to curve
 
 
 def _security(keys: str, instance: str):
     from splitbench.transport import Security, load_keyring
+
     return Security("curve", load_keyring(keys, instance), domain="bench")
 
 
@@ -141,7 +143,7 @@ def median_ci(values: list[float], conf: float = 0.95) -> tuple[float, float, fl
         return med, xs[0], xs[-1]
     alpha, cdf, j = (1 - conf) / 2, 0.0, -1
     while True:  # j: the largest count with P(X <= j) <= alpha
-        p = math.comb(n, j + 1) / 2 ** n
+        p = math.comb(n, j + 1) / 2**n
         if cdf + p > alpha:
             break
         cdf += p
@@ -202,6 +204,7 @@ def profile_cpu(size: int = 64 << 10) -> list[tuple[str, float]]:
     """CPU time (us, thread time) of each side's work per message, over inproc sockets:
     raw's and ours' send and receive, and ours' encode and decode alone."""
     from splitbench.transport.wire import decode, encode
+
     ctx = zmq.Context()
     data = torch.ones(size // 4)
     a = Endpoint(ctx, zmq.DEALER, "inproc://prof", bind=True)
@@ -229,11 +232,13 @@ def profile_cpu(size: int = 64 << 10) -> list[tuple[str, float]]:
         a.send(Message(Kind.TRAIN, "bench", "source-0").add("act", data, Traffic.ACTIVATION))
         b.recv(REPLY_TIMEOUT_S)
 
-    rows = [("raw: send + receive as a tensor", best(raw_trip)),
-            ("ours: Message + send + receive + decode + count", best(ours_trip)),
-            ("ours: encode alone", best(lambda: encode(msg))),
-            ("ours: decode alone (tensor made)", best(lambda: decode(frames))),
-            ("ours: decode alone, checks only", best(lambda: decode(frames, tensors=False)))]
+    rows = [
+        ("raw: send + receive as a tensor", best(raw_trip)),
+        ("ours: Message + send + receive + decode + count", best(ours_trip)),
+        ("ours: encode alone", best(lambda: encode(msg))),
+        ("ours: decode alone (tensor made)", best(lambda: decode(frames))),
+        ("ours: decode alone, checks only", best(lambda: decode(frames, tensors=False))),
+    ]
     ctx.destroy(linger=0)
     return rows
 
@@ -275,8 +280,15 @@ def main() -> int:
             elif mode == "ours":
                 socks["ours"] = Endpoint(ctx, zmq.DEALER, address, bind=False, identity="source-0")
             else:
-                socks["curve"] = Endpoint(ctx, zmq.DEALER, address, bind=False, identity="source-0",
-                                          security=_security(keys, "source-0"), peer="server-0")
+                socks["curve"] = Endpoint(
+                    ctx,
+                    zmq.DEALER,
+                    address,
+                    bind=False,
+                    identity="source-0",
+                    security=_security(keys, "source-0"),
+                    peer="server-0",
+                )
         rows = []
         for size in sizes:
             rows.append(measure_size(size, args.seconds, socks, modes))
@@ -301,29 +313,41 @@ def main() -> int:
         med, lo, hi, _ = row[k]
         return f"{med:.3f} [{lo:.3f}, {hi:.3f}]"
 
-    print(f"\n{'size':>7} {'raw MB/s':>9} {'ours MB/s':>9} {'ours/raw [95% CI]':>24} {'+-%':>5} {'rounds':>6}"
-          f" {'ours/echo':>22} {'curve/ours':>22}  verdict")
+    print(
+        f"\n{'size':>7} {'raw MB/s':>9} {'ours MB/s':>9} {'ours/raw [95% CI]':>24} {'+-%':>5} {'rounds':>6}"
+        f" {'ours/echo':>22} {'curve/ours':>22}  verdict"
+    )
     ok_all = True
     for row in rows:
         med, lo, hi, n = row["ours/raw"]
         half = 100 * max(hi - med, med - lo) / med
         ok = med >= 0.90 and half < 3.0
         ok_all &= ok
-        print(f"{row['bytes'] >> 10:>5}Ki {row['raw_MBps']:>9.0f} {row['ours_MBps']:>9.0f} {ci(row, 'ours/raw'):>24}"
-              f" {half:>5.1f} {n:>6} {ci(row, 'ours/echo'):>22} {ci(row, 'curve/ours'):>22}  "
-              f"{'meets' if ok else 'MISSES'}")
-    print(f"throughput: medians of per-round ratios (interleaved blocks of ~{BLOCK_S * 1e3:.0f} ms per mode, order "
-          f"reversed every round), {args.seconds:g} s per size; loopback, payload both ways")
-    print(f"target (issue 17): ours >= 0.90 of raw at every size with an interval narrower than +-3%: "
-          f"{'met' if ok_all else 'NOT met'}")
+        print(
+            f"{row['bytes'] >> 10:>5}Ki {row['raw_MBps']:>9.0f} {row['ours_MBps']:>9.0f} {ci(row, 'ours/raw'):>24}"
+            f" {half:>5.1f} {n:>6} {ci(row, 'ours/echo'):>22} {ci(row, 'curve/ours'):>22}  "
+            f"{'meets' if ok else 'MISSES'}"
+        )
+    print(
+        f"throughput: medians of per-round ratios (interleaved blocks of ~{BLOCK_S * 1e3:.0f} ms per mode, order "
+        f"reversed every round), {args.seconds:g} s per size; loopback, payload both ways"
+    )
+    print(
+        f"target (issue 17): ours >= 0.90 of raw at every size with an interval narrower than +-3%: "
+        f"{'met' if ok_all else 'NOT met'}"
+    )
     print("\nCPU per round trip (both processes, every thread; what the load of other processes moves least):")
     print(f"{'size':>7} {'raw us':>9} {'ours us':>9} {'raw/ours [95% CI]':>24} {'+-%':>5}")
     for row in rows:
         med, lo, hi, n = row["cpu ours/raw"]
-        print(f"{row['bytes'] >> 10:>5}Ki {row['raw_cpu_us']:>9.1f} {row['ours_cpu_us']:>9.1f} "
-              f"{ci(row, 'cpu ours/raw'):>24} {100 * max(hi - med, med - lo) / med:>5.1f}")
-    print(f"load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} cores; "
-          f"{time.perf_counter() - t_start:.0f} s in all")
+        print(
+            f"{row['bytes'] >> 10:>5}Ki {row['raw_cpu_us']:>9.1f} {row['ours_cpu_us']:>9.1f} "
+            f"{ci(row, 'cpu ours/raw'):>24} {100 * max(hi - med, med - lo) / med:>5.1f}"
+        )
+    print(
+        f"load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} cores; "
+        f"{time.perf_counter() - t_start:.0f} s in all"
+    )
     if args.profile:
         print("\nCPU time per round trip at 64 KiB, in one process over inproc (thread time, best of 7 x 2000):")
         for name, us in profile_cpu():
@@ -337,8 +361,11 @@ def main() -> int:
         head += [k, f"{k}_lo", f"{k}_hi"]
     lines = [",".join(head)]
     for row in rows:
-        vals = ([str(row["bytes"]), str(row["rounds"])] + [f"{row[f'{m}_MBps']:.1f}" for m in modes]
-                + [f"{row[f'{m}_cpu_us']:.2f}" for m in modes])
+        vals = (
+            [str(row["bytes"]), str(row["rounds"])]
+            + [f"{row[f'{m}_MBps']:.1f}" for m in modes]
+            + [f"{row[f'{m}_cpu_us']:.2f}" for m in modes]
+        )
         for c in cols:
             vals += [f"{v:.4f}" for v in row[c][:3]] if c in row else ["", "", ""]
         lines.append(",".join(vals))

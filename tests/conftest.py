@@ -26,6 +26,7 @@ def write_spec(tmp_path):
         p = tmp_path / filename
         p.write_text(yaml.safe_dump(doc))
         return p
+
     return write
 
 

@@ -10,6 +10,7 @@ project's own (CONTAINERS_CONF), never into /etc.
     python tools/container_engine.py start   # prints DOCKER_HOST=...; the service runs on
     python tools/container_engine.py stop
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,9 @@ def install_podman() -> None:
     if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise NoEngine(f"no container engine: install {' '.join(PACKAGES)} "
-                       f"(sudo apt-get install {' '.join(PACKAGES)}) or Docker")
+        raise NoEngine(
+            f"no container engine: install {' '.join(PACKAGES)} (sudo apt-get install {' '.join(PACKAGES)}) or Docker"
+        )
     print(f"installing {' '.join(PACKAGES)} (Debian packages) for the container tests", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
@@ -83,8 +85,13 @@ def start() -> str:
     SOCKET.unlink(missing_ok=True)
     env = podman_env()
     log = open(STATE / "service.log", "ab")
-    proc = subprocess.Popen(["podman", "system", "service", "--time=0", host], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", host],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     PIDFILE.write_text(str(proc.pid))
     for _ in range(100):  # bounded: 20 s
         if SOCKET.exists() and _reachable(host):

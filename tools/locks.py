@@ -9,6 +9,7 @@ before the venv has anything in it).
 requirements.lock is resolved against PyPI (`make lock`), whose Linux torch wheel pulls in the
 CUDA libraries (several GB). Where the CPU index is reachable, `make` installs torch and
 torchvision from it (same versions, +cpu) and everything else from the lock with its hashes."""
+
 from __future__ import annotations
 
 import re
@@ -49,8 +50,11 @@ def pins(text: str) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3) or argv[0] not in ("reachable", "torch-pins", "without-torch") \
-            or (len(argv) == 3 and argv[0] != "torch-pins"):
+    if (
+        len(argv) not in (2, 3)
+        or argv[0] not in ("reachable", "torch-pins", "without-torch")
+        or (len(argv) == 3 and argv[0] != "torch-pins")
+    ):
         print(__doc__, file=sys.stderr)
         return 2
     what, arg = argv[:2]

@@ -14,6 +14,7 @@ its pod and a restarted role appends to it; records_reader() is the pod that pri
 files back for the executor. Without one the run folder is an emptyDir and the executor
 reads the events from the pods' logs (current and previous container).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,14 +45,18 @@ class RecordsVolume:
     """The chart's records.persistence: a PersistentVolumeClaim per Experiment for the run
     folder. Every role of the run mounts it, so on a multi-node cluster the access mode must
     let them (ReadWriteMany, or ReadWriteOnce where the roles share a node)."""
+
     size: str = "1Gi"
     storage_class: str | None = None  # None: the cluster's default class
     access_mode: str = "ReadWriteOnce"
 
 
 def labels(exp: Experiment, role: str | None = None) -> dict[str, str]:
-    out = {"app.kubernetes.io/name": "splitbench", "app.kubernetes.io/managed-by": "splitbench-operator",
-           "splitbench.dev/experiment": exp.name}
+    out = {
+        "app.kubernetes.io/name": "splitbench",
+        "app.kubernetes.io/managed-by": "splitbench-operator",
+        "splitbench.dev/experiment": exp.name,
+    }
     if role:
         out["splitbench.dev/role"] = role
     return out
@@ -64,14 +69,24 @@ def labels_selector(experiment: str) -> str:
 
 def owner_reference(exp_uid: str, name: str) -> dict:
     kind_version = API_VERSION
-    return {"apiVersion": kind_version, "kind": "Experiment", "name": name, "uid": exp_uid,
-            "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": kind_version,
+        "kind": "Experiment",
+        "name": name,
+        "uid": exp_uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def _meta(exp: Experiment, name: str, role: str | None, uid: str, namespace: str) -> dict:
-    return {"name": name, "namespace": namespace, "labels": labels(exp, role),
-            "annotations": {security.SPEC_HASH: security.spec_hash(exp)},
-            "ownerReferences": [owner_reference(uid, exp.name)]}
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels(exp, role),
+        "annotations": {security.SPEC_HASH: security.spec_hash(exp)},
+        "ownerReferences": [owner_reference(uid, exp.name)],
+    }
 
 
 def _child(exp: Experiment, suffix: str) -> str:
@@ -98,12 +113,17 @@ def _resources(role: Role) -> dict:
 
 
 def _container(role: Role, image: str, args: list[str], resources: dict, pull: str) -> dict:
-    c = {"name": role.kind, "image": image, "imagePullPolicy": pull, "args": args,
-         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
-         "volumeMounts": [{"name": v.name, "mountPath": MOUNTS[v.name], "readOnly": v.read_only} for v in role.volumes],
-         # a pod's files die with it: its events also go to its log, read back by the executor
-         "env": [{"name": k, "value": v} for k, v in (*role.env, ("SPLITBENCH_EVENTS_STDOUT", "1"))],
-         "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False}}
+    c = {
+        "name": role.kind,
+        "image": image,
+        "imagePullPolicy": pull,
+        "args": args,
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "volumeMounts": [{"name": v.name, "mountPath": MOUNTS[v.name], "readOnly": v.read_only} for v in role.volumes],
+        # a pod's files die with it: its events also go to its log, read back by the executor
+        "env": [{"name": k, "value": v} for k, v in (*role.env, ("SPLITBENCH_EVENTS_STDOUT", "1"))],
+        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
+    }
     if role.listens:
         c["ports"].insert(0, {"name": "zmq", "containerPort": PORT})
     if resources:
@@ -117,13 +137,17 @@ def _run_volume(exp: Experiment, records: RecordsVolume | None) -> dict:
     return {"name": "run", "persistentVolumeClaim": {"claimName": _child(exp, "records")}}
 
 
-def _pod_spec(exp: Experiment, container: dict, restart: str, keys: list[str] = (),
-              records: RecordsVolume | None = None) -> dict:
+def _pod_spec(
+    exp: Experiment, container: dict, restart: str, keys: list[str] = (), records: RecordsVolume | None = None
+) -> dict:
     """A role's pod: the spec and the run folder mounted, its keys where the transport is
     authenticated, hardened (security.harden_pod: non-root, read-only root, no capabilities,
     seccomp, no service-account token)."""
-    spec = {"restartPolicy": restart, "containers": [container],
-            "volumes": [{"name": "spec", "configMap": {"name": _child(exp, "spec")}}, _run_volume(exp, records)]}
+    spec = {
+        "restartPolicy": restart,
+        "containers": [container],
+        "volumes": [{"name": "spec", "configMap": {"name": _child(exp, "spec")}}, _run_volume(exp, records)],
+    }
     if keys:
         volume, mount, env = security.keys_volume(exp, keys[0], role_names(exp.spec))
         for other in keys[1:]:  # the sources' Job: one template for every source's key
@@ -149,18 +173,36 @@ def suffix(role: Role) -> str:
 
 def spec_configmap(exp: Experiment, uid: str, namespace: str) -> dict:
     doc = exp.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(exp, _child(exp, "spec"), None, uid, namespace),
-            "data": {SPEC_FILE: yaml.safe_dump(doc, sort_keys=False)}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(exp, _child(exp, "spec"), None, uid, namespace),
+        "data": {SPEC_FILE: yaml.safe_dump(doc, sort_keys=False)},
+    }
 
 
 def _service(exp: Experiment, suffix: str, role: str, uid: str, namespace: str, selector: dict) -> dict:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(exp, _child(exp, suffix), role, uid, namespace),
-            "spec": {"selector": selector, "ports": [{"name": "zmq", "port": PORT, "targetPort": "zmq"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(exp, _child(exp, suffix), role, uid, namespace),
+        "spec": {"selector": selector, "ports": [{"name": "zmq", "port": PORT, "targetPort": "zmq"}]},
+    }
 
 
-def _pod(exp: Experiment, suffix: str, role: str, uid: str, namespace: str, container: dict,
-         extra_labels: dict | None = None, runtime_class: str | None = None, restart: str = "Never",
-         keys: list[str] = (), records: RecordsVolume | None = None) -> dict:
+def _pod(
+    exp: Experiment,
+    suffix: str,
+    role: str,
+    uid: str,
+    namespace: str,
+    container: dict,
+    extra_labels: dict | None = None,
+    runtime_class: str | None = None,
+    restart: str = "Never",
+    keys: list[str] = (),
+    records: RecordsVolume | None = None,
+) -> dict:
     meta = _meta(exp, _child(exp, suffix), role, uid, namespace)
     meta["labels"].update(extra_labels or {})
     meta["annotations"].update(_annotations())
@@ -172,8 +214,14 @@ def _pod(exp: Experiment, suffix: str, role: str, uid: str, namespace: str, cont
 
 def role_args(role: Role, address) -> list[str]:
     """The container's arguments for a role of the plan (the image's entrypoint is splitbench)."""
-    return role.args(address, bind=f"tcp://*:{PORT}", spec_path=f"{SPEC_DIR}/{SPEC_FILE}", run_dir=RUN_DIR,
-                     metrics_port=METRICS_PORT, metrics_addr="0.0.0.0")
+    return role.args(
+        address,
+        bind=f"tcp://*:{PORT}",
+        spec_path=f"{SPEC_DIR}/{SPEC_FILE}",
+        run_dir=RUN_DIR,
+        metrics_port=METRICS_PORT,
+        metrics_addr="0.0.0.0",
+    )
 
 
 def _role_container(role: Role, images: Images, args: list[str]) -> dict:
@@ -190,36 +238,57 @@ def records_claim(exp: Experiment, uid: str, namespace: str, records: RecordsVol
     spec = {"accessModes": [records.access_mode], "resources": {"requests": {"storage": records.size}}}
     if records.storage_class:
         spec["storageClassName"] = records.storage_class
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": _meta(exp, _child(exp, "records"), None, uid, namespace), "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(exp, _child(exp, "records"), None, uid, namespace),
+        "spec": spec,
+    }
 
 
 # The reader prints every complete line of every events file (a line cut by a crash is not
 # complete), each behind the prefix the roles use in their logs, so the executor reads it
 # as it reads a role's log. Plain Python: the edge image's venv, nothing to install.
-_READER = ("import glob, sys\n"
-           f"for p in sorted(glob.glob('{RUN_DIR}/*.events.jsonl')):\n"
-           "    for line in open(p):\n"
-           "        if line.endswith('\\n'):\n"
-           f"            sys.stdout.write({EVENT_PREFIX!r} + line)\n")
+_READER = (
+    "import glob, sys\n"
+    f"for p in sorted(glob.glob('{RUN_DIR}/*.events.jsonl')):\n"
+    "    for line in open(p):\n"
+    "        if line.endswith('\\n'):\n"
+    f"            sys.stdout.write({EVENT_PREFIX!r} + line)\n"
+)
 
 
 def records_reader(exp: Experiment, uid: str, namespace: str, images: Images) -> dict:
     """A pod that mounts the records volume read-only and prints its events to its log, for
     the executor to read back: a pod log is what both a cluster and an API emulator serve
     (no exec, no port-forward, no storage-specific access)."""
-    c = {"name": "records", "image": images.edge, "imagePullPolicy": images.pull_policy,
-         "command": ["python", "-c", _READER],
-         "volumeMounts": [{"name": "run", "mountPath": RUN_DIR, "readOnly": True}],
-         "resources": {"limits": {"memory": "256Mi"}, "requests": {"cpu": "50m", "memory": "64Mi"}}}
-    spec = security.harden_pod({"restartPolicy": "OnFailure", "containers": [c],
-                                "volumes": [_run_volume(exp, RecordsVolume())]}, "records")
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(exp, _child(exp, "records"), "records", uid, namespace),
-            "spec": spec}
+    c = {
+        "name": "records",
+        "image": images.edge,
+        "imagePullPolicy": images.pull_policy,
+        "command": ["python", "-c", _READER],
+        "volumeMounts": [{"name": "run", "mountPath": RUN_DIR, "readOnly": True}],
+        "resources": {"limits": {"memory": "256Mi"}, "requests": {"cpu": "50m", "memory": "64Mi"}},
+    }
+    spec = security.harden_pod(
+        {"restartPolicy": "OnFailure", "containers": [c], "volumes": [_run_volume(exp, RecordsVolume())]}, "records"
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _meta(exp, _child(exp, "records"), "records", uid, namespace),
+        "spec": spec,
+    }
 
 
-def build(exp: Experiment, uid: str, namespace: str = "default", images: Images = Images(),
-          metrics_namespaces: dict | None = None, records: RecordsVolume | None = None) -> list[dict]:
+def build(
+    exp: Experiment,
+    uid: str,
+    namespace: str = "default",
+    images: Images = Images(),
+    metrics_namespaces: dict | None = None,
+    records: RecordsVolume | None = None,
+) -> list[dict]:
     """Every object of the experiment's run, in creation order: the records volume where
     there is one, the role plan, each listener behind a Service, the sources as one Indexed Job."""
     plan = plan_roles(exp)
@@ -241,16 +310,36 @@ def build(exp: Experiment, uid: str, namespace: str = "default", images: Images 
         index = {"splitbench.dev/index": str(role.index)} if role.kind == "server" else {}
         if role.listens:
             objects.append(_service(exp, suffix(role), role.kind, uid, namespace, {**labels(exp, role.kind), **index}))
-        objects.append(_pod(exp, suffix(role), role.kind, uid, namespace, c, index,
-                            images.runtime_class if role.gpu else None, role.restart, _keys(exp, [role]), records))
+        objects.append(
+            _pod(
+                exp,
+                suffix(role),
+                role.kind,
+                uid,
+                namespace,
+                c,
+                index,
+                images.runtime_class if role.gpu else None,
+                role.restart,
+                _keys(exp, [role]),
+                records,
+            )
+        )
     sources = plan.of_kind("source")
     if sources:
         objects.append(sources_job(exp, uid, namespace, images, sources, address, records))
     return objects
 
 
-def sources_job(exp: Experiment, uid: str, namespace: str, images: Images, sources: list[Role], address,
-                records: RecordsVolume | None = None) -> dict:
+def sources_job(
+    exp: Experiment,
+    uid: str,
+    namespace: str,
+    images: Images,
+    sources: list[Role],
+    address,
+    records: RecordsVolume | None = None,
+) -> dict:
     """The K sources as one Indexed Job: completion i runs source i. The plan's sources differ
     only in their index and, where each has its own server (hfsl without emulation), their
     first peer: both come from the completion index. A source's pod that dies or is deleted
@@ -260,19 +349,38 @@ def sources_job(exp: Experiment, uid: str, namespace: str, images: Images, sourc
     peers = {r.connect for r in sources}
     render = address
     if len(peers) > 1:  # each source has its own server: its address from the completion index
+
         def render(name: str) -> str:
             return "$(SERVER_ADDRESS)" if name == first.connect else address(name)
+
     args = role_args(first, render)
     args[args.index("--index") + 1] = "$(SOURCE_INDEX)"
     c = _role_container(first, images, args)
-    c["env"] += [{"name": "SOURCE_INDEX", "valueFrom": {"fieldRef": {
-        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}]
+    c["env"] += [
+        {
+            "name": "SOURCE_INDEX",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
+            },
+        }
+    ]
     if len(peers) > 1:
         c["env"].append({"name": "SERVER_ADDRESS", "value": _address(exp, "server-$(SOURCE_INDEX)", namespace)})
     # One template serves every completion, so it carries every source's key: a source
     # could speak as another source (not as a server, the link or the aggregator).
-    template = {"metadata": {"labels": labels(exp, "source"), "annotations": _annotations()},
-                "spec": _pod_spec(exp, c, first.restart, _keys(exp, sources), records)}
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(exp, _child(exp, "sources"), "source", uid, namespace),
-            "spec": {"completions": len(sources), "parallelism": len(sources), "completionMode": "Indexed",
-                     "backoffLimitPerIndex": RESTART_LIMIT, "template": template}}
+    template = {
+        "metadata": {"labels": labels(exp, "source"), "annotations": _annotations()},
+        "spec": _pod_spec(exp, c, first.restart, _keys(exp, sources), records),
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(exp, _child(exp, "sources"), "source", uid, namespace),
+        "spec": {
+            "completions": len(sources),
+            "parallelism": len(sources),
+            "completionMode": "Indexed",
+            "backoffLimitPerIndex": RESTART_LIMIT,
+            "template": template,
+        },
+    }

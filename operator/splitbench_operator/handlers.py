@@ -9,6 +9,7 @@ timer          roll the pods' and the Job's state up into status.phase / progres
                prints it back for the executor (builders.records_reader)
 delete         remove every child (owner references let the garbage collector do the same)
 """
+
 from __future__ import annotations
 
 import json
@@ -31,10 +32,12 @@ RETRY_S = INTERVAL  # a child's name still held by an earlier run's object: try 
 
 def images() -> Images:
     """Images and GPU runtime class, as the Helm chart's values set them on the Deployment."""
-    return Images(edge=os.environ.get("SPLITBENCH_EDGE_IMAGE", Images.edge),
-                  gpu=os.environ.get("SPLITBENCH_GPU_IMAGE", Images.gpu),
-                  pull_policy=os.environ.get("SPLITBENCH_PULL_POLICY", Images.pull_policy),
-                  runtime_class=os.environ.get("SPLITBENCH_RUNTIME_CLASS") or None)
+    return Images(
+        edge=os.environ.get("SPLITBENCH_EDGE_IMAGE", Images.edge),
+        gpu=os.environ.get("SPLITBENCH_GPU_IMAGE", Images.gpu),
+        pull_policy=os.environ.get("SPLITBENCH_PULL_POLICY", Images.pull_policy),
+        runtime_class=os.environ.get("SPLITBENCH_RUNTIME_CLASS") or None,
+    )
 
 
 def metrics_namespaces() -> dict | None:
@@ -50,8 +53,11 @@ def records_volume() -> RecordsVolume | None:
     raw = json.loads(os.environ.get("SPLITBENCH_RECORDS_PERSISTENCE") or "{}")
     if not raw.get("enabled"):
         return None
-    return RecordsVolume(size=raw.get("size") or RecordsVolume.size, storage_class=raw.get("storageClassName") or None,
-                         access_mode=raw.get("accessMode") or RecordsVolume.access_mode)
+    return RecordsVolume(
+        size=raw.get("size") or RecordsVolume.size,
+        storage_class=raw.get("storageClassName") or None,
+        access_mode=raw.get("accessMode") or RecordsVolume.access_mode,
+    )
 
 
 def set_status(patch: kopf.Patch, body: kopf.Body, phase: str, reason: str, message: str, **fields) -> None:
@@ -61,17 +67,24 @@ def set_status(patch: kopf.Patch, body: kopf.Body, phase: str, reason: str, mess
     before = body.get("status") or {}
     generation = before.get("observedGeneration") if "children" in before else body.metadata.get("generation")
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    patch.status.update(phase=phase, message=message, observedGeneration=generation,
-                        conditions=conditions(phase, reason, message, before.get("conditions"), now, generation),
-                        **fields)
+    patch.status.update(
+        phase=phase,
+        message=message,
+        observedGeneration=generation,
+        conditions=conditions(phase, reason, message, before.get("conditions"), now, generation),
+        **fields,
+    )
 
 
 def experiment(body: kopf.Body) -> Experiment:
     """The custom resource as the validated spec; a bad spec is a permanent error (retrying
     will not fix it) with the same one-line-per-problem text as `splitbench validate`."""
-    doc = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-           "metadata": {"name": body.metadata.name, "labels": dict(body.metadata.labels or {})},
-           "spec": dict(body.spec)}
+    doc = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {"name": body.metadata.name, "labels": dict(body.metadata.labels or {})},
+        "spec": dict(body.spec),
+    }
     try:
         return Experiment.model_validate(doc)
     except ValidationError as err:
@@ -107,9 +120,16 @@ def apply(body: kopf.Body, uid: str, namespace: str, patch: kopf.Patch, logger, 
     names = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
     logger.info(f"{len(created)} created, {len(objects) - len(created)} already there: {', '.join(names)}")
     claims = [n for n in names if n.startswith("PersistentVolumeClaim/")]
-    set_status(patch, body, status.get("phase") or "Pending", "ChildrenCreated", status.get("message") or "children created",
-               children=names, progress=status.get("progress") or f"0/{_sources(exp)}",
-               records=claims[0] if claims else "pod logs")
+    set_status(
+        patch,
+        body,
+        status.get("phase") or "Pending",
+        "ChildrenCreated",
+        status.get("message") or "children created",
+        children=names,
+        progress=status.get("progress") or f"0/{_sources(exp)}",
+        records=claims[0] if claims else "pod logs",
+    )
 
 
 def fail(patch: kopf.Patch, body: kopf.Body, reason: str, message: str):
@@ -123,8 +143,14 @@ def _sources(exp: Experiment) -> int:
     return exp.spec.sources.replicas if exp.spec.uses_network else 0
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=INTERVAL,
-            when=lambda status, **_: (status or {}).get("phase") not in TERMINAL and bool((status or {}).get("children")))
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=INTERVAL,
+    initial_delay=INTERVAL,
+    when=lambda status, **_: (status or {}).get("phase") not in TERMINAL and bool((status or {}).get("children")),
+)
 def roll_up(body: kopf.Body, name: str, namespace: str, uid: str, status, patch: kopf.Patch, logger, **_) -> None:
     exp = experiment(body)
     pods, job = kube.children(namespace, name)
@@ -149,8 +175,10 @@ def _start_reader(exp: Experiment, uid: str, namespace: str, logger) -> None:
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def spec_changed(logger, **_) -> None:
     """A run keeps the spec it started with (its record must say what was measured)."""
-    logger.warning("spec changed after the run was created: not applied; delete the Experiment and create it again "
-                   "to run the new spec (status.observedGeneration stays the generation that runs)")
+    logger.warning(
+        "spec changed after the run was created: not applied; delete the Experiment and create it again "
+        "to run the new spec (status.observedGeneration stays the generation that runs)"
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

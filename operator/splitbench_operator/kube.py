@@ -2,6 +2,7 @@
 
 Creation is idempotent: an object that already exists (409) counts as done, so a handler
 retried after a crash, or resumed when the operator restarts, creates nothing twice."""
+
 from __future__ import annotations
 
 import kubernetes
@@ -72,13 +73,17 @@ def create(obj: dict) -> bool:
     want_uids = {r["uid"] for r in obj["metadata"].get("ownerReferences", [])}
     have_uids = {r.get("uid") for r in meta.get("ownerReferences") or []}
     if want_uids and not want_uids & have_uids:
-        raise Foreign(f"{obj['kind']}/{name} already exists and is not owned by this Experiment; "
-                      "rename the Experiment or delete that object")
+        raise Foreign(
+            f"{obj['kind']}/{name} already exists and is not owned by this Experiment; "
+            "rename the Experiment or delete that object"
+        )
     want_hash = (obj["metadata"].get("annotations") or {}).get(SPEC_HASH)
     have_hash = (meta.get("annotations") or {}).get(SPEC_HASH)
     if want_hash and want_hash != have_hash:
-        raise Foreign(f"{obj['kind']}/{name} exists from another spec of this Experiment (hash {have_hash}, "
-                      f"now {want_hash}); delete it to rebuild")
+        raise Foreign(
+            f"{obj['kind']}/{name} exists from another spec of this Experiment (hash {have_hash}, "
+            f"now {want_hash}); delete it to rebuild"
+        )
     return False
 
 

@@ -12,6 +12,7 @@ pod_security_context / container_security_context / harden_pod
                    runAsNonRoot, readOnlyRootFilesystem (emptyDirs where roles write),
                    capabilities drop ALL, seccomp RuntimeDefault, no service account token
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,7 +37,7 @@ def child_name(experiment: str, suffix: str) -> str:
     prefix = experiment
     if len(experiment) > PREFIX_MAX:
         digest = hashlib.sha256(experiment.encode()).hexdigest()[:8]
-        prefix = f"{experiment[:PREFIX_MAX - 9].rstrip('-')}-{digest}"
+        prefix = f"{experiment[: PREFIX_MAX - 9].rstrip('-')}-{digest}"
     return f"{prefix}-{suffix}"
 
 
@@ -46,22 +47,41 @@ def spec_hash(exp: Experiment) -> str:
 
 
 def _owner(exp: Experiment, uid: str) -> dict:
-    return {"apiVersion": API_VERSION, "kind": "Experiment", "name": exp.name, "uid": uid,
-            "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Experiment",
+        "name": exp.name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def _labels(exp: Experiment) -> dict:
-    return {"app.kubernetes.io/name": "splitbench", "app.kubernetes.io/managed-by": "splitbench-operator",
-            "splitbench.dev/experiment": exp.name}
+    return {
+        "app.kubernetes.io/name": "splitbench",
+        "app.kubernetes.io/managed-by": "splitbench-operator",
+        "splitbench.dev/experiment": exp.name,
+    }
 
 
 def keys_secret(exp: Experiment, uid: str, namespace: str, instances: list[str]) -> dict:
     """The Experiment's keys: <instance>.pub and <instance>.key for every role instance
     (splitbench.roleplan.role_names(exp.spec)). Fresh keys on every call: create it once."""
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": child_name(exp.name, "keys"), "namespace": namespace, "labels": _labels(exp),
-                         "annotations": {SPEC_HASH: spec_hash(exp)}, "ownerReferences": [_owner(exp, uid)]},
-            "immutable": True, "stringData": secret_data(instances)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": child_name(exp.name, "keys"),
+            "namespace": namespace,
+            "labels": _labels(exp),
+            "annotations": {SPEC_HASH: spec_hash(exp)},
+            "ownerReferences": [_owner(exp, uid)],
+        },
+        "immutable": True,
+        "stringData": secret_data(instances),
+    }
 
 
 def keys_volume(exp: Experiment, instance: str, instances: list[str]) -> tuple[dict, dict, dict]:
@@ -70,38 +90,67 @@ def keys_volume(exp: Experiment, instance: str, instances: list[str]) -> tuple[d
     The pod sees its own secret key and all public keys, nothing else."""
     items = [{"key": f"{i}.pub", "path": f"{i}.pub"} for i in instances]
     items.append({"key": f"{instance}.key", "path": f"{instance}.key", "mode": 0o400})
-    volume = {"name": "keys", "secret": {"secretName": child_name(exp.name, "keys"), "defaultMode": 0o444,
-                                         "items": items}}
+    volume = {
+        "name": "keys",
+        "secret": {"secretName": child_name(exp.name, "keys"), "defaultMode": 0o444, "items": items},
+    }
     return volume, {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True}, {"name": KEYS_ENV, "value": KEYS_DIR}
 
 
-def network_policy(exp: Experiment, uid: str, namespace: str, zmq_port: int, metrics_port: int,
-                   metrics_namespaces: dict | None = None) -> dict:
+def network_policy(
+    exp: Experiment, uid: str, namespace: str, zmq_port: int, metrics_port: int, metrics_namespaces: dict | None = None
+) -> dict:
     """Ingress to the experiment's pods: its ZeroMQ port only from its own pods; its metrics
     port from namespaces matching metrics_namespaces (a label selector's matchLabels; None:
     no one). Everything else is denied (policyTypes Ingress with no other rule)."""
     own = {"podSelector": {"matchLabels": {"splitbench.dev/experiment": exp.name}}}
     rules = [{"from": [own], "ports": [{"protocol": "TCP", "port": zmq_port}]}]
     if metrics_namespaces is not None:
-        rules.append({"from": [{"namespaceSelector": {"matchLabels": dict(metrics_namespaces)}}],
-                      "ports": [{"protocol": "TCP", "port": metrics_port}]})
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": child_name(exp.name, "policy"), "namespace": namespace, "labels": _labels(exp),
-                         "annotations": {SPEC_HASH: spec_hash(exp)}, "ownerReferences": [_owner(exp, uid)]},
-            "spec": {"podSelector": {"matchLabels": {"splitbench.dev/experiment": exp.name}},
-                     "policyTypes": ["Ingress"], "ingress": rules}}
+        rules.append(
+            {
+                "from": [{"namespaceSelector": {"matchLabels": dict(metrics_namespaces)}}],
+                "ports": [{"protocol": "TCP", "port": metrics_port}],
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": child_name(exp.name, "policy"),
+            "namespace": namespace,
+            "labels": _labels(exp),
+            "annotations": {SPEC_HASH: spec_hash(exp)},
+            "ownerReferences": [_owner(exp, uid)],
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {"splitbench.dev/experiment": exp.name}},
+            "policyTypes": ["Ingress"],
+            "ingress": rules,
+        },
+    }
 
 
 def pod_security_context() -> dict:
-    return {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
-            "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def container_security_context(role: str) -> dict:
     """Every role, the link emulator included, drops every capability: the link is a
     userspace relay (roles/link.py) and needs none."""
-    return {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-            "privileged": False, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def harden_pod(pod_spec: dict, role: str) -> dict:

@@ -7,6 +7,7 @@ status.conditions Ready, Progressing, Degraded, Failed as metav1.Condition (type
                   `kubectl wait --for=condition=Ready` works; a condition's transition time
                   moves only when its status does
 """
+
 from __future__ import annotations
 
 from splitbench.crd import FINISHED
@@ -27,8 +28,9 @@ def _why(pod: dict) -> str:
         term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
         if term:
             text = (term.get("message") or "").strip().splitlines()
-            return (f"{term.get('reason', 'terminated')} (exit {term.get('exitCode')})"
-                    + (f": {text[-1]}" if text else ""))
+            return f"{term.get('reason', 'terminated')} (exit {term.get('exitCode')})" + (
+                f": {text[-1]}" if text else ""
+            )
     return status.get("reason") or status.get("message") or "failed"
 
 
@@ -62,7 +64,9 @@ def rollup(pods: list[dict], job: dict | None, sources: int) -> dict:
     for p in pods:
         by_phase.setdefault((p.get("status") or {}).get("phase") or "Pending", []).append(p["metadata"]["name"])
     jstat = (job or {}).get("status") or {}
-    peers = [p for p in pods if (p["metadata"].get("labels") or {}).get("splitbench.dev/role") not in ("source", "records")]
+    peers = [
+        p for p in pods if (p["metadata"].get("labels") or {}).get("splitbench.dev/role") not in ("source", "records")
+    ]
     done = int(jstat.get("succeeded") or 0)
     if job is None and not sources:  # centralized: one trainer pod, no sources
         done, sources = sum((p.get("status") or {}).get("phase") == "Succeeded" for p in peers), len(peers)
@@ -74,9 +78,12 @@ def rollup(pods: list[dict], job: dict | None, sources: int) -> dict:
     looping = [p for p in peers if _restarts(p) > RESTART_LIMIT]
     if looping:
         p = looping[0]
-        return _phase("Failed", "RestartLimitExceeded",
-                      f"{p['metadata']['name']} restarted {_restarts(p)} times (limit {RESTART_LIMIT}): {_why(p)}",
-                      progress)
+        return _phase(
+            "Failed",
+            "RestartLimitExceeded",
+            f"{p['metadata']['name']} restarted {_restarts(p)} times (limit {RESTART_LIMIT}): {_why(p)}",
+            progress,
+        )
     lost = _indexes(jstat.get("failedIndexes"))
     if sources and len(lost) >= sources:
         return _phase("Failed", "SourcesLost", f"every source stopped ({_lost(lost)})", progress)
@@ -92,24 +99,34 @@ def rollup(pods: list[dict], job: dict | None, sources: int) -> dict:
     running = by_phase.get("Running", [])
     lost_note = f"; lost {_lost(lost)}" if lost else ""
     if running:
-        return _phase("Running", "SourcesLost" if lost else "Running", f"{len(running)} pods running{lost_note}", progress)
-    return _phase("Pending", "SourcesLost" if lost else "PodsPending",
-                  f"{len(by_phase.get('Pending', []))} of {len(pods)} pods pending{lost_note}", progress)
+        return _phase(
+            "Running", "SourcesLost" if lost else "Running", f"{len(running)} pods running{lost_note}", progress
+        )
+    return _phase(
+        "Pending",
+        "SourcesLost" if lost else "PodsPending",
+        f"{len(by_phase.get('Pending', []))} of {len(pods)} pods pending{lost_note}",
+        progress,
+    )
 
 
 def _lost(indexes: list[int]) -> str:
     return "source " + ", ".join(str(i) for i in indexes) + f" (failed {RESTART_LIMIT + 1} times)"
 
 
-def conditions(phase: str, reason: str, message: str, previous: list[dict] | None, now: str,
-               generation: int | None = None) -> list[dict]:
+def conditions(
+    phase: str, reason: str, message: str, previous: list[dict] | None, now: str, generation: int | None = None
+) -> list[dict]:
     """The four conditions for a phase, each keeping its lastTransitionTime from `previous`
     unless its status changed. now: an RFC 3339 time (the caller's clock: this stays pure)."""
     finished = phase in FINISHED
     states = {
         "Ready": (finished, reason if finished or phase == "Failed" else phase),
         "Progressing": (phase in ("Pending", "Running"), reason if phase in ("Pending", "Running") else "Finished"),
-        "Degraded": (reason == "SourcesLost" and phase != "Failed", "SourcesLost" if reason == "SourcesLost" else "AllSources"),
+        "Degraded": (
+            reason == "SourcesLost" and phase != "Failed",
+            "SourcesLost" if reason == "SourcesLost" else "AllSources",
+        ),
         "Failed": (phase == "Failed", reason if phase == "Failed" else "NotFailed"),
     }
     old = {c.get("type"): c for c in previous or []}

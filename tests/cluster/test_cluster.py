@@ -1,6 +1,7 @@
 """`make bench EXECUTOR=kubernetes` on a real cluster, when one is reachable. On kind:
     make cluster images load deploy && .venv/bin/python -m pytest -m cluster tests/cluster/test_cluster.py
 Skipped, with the reason, where no cluster answers or the chart is not deployed."""
+
 import os
 import subprocess
 
@@ -11,6 +12,7 @@ from splitbench.crd import GROUP, PLURAL
 from splitbench.executors.kubeapi import NoCluster, api_client
 
 from support import ROOT
+
 pytestmark = pytest.mark.cluster
 
 
@@ -36,9 +38,21 @@ def test_make_bench_on_the_cluster_writes_the_same_report(tmp_path):
     why = _why_not()
     if why:
         pytest.skip(why + " (on kind: make cluster images load deploy)")
-    r = subprocess.run(["make", "bench", "EXECUTOR=kubernetes", "ARGS=--quick --repeats 1", f"RUNS={tmp_path / 'runs'}",
-                        f"OUT={tmp_path / 'report'}"], cwd=ROOT, capture_output=True, text=True, timeout=3600,
-                       env={**os.environ})
+    r = subprocess.run(
+        [
+            "make",
+            "bench",
+            "EXECUTOR=kubernetes",
+            "ARGS=--quick --repeats 1",
+            f"RUNS={tmp_path / 'runs'}",
+            f"OUT={tmp_path / 'report'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env={**os.environ},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     summary = pd.read_csv(tmp_path / "report" / "summary.csv")
     assert len(summary) == 7 and (summary["status"] == "ok").all(), summary[["experiment", "status"]]

@@ -1,6 +1,7 @@
 """docs/adding-a-paradigm.md, followed literally: its blocks are applied to a copy of the
 repository (file=PATH: a new file; append=PATH: added at the end), its shell lines are run
 there, and the tiny experiment it runs must finish and send what the page says."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,11 @@ def test_following_the_page_adds_a_paradigm_model_and_profile_that_run(tmp_path)
     for name in COPY:
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
-    env = {**os.environ, "PYTHONPATH": f"{repo / 'workload'}{os.pathsep}{repo / 'operator'}",
-           "SPLITBENCH_BENCHMARKS": str(repo / "benchmarks")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{repo / 'workload'}{os.pathsep}{repo / 'operator'}",
+        "SPLITBENCH_BENCHMARKS": str(repo / "benchmarks"),
+    }
     for lang, info, body in blocks():
         if info.startswith("file="):
             path = repo / info.removeprefix("file=")

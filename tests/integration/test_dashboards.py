@@ -1,6 +1,7 @@
 """Every panel of dashboards/*.json, run against a real Prometheus that scraped a real
 local run (file-based discovery of the run's targets.json, on loopback): each query must
 return data, and the dashboards' variables must find the run's paradigm and experiment."""
+
 import json
 import shutil
 import socket
@@ -19,8 +20,10 @@ from support import experiment_doc
 
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
 PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="needs a Prometheus server: apt-get install prometheus "
-                                                           "(make test installs it when run as root)")
+pytestmark = pytest.mark.skipif(
+    PROMETHEUS is None,
+    reason="needs a Prometheus server: apt-get install prometheus (make test installs it when run as root)",
+)
 
 
 def free_port() -> int:
@@ -42,17 +45,38 @@ def scraped_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prom")
     runs = tmp / "runs"
     runs.mkdir()
-    (tmp / "prometheus.yml").write_text(json.dumps({  # YAML is a superset of JSON
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        # no honor_labels: the roles' labels do not clash with Prometheus' own (instance, job)
-        "scrape_configs": [{"job_name": "splitbench", "scrape_interval": "500ms",
-                            "file_sd_configs": [{"files": [str(runs / "dash" / "*.json")],  # globs: file names only
-                                                 "refresh_interval": "1s"}]}]}))
+    (tmp / "prometheus.yml").write_text(
+        json.dumps(
+            {  # YAML is a superset of JSON
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                # no honor_labels: the roles' labels do not clash with Prometheus' own (instance, job)
+                "scrape_configs": [
+                    {
+                        "job_name": "splitbench",
+                        "scrape_interval": "500ms",
+                        "file_sd_configs": [
+                            {
+                                "files": [str(runs / "dash" / "*.json")],  # globs: file names only
+                                "refresh_interval": "1s",
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / "prometheus.log", "w"))
+    prom = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "prometheus.log", "w"),
+    )
     try:
         deadline = time.time() + 30
         while True:
@@ -65,10 +89,15 @@ def scraped_run(tmp_path_factory):
             assert prom.poll() is None and time.time() < deadline, (tmp / "prometheus.log").read_text()[-2000:]
             time.sleep(0.2)
         # early exit over an emulated link: both exits, a link queue, bytes both ways
-        exp = Experiment.model_validate(experiment_doc(
-            name="dash", paradigm={"name": "early_exit", "splitAfter": 4}, network={"profile": "wifi4"},
-            dataset={"name": "synthetic", "samplesPerSource": 320, "testSamples": 64},
-            training={"epochs": 2, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60}))
+        exp = Experiment.model_validate(
+            experiment_doc(
+                name="dash",
+                paradigm={"name": "early_exit", "splitAfter": 4},
+                network={"profile": "wifi4"},
+                dataset={"name": "synthetic", "samplesPerSource": 320, "testSamples": 64},
+                training={"epochs": 2, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60},
+            )
+        )
         t0 = time.time()
         result = LocalExecutor(runs, quiet=True, timeout_s=180).run(exp)
         assert result.ok, result.message

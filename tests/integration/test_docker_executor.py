@@ -2,6 +2,7 @@
 session fixture through the Docker Engine API; podman's on this kind of host), one network
 per experiment, the run folder bind-mounted. Same payload bytes as the local executor, the
 spec's CPU quota in force inside the containers, nothing left behind."""
+
 from __future__ import annotations
 
 import threading
@@ -60,14 +61,18 @@ def test_a_role_killed_in_its_container_ends_the_run_with_its_last_lines(contain
     doc["spec"]["dataset"]["samplesPerSource"] = 2048
     exp = Experiment.model_validate(doc)
     result = {}
-    runner = threading.Thread(target=lambda: result.update(
-        r=DockerExecutor(tmp_path, quiet=True, timeout_s=300).run(exp)))
+    runner = threading.Thread(
+        target=lambda: result.update(r=DockerExecutor(tmp_path, quiet=True, timeout_s=300).run(exp))
+    )
     runner.start()
     victim = None
     deadline = time.time() + 120
     while victim is None and time.time() < deadline:  # wait until source-1 has started training
         for c in container_engine.containers.list(filters={"label": f"{LABEL}={exp.name}"}):
-            if c.labels.get("splitbench.dev/role") == "source-1" and (tmp_path / exp.name / "source-1.events.jsonl").exists():
+            if (
+                c.labels.get("splitbench.dev/role") == "source-1"
+                and (tmp_path / exp.name / "source-1.events.jsonl").exists()
+            ):
                 events = (tmp_path / exp.name / "source-1.events.jsonl").read_text()
                 if '"step"' in events:
                     victim = c

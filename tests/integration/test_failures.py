@@ -1,4 +1,5 @@
 """Bad peers, dead peers and Ctrl-C, with real processes on loopback."""
+
 from __future__ import annotations
 
 import os
@@ -23,16 +24,36 @@ pytestmark = pytest.mark.integration
 
 
 def role(name, spec, run_dir, *extra):
-    return subprocess.Popen([sys.executable, "-m", "splitbench", "role", name, "--spec", str(spec), "--run-dir",
-                             str(run_dir), "--cpu-limit", "off", *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "splitbench",
+            "role",
+            name,
+            "--spec",
+            str(spec),
+            "--run-dir",
+            str(run_dir),
+            "--cpu-limit",
+            "off",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_server_answers_garbage_with_errors_and_keeps_serving(tmp_path, write_spec):
     # plain sockets: content checks here; what CURVE keeps out is tests/integration/test_trust.py's
-    spec = write_spec(experiment_doc(sources={"replicas": 1}, training={"epochs": 1, "batchSize": 32,
-                                                                        "maxStepsPerEpoch": 2, "replyTimeoutS": 60},
-                                     transport={"auth": "none"}))
+    spec = write_spec(
+        experiment_doc(
+            sources={"replicas": 1},
+            training={"epochs": 1, "batchSize": 32, "maxStepsPerEpoch": 2, "replyTimeoutS": 60},
+            transport={"auth": "none"},
+        )
+    )
     addr = f"tcp://127.0.0.1:{free_port()}"
     server = role("server", spec, tmp_path, "--bind", addr)
     ctx = zmq.Context()
@@ -68,9 +89,11 @@ def test_server_answers_garbage_with_errors_and_keeps_serving(tmp_path, write_sp
         for p in (server,):
             if p.poll() is None:
                 p.kill()
-    reasons = {s.labels["reason"]: s.value for s in prom_samples(tmp_path / "server-0.prom",
-                                                                 "splitbench_rejected_messages")
-               if s.name.endswith("_total")}
+    reasons = {
+        s.labels["reason"]: s.value
+        for s in prom_samples(tmp_path / "server-0.prom", "splitbench_rejected_messages")
+        if s.name.endswith("_total")
+    }
     assert reasons == {"wire": len(garbage), "shape": 1, "kind": 1}
 
 
@@ -79,8 +102,11 @@ def test_aggregator_averages_by_sample_count_and_rejects_bad_contributions(tmp_p
     a second contribution to an open round and weights of the wrong size are refused with
     ERROR replies; a round's average is weighted by n_k; a missing device ends the role
     with a line naming what it waited for."""
-    spec = write_spec(experiment_doc(paradigm={"name": "fedavg"}, training={"epochs": 2, "replyTimeoutS": 4},
-                                     transport={"auth": "none"}))
+    spec = write_spec(
+        experiment_doc(
+            paradigm={"name": "fedavg"}, training={"epochs": 2, "replyTimeoutS": 4}, transport={"auth": "none"}
+        )
+    )
     addr = f"tcp://127.0.0.1:{free_port()}"
     agg = role("aggregator", spec, tmp_path, "--bind", addr)
     ctx = zmq.Context()
@@ -91,8 +117,11 @@ def test_aggregator_averages_by_sample_count_and_rejects_bad_contributions(tmp_p
     try:
         a.sock.send_multipart([b"not a message"])
         assert a.recv(30)[1].kind is Kind.ERROR
-        a.send(Message(Kind.TRAIN, "t").add("w_low", torch.zeros(2), Traffic.WEIGHTS).add("n", torch.tensor([1]),
-                                                                                         Traffic.CONTROL))
+        a.send(
+            Message(Kind.TRAIN, "t")
+            .add("w_low", torch.zeros(2), Traffic.WEIGHTS)
+            .add("n", torch.tensor([1]), Traffic.CONTROL)
+        )
         assert "one w_<partition> tensor (w_whole)" in a.recv(30)[1].error_text()
         a.send(contribution(1.0, 1))
         a.send(contribution(1.0, 1))  # the same again (a re-send): dropped and counted, answered with the round
@@ -104,15 +133,18 @@ def test_aggregator_averages_by_sample_count_and_rejects_bad_contributions(tmp_p
             assert set(reply.tensors["w_whole"].tolist()) == {2.5}  # 1/4 a + 3/4 b
         b.send(contribution(1.0, 1, epoch=1, values=size + 1))  # weights of the wrong size: refused alone
         assert f"has {size + 1} values, this round's are {size}" in b.recv(30)[1].error_text()
-        b.send(contribution(1.0, 10 ** 15, epoch=1))  # a sample count that would take over the average
+        b.send(contribution(1.0, 10**15, epoch=1))  # a sample count that would take over the average
         assert "outside 1..128" in b.recv(30)[1].error_text()
         a.send(contribution(1.0, 1, epoch=1))
         assert agg.wait(60) == 3, agg.stdout.read()  # round 1 never completes: b sent nothing usable
         assert "waiting for whole round 1: 1/2 in" in agg.stdout.read()
     finally:
         close_peers(ctx, agg, a, b)
-    dropped = [s.value for s in prom_samples(tmp_path / "aggregator-0.prom", "splitbench_duplicates_dropped")
-               if s.name.endswith("_total")]
+    dropped = [
+        s.value
+        for s in prom_samples(tmp_path / "aggregator-0.prom", "splitbench_duplicates_dropped")
+        if s.name.endswith("_total")
+    ]
     assert dropped == [1]
     agg2 = role("aggregator", spec, tmp_path / "2", "--bind", f"tcp://127.0.0.1:{free_port()}")
     assert agg2.wait(60) == 3
@@ -120,8 +152,9 @@ def test_aggregator_averages_by_sample_count_and_rejects_bad_contributions(tmp_p
 
 
 def test_a_source_facing_a_dead_server_fails_with_one_line(tmp_path, write_spec):
-    spec = write_spec(experiment_doc(training={"epochs": 1, "batchSize": 32, "replyTimeoutS": 2},
-                                     transport={"auth": "none"}))
+    spec = write_spec(
+        experiment_doc(training={"epochs": 1, "batchSize": 32, "replyTimeoutS": 2}, transport={"auth": "none"})
+    )
     source = role("source", spec, tmp_path, "--index", "0", "--connect", f"tcp://127.0.0.1:{free_port()}")
     out, _ = source.communicate(timeout=120)
     assert source.returncode == 3
@@ -131,11 +164,17 @@ def test_a_source_facing_a_dead_server_fails_with_one_line(tmp_path, write_spec)
 
 
 def test_ctrl_c_stops_every_role_and_keeps_the_record(tmp_path, write_spec):
-    spec = write_spec(experiment_doc(name="long", network={"profile": "low-bitrate"},
-                                     training={"epochs": 5, "batchSize": 32}))
+    spec = write_spec(
+        experiment_doc(name="long", network={"profile": "low-bitrate"}, training={"epochs": 5, "batchSize": 32})
+    )
     runs = tmp_path / "runs"
-    p = subprocess.Popen([sys.executable, "-m", "splitbench", "run", str(spec), "--runs", str(runs)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "splitbench", "run", str(spec), "--runs", str(runs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     events = runs / "long" / "source-0.events.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (events.exists() and '"event": "step"' in events.read_text()):
@@ -165,9 +204,13 @@ def test_split_over_the_wire_trains_exactly_like_split_in_process(tmp_path):
     from splitbench.schedule import batches, source_indices
     from splitbench.spec import Experiment
 
-    exp = Experiment.model_validate(experiment_doc(
-        sources={"replicas": 1}, network={"profile": "unconstrained"},
-        training={"epochs": 1, "batchSize": 32, "lr": 0.05, "maxStepsPerEpoch": 4}))
+    exp = Experiment.model_validate(
+        experiment_doc(
+            sources={"replicas": 1},
+            network={"profile": "unconstrained"},
+            training={"epochs": 1, "batchSize": 32, "lr": 0.05, "maxStepsPerEpoch": 4},
+        )
+    )
     result = LocalExecutor(tmp_path, cpu_limit="off", quiet=True).run(exp)
     assert result.ok, result.message
     rec = pd.read_parquet(result.run_dir / "record.parquet")
@@ -178,7 +221,10 @@ def test_split_over_the_wire_trains_exactly_like_split_in_process(tmp_path):
     setup = Setup(exp, data.meta)
     edge, _ = split(whole_model(setup), 4)
     _, server = split(whole_model(setup), 4)
-    eo, so = make_optimizer(edge.parameters(), exp.spec.training), make_optimizer(server.parameters(), exp.spec.training)
+    eo, so = (
+        make_optimizer(edge.parameters(), exp.spec.training),
+        make_optimizer(server.parameters(), exp.spec.training),
+    )
     local_losses = []
     for _, idx in batches(source_indices(exp.spec, data)[0], exp.spec, 0, 0, 4):
         act = edge(data.meta.normalize(data.train_x[idx]))

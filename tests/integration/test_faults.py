@@ -1,6 +1,7 @@
 """Faults (issue 15, part B): a source that is gone does not end the run, a round closes at the
 deadline, faults injected on purpose are recorded and reported. Real processes on loopback,
 synthetic data, a few steps."""
+
 from __future__ import annotations
 
 import time
@@ -26,11 +27,17 @@ KILL = {"kind": "kill", "role": "source-1", "atStep": 6}
 
 
 def small(name: str, paradigm: dict, sources: int, faults: list, epochs: int = 4, **over) -> Experiment:
-    return Experiment.model_validate(experiment_doc(
-        name=name, paradigm=paradigm, faults=faults,
-        dataset={"name": "synthetic", "samplesPerSource": 64, "testSamples": 64},
-        sources={"replicas": sources, "deadline": 3},
-        training={"epochs": epochs, "batchSize": 16, "maxStepsPerEpoch": 4, "replyTimeoutS": 60}, **over))
+    return Experiment.model_validate(
+        experiment_doc(
+            name=name,
+            paradigm=paradigm,
+            faults=faults,
+            dataset={"name": "synthetic", "samplesPerSource": 64, "testSamples": 64},
+            sources={"replicas": sources, "deadline": 3},
+            training={"epochs": epochs, "batchSize": 16, "maxStepsPerEpoch": 4, "replyTimeoutS": 60},
+            **over,
+        )
+    )
 
 
 def steps_of(rec: pd.DataFrame) -> pd.Series:
@@ -69,8 +76,9 @@ def test_a_killed_source_of_four_leaves_a_degraded_run(tmp_path, paradigm):
 def test_hfsl_goes_on_without_a_killed_source_and_its_medium_device(tmp_path):
     """In hfsl the killed source's medium device is left with nothing to serve: both partitions'
     rounds close at the deadline without the pair, and every round is still averaged."""
-    exp = small("kill-hfsl", {"name": "hfsl", "splitAfter": 2}, 3, [{"kind": "kill", "role": "source-1", "atStep": 5}],
-                epochs=3)
+    exp = small(
+        "kill-hfsl", {"name": "hfsl", "splitAfter": 2}, 3, [{"kind": "kill", "role": "source-1", "atStep": 5}], epochs=3
+    )
     result = LocalExecutor(tmp_path, cpu_limit="off", quiet=True, timeout_s=400).run(exp)
     assert result.status == "degraded", result.message
     rec = load(result.run_dir)
@@ -98,8 +106,14 @@ def test_a_round_closes_at_the_deadline_with_the_updates_that_came(tmp_path, wri
     """Three devices, one silent: after sources.deadline the aggregator averages the two that
     came, weighted by their sample counts, records the third as gone and does not wait for it
     in the next round."""
-    spec = write_spec(experiment_doc(paradigm={"name": "fedavg"}, sources={"replicas": 3, "deadline": 2},
-                                     training={"epochs": 2, "replyTimeoutS": 30}, transport={"auth": "none"}))
+    spec = write_spec(
+        experiment_doc(
+            paradigm={"name": "fedavg"},
+            sources={"replicas": 3, "deadline": 2},
+            training={"epochs": 2, "replyTimeoutS": 30},
+            transport={"auth": "none"},
+        )
+    )
     addr = f"tcp://127.0.0.1:{free_port()}"
     agg = role("aggregator", spec, tmp_path, "--bind", addr)
     ctx = zmq.Context()
@@ -136,8 +150,10 @@ def test_a_round_closes_at_the_deadline_with_the_updates_that_came(tmp_path, wri
 
 def test_a_suite_with_a_kill_reports_the_fault_and_its_cost(tmp_path):
     kill = {"kind": "kill", "role": "source-1", "atStep": 3}
-    runs = [small("suite-no-faults", {"name": "split", "splitAfter": 4}, 2, [], epochs=2),
-            small("suite-kill-source-1", {"name": "split", "splitAfter": 4}, 2, [kill], epochs=2)]
+    runs = [
+        small("suite-no-faults", {"name": "split", "splitAfter": 4}, 2, [], epochs=2),
+        small("suite-kill-source-1", {"name": "split", "splitAfter": 4}, 2, [kill], epochs=2),
+    ]
     executor = LocalExecutor(tmp_path / "runs", cpu_limit="off", quiet=True, timeout_s=300)
     results = [executor.run(e) for e in runs]
     assert [r.status for r in results] == ["ok", "degraded"], [r.message for r in results]
@@ -156,7 +172,7 @@ def test_a_suite_with_a_kill_reports_the_fault_and_its_cost(tmp_path):
     assert "<h2>Faults</h2>" in html and "<h2>Degraded runs</h2>" in html
     # the marked interval: the kill, from when it happened to the end of the run, hatched on the figure
     rec = load(results[1].run_dir)
-    (start, end, what), = fault_intervals(rec)
+    ((start, end, what),) = fault_intervals(rec)
     ended = rec.loc[(rec["event"] == "fault") & (rec["state"] == "end"), "t"]
     assert what == "kill source-1" and start == pytest.approx(row["start_t_s"]) and end == ended.max()
     assert rec["t"].max() - end < 0.5  # the kill's end is the run's: only the executor's closing line follows
@@ -165,22 +181,29 @@ def test_a_suite_with_a_kill_reports_the_fault_and_its_cost(tmp_path):
     assert len(spans) == 1 and spans[0].get_x() == pytest.approx(start)
 
 
-@pytest.mark.parametrize("faults,error", [
-    ([{"kind": "kill", "role": "source-1"}], "exactly one of atStep and atS"),
-    ([{"kind": "kill", "role": "source-9", "atS": 1}], "fault role source-9: split with 2 sources has 2 source"),
-    ([{"kind": "kill", "role": "aggregator-0", "atS": 1}], "has 0 aggregator role(s)"),
-    ([{"kind": "cut", "atS": 1}], "a cut fault needs forS"),
-    ([{"kind": "slow", "role": "server-0", "atS": 1, "forS": 1, "cpu": "100m"}], "a slow fault slows a source"),
-    ([{"kind": "cut", "atS": 1, "forS": 5}, {"kind": "cut", "atS": 3, "forS": 1}], "must be in time order"),
-])
+@pytest.mark.parametrize(
+    "faults,error",
+    [
+        ([{"kind": "kill", "role": "source-1"}], "exactly one of atStep and atS"),
+        ([{"kind": "kill", "role": "source-9", "atS": 1}], "fault role source-9: split with 2 sources has 2 source"),
+        ([{"kind": "kill", "role": "aggregator-0", "atS": 1}], "has 0 aggregator role(s)"),
+        ([{"kind": "cut", "atS": 1}], "a cut fault needs forS"),
+        ([{"kind": "slow", "role": "server-0", "atS": 1, "forS": 1, "cpu": "100m"}], "a slow fault slows a source"),
+        ([{"kind": "cut", "atS": 1, "forS": 5}, {"kind": "cut", "atS": 3, "forS": 1}], "must be in time order"),
+    ],
+)
 def test_fault_specs_are_checked(faults, error):
     with pytest.raises(ValueError, match=error.replace("(", r"\(").replace(")", r"\)")):
         Experiment.model_validate(experiment_doc(faults=faults))
 
 
 def test_a_cut_is_an_outage_of_the_link():
-    exp = Experiment.model_validate(experiment_doc(network={"profile": "wifi6", "outages": [{"atS": 10, "forS": 1}]},
-                                                   faults=[{"kind": "cut", "atS": 2, "forS": 3}]))
+    exp = Experiment.model_validate(
+        experiment_doc(
+            network={"profile": "wifi6", "outages": [{"atS": 10, "forS": 1}]},
+            faults=[{"kind": "cut", "atS": 2, "forS": 3}],
+        )
+    )
     assert [(o.at_s, o.for_s) for o in exp.spec.network_with_faults().outages] == [(2, 3), (10, 1)]
     assert exp.spec.network.outages[0].at_s == 10  # the spec itself is not rewritten
 
@@ -189,15 +212,19 @@ def test_a_slow_fault_moves_the_source_quota_for_its_interval(tmp_path):
     """The executor moves the source's quota to the fault's for forS seconds and back, through
     the mechanism the source's quota is enforced by; where that cannot move (no cgroup), the
     fault event says it was not enforced."""
-    doc = experiment_doc(name="slow", sources={"replicas": 1, "device": {"cpu": "1"}},
-                         faults=[{"kind": "slow", "role": "source-0", "atS": 0.5, "forS": 1.5, "cpu": "100m"}],
-                         dataset={"name": "synthetic", "samplesPerSource": 64, "testSamples": 64},
-                         training={"epochs": 4, "batchSize": 16, "maxStepsPerEpoch": 4})
+    doc = experiment_doc(
+        name="slow",
+        sources={"replicas": 1, "device": {"cpu": "1"}},
+        faults=[{"kind": "slow", "role": "source-0", "atS": 0.5, "forS": 1.5, "cpu": "100m"}],
+        dataset={"name": "synthetic", "samplesPerSource": 64, "testSamples": 64},
+        training={"epochs": 4, "batchSize": 16, "maxStepsPerEpoch": 4},
+    )
     result = LocalExecutor(tmp_path, cpu_limit="auto", quiet=True, timeout_s=300).run(Experiment.model_validate(doc))
     assert result.status == "ok", result.message
     rec = load(result.run_dir)
-    mechanism = rec.loc[(rec["event"] == "session") & (rec["status"] == "limited") & (rec["instance"] == "source-0"),
-                        "cpu_limit"].iloc[0]
+    mechanism = rec.loc[
+        (rec["event"] == "session") & (rec["status"] == "limited") & (rec["instance"] == "source-0"), "cpu_limit"
+    ].iloc[0]
     start, end = (rec[(rec["event"] == "fault") & (rec["state"] == s)].iloc[0] for s in ("start", "end"))
     assert start["target"] == end["target"] == "source-0" and start["cpu_quota"] == 0.1 and end["cpu_quota"] == 1.0
     if mechanism.startswith("cgroup"):

@@ -2,6 +2,7 @@
 command line), environment, working folder and log, its pid answers signals, and its exit
 code comes back as Popen's would; a run records which launch ran, and a forked run's records
 equal a spawned run's."""
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,33 @@ LIGHT = ("splitbench.cli.main",)  # no torch: these tests fork the link emulator
 
 
 def _server(tmp_path: Path, argvs: list[list[str]]) -> ForkServer:
-    return ForkServer(str(tmp_path / "zygote-title"), cmdline_room(argvs), tmp_path / "forkserver.log",
-                      preload=LIGHT, ready_timeout_s=120).start()
+    return ForkServer(
+        str(tmp_path / "zygote-title"),
+        cmdline_room(argvs),
+        tmp_path / "forkserver.log",
+        preload=LIGHT,
+        ready_timeout_s=120,
+    ).start()
 
 
 def _link_argv(spec: Path, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "splitbench", "role", "link", "--spec", str(spec), "--run-dir", str(run_dir),
-            "--bind", f"tcp://127.0.0.1:{free_port()}", "--connect", f"tcp://127.0.0.1:{free_port()}",
-            "--cpu-limit", "off"]
+    return [
+        sys.executable,
+        "-m",
+        "splitbench",
+        "role",
+        "link",
+        "--spec",
+        str(spec),
+        "--run-dir",
+        str(run_dir),
+        "--bind",
+        f"tcp://127.0.0.1:{free_port()}",
+        "--connect",
+        f"tcp://127.0.0.1:{free_port()}",
+        "--cpu-limit",
+        "off",
+    ]
 
 
 def test_a_forked_role_has_its_own_cwd_log_and_exit_code(tmp_path):
@@ -60,7 +80,10 @@ def test_a_forked_role_reads_its_own_environment_and_command_line_and_dies_by_it
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     missing = tmp_path / "keys-from-the-environment"
-    refused, waiting = _link_argv(spec, run_dir), _link_argv(write_spec(experiment_doc(name="wait", transport={"auth": "none"}), "w.yaml"), run_dir)
+    refused, waiting = (
+        _link_argv(spec, run_dir),
+        _link_argv(write_spec(experiment_doc(name="wait", transport={"auth": "none"}), "w.yaml"), run_dir),
+    )
     server = _server(tmp_path, [refused, waiting])
     try:
         role = server.spawn(refused, {"SPLITBENCH_KEYS": str(missing)}, run_dir / "refused.log")
@@ -93,12 +116,16 @@ def _listening(events: Path) -> bool:
 @pytest.mark.integration
 def test_a_forked_run_records_what_a_spawned_run_does(tmp_path):
     # one source: with two, the server's model takes their steps in arrival order, and the losses with it
-    doc = experiment_doc(name="same", sources={"replicas": 1, "device": {"cpu": "500m"}},
-                         training={"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": 3, "replyTimeoutS": 120})
+    doc = experiment_doc(
+        name="same",
+        sources={"replicas": 1, "device": {"cpu": "500m"}},
+        training={"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": 3, "replyTimeoutS": 120},
+    )
     recs, envs = {}, {}
     for launch in ("spawn", "forkserver"):
-        result = LocalExecutor(tmp_path / launch, cpu_limit="off", quiet=True, timeout_s=300,
-                               launch=launch).run(Experiment.model_validate(doc))
+        result = LocalExecutor(tmp_path / launch, cpu_limit="off", quiet=True, timeout_s=300, launch=launch).run(
+            Experiment.model_validate(doc)
+        )
         assert result.ok, (launch, result.message)
         recs[launch] = pd.read_parquet(result.run_dir / "record.parquet")
         envs[launch] = json.loads((result.run_dir / "environment.json").read_text())
@@ -108,9 +135,13 @@ def test_a_forked_run_records_what_a_spawned_run_does(tmp_path):
     assert not (tmp_path / "spawn" / "same" / "forkserver.json").exists()
     # bytes are test_regress's (a resend under load counts twice in a step's bytes, in either mode)
     cols = ["instance", "epoch", "step", "loss", "samples"]
-    steps = {k: r[r["event"] == "step"][cols].sort_values(["instance", "step"]).reset_index(drop=True)
-             for k, r in recs.items()}
+    steps = {
+        k: r[r["event"] == "step"][cols].sort_values(["instance", "step"]).reset_index(drop=True)
+        for k, r in recs.items()
+    }
     pd.testing.assert_frame_equal(steps["spawn"], steps["forkserver"])  # the same losses, bit for bit
-    ends = {k: r[(r["event"] == "session") & (r["status"] == "ok")].set_index("instance")["imports"].to_dict()
-            for k, r in recs.items()}
+    ends = {
+        k: r[(r["event"] == "session") & (r["status"] == "ok")].set_index("instance")["imports"].to_dict()
+        for k, r in recs.items()
+    }
     assert ends["spawn"] == ends["forkserver"]  # the fork server adds no heavy import (pandas, torchvision)

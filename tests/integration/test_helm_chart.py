@@ -1,6 +1,7 @@
 """helm/splitbench: lints strictly, renders objects that are valid Kubernetes 1.35, grants
 the operator what it calls and no more, renders a PodMonitor only where its API exists, ships
 the dashboards for Grafana's sidecar, and its values schema refuses bad values."""
+
 import json
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from support import ROOT
+
 CHART = ROOT / "helm" / "splitbench"
 K8S = "1.35.0"
 HELM = shutil.which("helm", path=f"{Path(sys.executable).parent}:{shutil.os.environ.get('PATH', '')}")
@@ -37,8 +39,14 @@ def test_lint_strict():
 
 def test_rendered_objects_are_valid_kubernetes_and_pods_carry_prometheus_annotations():
     docs = render("--include-crds")
-    assert {d["kind"] for d in docs} >= {"CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole",
-                                         "ClusterRoleBinding", "ConfigMap"}
+    assert {d["kind"] for d in docs} >= {
+        "CustomResourceDefinition",
+        "Deployment",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+    }
     for d in docs:
         kubernetes_validate.validate(d, K8S, strict=True)
     (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
@@ -55,6 +63,7 @@ def test_the_records_volume_setting_reaches_the_operator():
         (deploy,) = [d for d in render(*args) if d["kind"] == "Deployment"]
         values = {e["name"]: e["value"] for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
         return json.loads(values["SPLITBENCH_RECORDS_PERSISTENCE"])
+
     assert env()["enabled"] is False  # no storage class needed by default: records come back through pod logs
     on = env("--set", "records.persistence.enabled=true", "--set", "records.persistence.storageClassName=fast")
     assert on == {"enabled": True, "storageClassName": "fast", "accessMode": "ReadWriteOnce", "size": "1Gi"}
@@ -70,13 +79,16 @@ def _granted(rules) -> set:
     return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
 
 
-_NEEDED = ({("splitbench.dev", "experiments", v) for v in ("get", "list", "watch", "patch")}
-           | {("splitbench.dev", "experiments/status", "patch")}
-           | {("", kind, v) for kind in ("pods", "services", "configmaps") for v in ("create", "list", "delete")}
-           | {("", "secrets", v) for v in ("get", "create", "delete")}
-           | {("", "persistentvolumeclaims", v) for v in ("get", "list", "create", "delete")}
-           | {("networking.k8s.io", "networkpolicies", v) for v in ("get", "create", "delete")}
-           | {("batch", "jobs", v) for v in ("create", "list", "delete")} | {("", "events", "create")})
+_NEEDED = (
+    {("splitbench.dev", "experiments", v) for v in ("get", "list", "watch", "patch")}
+    | {("splitbench.dev", "experiments/status", "patch")}
+    | {("", kind, v) for kind in ("pods", "services", "configmaps") for v in ("create", "list", "delete")}
+    | {("", "secrets", v) for v in ("get", "create", "delete")}
+    | {("", "persistentvolumeclaims", v) for v in ("get", "list", "create", "delete")}
+    | {("networking.k8s.io", "networkpolicies", v) for v in ("get", "create", "delete")}
+    | {("batch", "jobs", v) for v in ("create", "list", "delete")}
+    | {("", "events", "create")}
+)
 
 
 def test_rbac_grants_what_the_operator_calls_and_no_wildcards():
@@ -95,11 +107,15 @@ def test_watching_some_namespaces_grants_namespaced_roles_only():
     assert set(roles) == set(bindings) == {"lab", "bench"}
     for ns in ("lab", "bench"):
         assert _NEEDED <= _granted(roles[ns]["rules"])
-        assert bindings[ns]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                           "name": roles[ns]["metadata"]["name"]}
+        assert bindings[ns]["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": roles[ns]["metadata"]["name"],
+        }
     (cluster,) = [d for d in docs if d["kind"] == "ClusterRole"]  # only kopf's CRD lookup stays cluster-wide
-    assert _granted(cluster["rules"]) == {("apiextensions.k8s.io", "customresourcedefinitions", v)
-                                          for v in ("get", "list", "watch")}
+    assert _granted(cluster["rules"]) == {
+        ("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")
+    }
 
 
 def test_a_podmonitor_only_where_the_prometheus_operator_api_exists():
@@ -124,15 +140,18 @@ def test_the_dashboards_ship_as_configmaps_for_grafanas_sidecar():
         assert json.loads(cm["data"][f.name]) == json.loads(f.read_text())
 
 
-@pytest.mark.parametrize("bad, field", [
-    ("podMonitor.enabled=maybe", "/podMonitor/enabled"),
-    ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
-    ("operator.namespaces={Not_A_Namespace}", "/operator/namespaces/0"),
-    ("operator.statusIntervalSeconds=0", "/operator/statusIntervalSeconds"),
-    ("typo=1", "typo"),
-    ("records.persistence.accessMode=ReadMostly", "/records/persistence/accessMode"),
-    ("records.persistence.size=lots", "/records/persistence/size"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ("podMonitor.enabled=maybe", "/podMonitor/enabled"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("operator.namespaces={Not_A_Namespace}", "/operator/namespaces/0"),
+        ("operator.statusIntervalSeconds=0", "/operator/statusIntervalSeconds"),
+        ("typo=1", "typo"),
+        ("records.persistence.accessMode=ReadMostly", "/records/persistence/accessMode"),
+        ("records.persistence.size=lots", "/records/persistence/size"),
+    ],
+)
 def test_the_values_schema_refuses_bad_values(bad, field):
     r = helm("template", "sb", str(CHART), "--set", bad, ok=False)
     assert r.returncode != 0 and field in r.stderr, r.stderr

@@ -18,6 +18,7 @@ operator sets, only delivered differently):
 - NetworkPolicy, owner references and the garbage collector: not played (no API server).
 The record comes back as on a cluster: from each pod's log (SPLITBENCH_EVENTS_STDOUT=1).
 """
+
 from __future__ import annotations
 
 import copy
@@ -58,7 +59,8 @@ def playable(objs: list[dict], keys_root: Path) -> list[dict]:
                 pod_spec = copy.deepcopy(o["spec"]["template"]["spec"])
                 c = pod_spec["containers"][0]
                 c["env"] = [e for e in c["env"] if e["name"] != "SOURCE_INDEX"] + [
-                    {"name": "SOURCE_INDEX", "value": str(i)}]
+                    {"name": "SOURCE_INDEX", "value": str(i)}
+                ]
                 c["args"] = [a.replace("$(SOURCE_INDEX)", str(i)) for a in c["args"]]
                 meta = {"name": f"{o['metadata']['name']}-{i}", "labels": o["spec"]["template"]["metadata"]["labels"]}
                 out.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec})
@@ -98,13 +100,20 @@ def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.C
     return done
 
 
-@pytest.mark.skipif(not shutil.which("podman") or os.geteuid() != 0,
-                    reason="podman kube play as root is needed (the keys are handed to the pods' user, uid 10001)")
+@pytest.mark.skipif(
+    not shutil.which("podman") or os.geteuid() != 0,
+    reason="podman kube play as root is needed (the keys are handed to the pods' user, uid 10001)",
+)
 def test_the_operators_pods_run_under_podman_kube_play(container_engine, tmp_path):
     doc = experiment_doc(name="kubeplay", network={"profile": "wifi6"})
     doc["spec"]["training"]["maxStepsPerEpoch"] = 3
     exp = Experiment.model_validate(doc)
-    objs = build(exp, "uid-kubeplay", NAMESPACE, Images(edge=container_engine.images.get("splitbench-edge:latest").tags[0], pull_policy="Never"))
+    objs = build(
+        exp,
+        "uid-kubeplay",
+        NAMESPACE,
+        Images(edge=container_engine.images.get("splitbench-edge:latest").tags[0], pull_policy="Never"),
+    )
     manifest = tmp_path / "experiment.yaml"
     played = playable(objs, tmp_path / "keys")
     manifest.write_text(yaml.safe_dump_all(played, sort_keys=False))
@@ -117,8 +126,10 @@ def test_the_operators_pods_run_under_podman_kube_play(container_engine, tmp_pat
         deadline = time.time() + 240
         states: dict[str, str] = {}
         while time.time() < deadline:  # bounded: every role exits, or the test fails below
-            states = {c: podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", c).stdout.strip()
-                      for c in containers.values()}
+            states = {
+                c: podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", c).stdout.strip()
+                for c in containers.values()
+            }
             if all(s.startswith("exited") for s in states.values()):
                 break
             time.sleep(2)

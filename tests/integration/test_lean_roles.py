@@ -1,6 +1,7 @@
 """Lean roles (issue 17, item 3): each role imports only what it needs (the link emulator no
 torch, no role pandas, small_cnn no torchvision), datasets are decoded once into the cache
 and mapped read-only, and every role records what it cost before it could work."""
+
 from __future__ import annotations
 
 import gzip
@@ -26,23 +27,28 @@ def _python(code: str) -> str:
 
 
 def test_the_relay_checks_and_answers_without_torch():
-    probe = ("import sys\n"
-             "from splitbench.roles import link\n"
-             "from splitbench.transport.wire import WireError, decode, encode, error_message\n"
-             "frames = encode(error_message('no route', 'exp', 'link-0'))\n"
-             "msg = decode(frames, tensors=False)\n"
-             "assert msg.kind.name == 'ERROR' and msg.sender == 'link-0' and list(msg.traffic) == ['error']\n"
-             "try:\n    decode(frames[:1], tensors=False)\nexcept WireError:\n    pass\n"
-             "else:\n    raise AssertionError('a missing frame passed')\n"
-             "print(sorted(m for m in ('torch', 'torchvision', 'pandas') if m in sys.modules))")
+    probe = (
+        "import sys\n"
+        "from splitbench.roles import link\n"
+        "from splitbench.transport.wire import WireError, decode, encode, error_message\n"
+        "frames = encode(error_message('no route', 'exp', 'link-0'))\n"
+        "msg = decode(frames, tensors=False)\n"
+        "assert msg.kind.name == 'ERROR' and msg.sender == 'link-0' and list(msg.traffic) == ['error']\n"
+        "try:\n    decode(frames[:1], tensors=False)\nexcept WireError:\n    pass\n"
+        "else:\n    raise AssertionError('a missing frame passed')\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'pandas') if m in sys.modules))"
+    )
     assert _python(probe) == "[]"
 
 
 def test_a_headers_only_decode_runs_every_check():
     frames = encode(error_message("bad act", "exp", "server-0"))
     full, header = decode(frames), decode(frames, tensors=False)
-    assert (header.kind, header.sender, header.experiment) == (full.kind, full.sender, full.experiment) == \
-        (Kind.ERROR, "server-0", full.experiment)
+    assert (
+        (header.kind, header.sender, header.experiment)
+        == (full.kind, full.sender, full.experiment)
+        == (Kind.ERROR, "server-0", full.experiment)
+    )
     assert header.tensors == {} and header.traffic == full.traffic and full.error_text() == "bad act"
     with pytest.raises(WireError, match="7 bytes, frame has 3"):
         decode([frames[0], b"bad"], tensors=False)
@@ -121,8 +127,9 @@ def test_a_damaged_dataset_file_is_named(tiny_fashion):
 def test_each_role_imports_only_what_it_needs_and_records_its_footprint(tmp_path):
     from splitbench.executors import LocalExecutor
 
-    doc = experiment_doc(name="lean", training={"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": 2,
-                                                "replyTimeoutS": 60})
+    doc = experiment_doc(
+        name="lean", training={"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": 2, "replyTimeoutS": 60}
+    )
     result = LocalExecutor(tmp_path / "runs", quiet=True, timeout_s=240).run(Experiment.model_validate(doc))
     assert result.ok, result.message
     rec = pd.read_parquet(result.run_dir / "record.parquet")

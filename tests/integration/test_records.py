@@ -1,5 +1,6 @@
 """Records that survive: files replaced in one step, events that a SIGKILL cuts at most by the
 line being written, and a report that names a damaged record and still reports every whole run."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,7 @@ write_atomic(sys.argv[1], "new content")
 def test_a_crash_between_write_and_rename_leaves_the_old_file_intact(tmp_path):
     target = tmp_path / "status.txt"
     write_atomic(target, "old content\n")
-    r = subprocess.run([sys.executable, "-c", CRASH_AT_RENAME, str(target)], capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run([sys.executable, "-c", CRASH_AT_RENAME, str(target)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 9, r.stderr
     assert target.read_text() == "old content\n"
     leftovers = [p.name for p in tmp_path.iterdir() if p != target]
@@ -104,20 +104,25 @@ def test_report_lists_damaged_runs_and_reports_every_complete_run(tmp_path):
     root = tmp_path / "runs"
     dirs = {f"s-r{r}": fake_run(root, "s", r, 0.1 + 0.001 * r, 0.8) for r in (1, 2, 3, 4)}
     rng = random.Random(15)
-    _cut(dirs["s-r2"] / "record.parquet", rng)          # rebuilt from its whole events
-    _cut(dirs["s-r3"] / "source-0.events.jsonl", rng)   # its record.parquet is whole
-    _cut(dirs["s-r4"] / "record.parquet", rng)          # nothing whole left: left out
+    _cut(dirs["s-r2"] / "record.parquet", rng)  # rebuilt from its whole events
+    _cut(dirs["s-r3"] / "source-0.events.jsonl", rng)  # its record.parquet is whole
+    _cut(dirs["s-r4"] / "record.parquet", rng)  # nothing whole left: left out
     _cut(dirs["s-r4"] / "source-0.events.jsonl", rng)
     out = tmp_path / "report"
-    r = subprocess.run([sys.executable, "-m", "splitbench", "report", str(root), "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "splitbench", "report", str(root), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     named = [line for line in r.stderr.splitlines() if "record.parquet:" in line or "events.jsonl:" in line]
     assert len(named) == 4, r.stderr
     assert any(line.startswith(f"{dirs['s-r2']}/record.parquet: unreadable") and "rebuilt" in line for line in named)
     assert any(line.startswith(f"{dirs['s-r3']}/source-0.events.jsonl: ") for line in named)
-    assert any(line.startswith(f"{dirs['s-r4']}/record.parquet: unreadable") and "run left out" in line
-               for line in named)
+    assert any(
+        line.startswith(f"{dirs['s-r4']}/record.parquet: unreadable") and "run left out" in line for line in named
+    )
     report = json.loads((out / "report.json").read_text())
     used = {row["experiment"]: row["record"] for row in report["runs"]}
     assert used == {"s-r1": "record.parquet", "s-r2": "events", "s-r3": "record.parquet"}
@@ -130,8 +135,11 @@ def test_report_lists_damaged_runs_and_reports_every_complete_run(tmp_path):
 def _hashes(folder) -> dict[str, str]:
     import hashlib
 
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _leftover_cgroups(prefix: str) -> list[str]:
@@ -157,25 +165,43 @@ def test_sigterm_during_the_third_run_then_resume_completes_the_suite_and_keeps_
 
     name = f"resume{os.getpid()}"  # its own cgroup names, beside other benches on this machine
     base = experiment_doc()["spec"]
-    base.update(dataset={"name": "synthetic", "samplesPerSource": 128, "testSamples": 64},
-                network={"profile": "unconstrained"}, transport={"auth": "none"},
-                sources={"replicas": 1, "device": {"cpu": "1"}})
+    base.update(
+        dataset={"name": "synthetic", "samplesPerSource": 128, "testSamples": 64},
+        network={"profile": "unconstrained"},
+        transport={"auth": "none"},
+        sources={"replicas": 1, "device": {"cpu": "1"}},
+    )
     slow = {"profile": "low-bitrate"}  # ~3 s a step: long enough to be caught in flight
-    suite = {"apiVersion": "splitbench.dev/v1alpha1", "kind": "Suite", "metadata": {"name": name},
-             "spec": {"base": base, "cases": [{"label": "a"}, {"label": "b", "seed": 1},
-                                              {"label": "c", "network": slow}]}}
+    suite = {
+        "apiVersion": "splitbench.dev/v1alpha1",
+        "kind": "Suite",
+        "metadata": {"name": name},
+        "spec": {"base": base, "cases": [{"label": "a"}, {"label": "b", "seed": 1}, {"label": "c", "network": slow}]},
+    }
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
     runs, out = tmp_path / "runs", tmp_path / "report"
-    argv = [sys.executable, "-m", "splitbench", "bench", str(tmp_path / "suite.yaml"), "--runs", str(runs),
-            "--out", str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "splitbench",
+        "bench",
+        str(tmp_path / "suite.yaml"),
+        "--runs",
+        str(runs),
+        "--out",
+        str(out),
+    ]
     folders = [runs / name / f"{name}-{x}" for x in "abc"]
     log = open(tmp_path / "bench.log", "w")
     bench = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         events = folders[2] / "source-0.events.jsonl"
         deadline = time.time() + 300
-        while time.time() < deadline and bench.poll() is None and not (
-                events.exists() and '"event": "step"' in events.read_text()):
+        while (
+            time.time() < deadline
+            and bench.poll() is None
+            and not (events.exists() and '"event": "step"' in events.read_text())
+        ):
             time.sleep(0.2)
         assert bench.poll() is None and events.exists(), (tmp_path / "bench.log").read_text()
         before = [_hashes(f) for f in folders[:2]]
@@ -188,8 +214,9 @@ def test_sigterm_during_the_third_run_then_resume_completes_the_suite_and_keeps_
     said = (tmp_path / "bench.log").read_text()
     last = said.strip().splitlines()[-1]
     assert "interrupted (SIGTERM) during" in last and f"{name}-c (3/3)" in last, said
-    assert last.endswith(f"resume with: splitbench bench {tmp_path / 'suite.yaml'} --runs {runs} --out {out} "
-                         "--resume"), last
+    assert last.endswith(
+        f"resume with: splitbench bench {tmp_path / 'suite.yaml'} --runs {runs} --out {out} --resume"
+    ), last
     assert "Traceback" not in said
     time.sleep(0.5)
     assert processes_mentioning(str(runs)) == [], "a role outlived the interrupted bench"
@@ -266,6 +293,7 @@ def test_sigterm_in_the_docker_executor_stops_and_removes_every_container_and_ma
 
     def interrupted(*a):
         raise KeyboardInterrupt("SIGTERM")  # what bench's SIGTERM handler raises
+
     monkeypatch.setattr(docker_executor.DockerExecutor, "_watch", interrupted)
     exp = Experiment.model_validate(experiment_doc(name="dk", network={"profile": "wifi6"}))
     with pytest.raises(KeyboardInterrupt):

@@ -1,5 +1,6 @@
 """splitbench regress: bytes per sample pinned exactly per paradigm and message kind, both ways;
 time ratios within the repeats' spread; renaming an experiment changes no byte."""
+
 import json
 import math
 import os
@@ -19,12 +20,19 @@ import torch
 
 SUITES = {"default": 7, "compressed-split-reduced": 10, "hfsl-reduced": 11}
 # one setting per paradigm (each stage of the staged ones), perturbed in every message kind
-PER_PARADIGM = {"default": ["default-centralized", "default-full-offload-uint8-wifi6", "default-split-s4-wifi6",
-                            "default-early-exit-s4-wifi6"],
-                "compressed-split-reduced": ["compressed-split-reduced-wifi6-cs-s4-fixed-b4",
-                                             "compressed-split-reduced-wifi6-cs-s4-deprune-b4-128@"],
-                "hfsl-reduced": ["hfsl-reduced-fedavg-wifi6", "hfsl-reduced-hfsl-s2-wifi6",
-                                 "hfsl-reduced-hfsl-moving-wifi6@"]}
+PER_PARADIGM = {
+    "default": [
+        "default-centralized",
+        "default-full-offload-uint8-wifi6",
+        "default-split-s4-wifi6",
+        "default-early-exit-s4-wifi6",
+    ],
+    "compressed-split-reduced": [
+        "compressed-split-reduced-wifi6-cs-s4-fixed-b4",
+        "compressed-split-reduced-wifi6-cs-s4-deprune-b4-128@",
+    ],
+    "hfsl-reduced": ["hfsl-reduced-fedavg-wifi6", "hfsl-reduced-hfsl-s2-wifi6", "hfsl-reduced-hfsl-moving-wifi6@"],
+}
 
 
 def test_any_change_either_way_fails_with_a_table_and_zero_baselines_work():
@@ -47,8 +55,9 @@ def test_timing_fails_only_beyond_the_spread_of_the_repeats():
     assert fails == [] and "within" in lines[0]
     fails, lines = check_timing({"s": {"step_time": [4.0, 4.1, 3.9]}}, base)
     assert len(fails) == 1 and "BEYOND" in fails[0]
-    fails, lines = check_timing({"s": {"step_time": [9.0]}},
-                                {"ratios": {"s": {"step_time": {"mean": 2.0, "std": math.nan, "n": 1}}}})
+    fails, lines = check_timing(
+        {"s": {"step_time": [9.0]}}, {"ratios": {"s": {"step_time": {"mean": 2.0, "std": math.nan, "n": 1}}}}
+    )
     assert fails == [] and "not checked" in lines[0]
 
 
@@ -56,13 +65,30 @@ def test_the_header_carries_a_fixed_size_id_whatever_the_name():
     def size(name):
         m = Message(Kind.TRAIN, name, "source-0", 1, 2).add("x", torch.zeros(4, 3), Traffic.ACTIVATION)
         return sum(len(bytes(f)) for f in encode(m))
+
     assert size("a") == size("a-much-longer-experiment-name-of-sixty-three-characters-xxxxxxx") == size("")
 
 
 def _run_suite(tmp_path, suite):
-    return subprocess.run([sys.executable, "-m", "splitbench", "regress", "--suite",
-                           str(ROOT / "benchmarks" / "suites" / f"{suite}.yaml"), "--quick", "--cpu-limit", "off",
-                           "--runs", str(tmp_path)], capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "splitbench",
+            "regress",
+            "--suite",
+            str(ROOT / "benchmarks" / "suites" / f"{suite}.yaml"),
+            "--quick",
+            "--cpu-limit",
+            "off",
+            "--runs",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture(scope="module", params=list(SUITES))
@@ -73,8 +99,17 @@ def suite_runs(request, tmp_path_factory):
     existing = os.environ.get("SPLITBENCH_REGRESS_RUNS")  # reuse runs/<suite>/ of an earlier regress --suite
     if existing:
         runs = Path(existing) / suite
-        return suite, runs, subprocess.run([sys.executable, "-m", "splitbench", "regress", "--runs", str(runs)],
-                                           capture_output=True, text=True, timeout=600, cwd=ROOT)
+        return (
+            suite,
+            runs,
+            subprocess.run(
+                [sys.executable, "-m", "splitbench", "regress", "--runs", str(runs)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                cwd=ROOT,
+            ),
+        )
     tmp = tmp_path_factory.mktemp(suite)
     return suite, tmp / suite, _run_suite(tmp, suite)
 
@@ -106,8 +141,12 @@ def test_every_one_byte_perturbation_fails_and_the_baseline_passes(suite_runs, t
         return main(["regress", "--runs", str(runs), "--baseline", str(path)])
 
     assert regress(committed) == 0
-    keys = [k for k in committed["bytes"] for want in PER_PARADIGM[suite]
-            if k == want or (want.endswith("@") and k.startswith(want))]
+    keys = [
+        k
+        for k in committed["bytes"]
+        for want in PER_PARADIGM[suite]
+        if k == want or (want.endswith("@") and k.startswith(want))
+    ]
     assert len(keys) >= len(PER_PARADIGM[suite])
     if suite == "hfsl-reduced":
         assert {k.split("@")[1] for k in keys if "@" in k} == {"split2", "split4"}  # the split moved
@@ -131,12 +170,29 @@ def test_every_one_byte_perturbation_fails_and_the_baseline_passes(suite_runs, t
 @pytest.mark.slow
 def test_renaming_an_experiment_leaves_its_bytes_per_sample_unchanged(tmp_path, write_spec):
     from support import experiment_doc
+
     measured = []
     for name in ("a", "a-renamed-to-something-much-longer-than-before-0123456789"):
-        spec = write_spec(experiment_doc(name, training={"epochs": 1, "batchSize": 16, "maxStepsPerEpoch": 2}),
-                          f"{name}.yaml")
-        r = subprocess.run([sys.executable, "-m", "splitbench", "run", str(spec), "--runs", str(tmp_path / name),
-                            "--cpu-limit", "off"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+        spec = write_spec(
+            experiment_doc(name, training={"epochs": 1, "batchSize": 16, "maxStepsPerEpoch": 2}), f"{name}.yaml"
+        )
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "splitbench",
+                "run",
+                str(spec),
+                "--runs",
+                str(tmp_path / name),
+                "--cpu-limit",
+                "off",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         (values,) = measure_run(tmp_path / name / name).values()
         measured.append(values)

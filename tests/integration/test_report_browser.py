@@ -1,5 +1,6 @@
 """report.html in a real browser (headless Chromium): every figure loads, no console or
 resource error, nothing wider than the page. Skipped, with the reason, without chromium."""
+
 import json
 import re
 import shutil
@@ -11,8 +12,15 @@ from support.report_fixtures import fake_suite
 from splitbench.report import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
 
 # Injected first in <head>: record errors (script, resource, console.error) and, once the
 # page has loaded, what a reader would see go wrong.
@@ -42,12 +50,25 @@ def test_report_opens_cleanly_in_chromium(tmp_path, width):
     page = (out / "report.html").read_text()
     probe = out / "probe.html"
     probe.write_text(page.replace("<head>", "<head>" + PROBE, 1))
-    r = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},1000",
-                        "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--window-size={width},1000",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     m = re.search(r"<pre id=\"probe\">(.*?)</pre>", r.stdout, re.S)
     assert m, f"no probe result; chromium said: {r.stderr[-2000:]}"
-    result = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+    result = json.loads(
+        m.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    )
     assert result["images"] == 6 and result["broken"] == 0, result
     assert result["errors"] == [], result
     assert result["page"] <= result["viewport"], result

@@ -1,5 +1,6 @@
 """Real runs (synthetic data, a few steps): a setting repeated under other seeds ties with
 itself, and the low-bit-rate link is ranked apart from Ethernet for split learning."""
+
 import subprocess
 import sys
 
@@ -30,9 +31,25 @@ spec:
 def test_same_spec_other_seeds_ties_and_low_bitrate_is_ranked_apart(tmp_path):
     suite = tmp_path / "rk.yaml"
     suite.write_text(SUITE)
-    r = subprocess.run([sys.executable, "-m", "splitbench", "bench", str(suite), "--runs", str(tmp_path / "runs"),
-                        "--out", str(tmp_path / "report"), "--cpu-limit", "off"],
-                       capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "splitbench",
+            "bench",
+            str(suite),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path / "report"),
+            "--cpu-limit",
+            "off",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rank = pd.read_csv(tmp_path / "report" / "ranking.csv")
     rank["tied_with"] = rank["tied_with"].fillna("")

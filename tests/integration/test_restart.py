@@ -1,4 +1,5 @@
 """Checkpoints, and a killed server or aggregator that restarts and resumes (issue 15, part C)."""
+
 from __future__ import annotations
 
 import json
@@ -61,14 +62,27 @@ def test_a_checkpoint_loaded_in_a_fresh_process_takes_the_same_next_step(tmp_pat
         x = torch.randint(0, 256, (8, *meta.input_shape), dtype=torch.uint8)
         worker.train_step(x, torch.randint(0, meta.num_classes, (8,)), 0, step)
     path = path_for(tmp_path, "source-0")
-    save(path, {"format": 1, "experiment": exp.name, "instance": "source-0", "rng": rng_state(),
-                "worker": worker_state(worker)})
+    save(
+        path,
+        {
+            "format": 1,
+            "experiment": exp.name,
+            "instance": "source-0",
+            "rng": rng_state(),
+            "worker": worker_state(worker),
+        },
+    )
     x = torch.randint(0, 256, (8, *meta.input_shape), dtype=torch.uint8)
     y = torch.randint(0, meta.num_classes, (8,))
     here = worker.train_step(x, y, 0, 3).loss
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'workload'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    out = subprocess.run([sys.executable, "-c", NEXT_STEP, str(spec_path), str(path)], capture_output=True,
-                         text=True, timeout=120, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", NEXT_STEP, str(spec_path), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     loss, samples = out.stdout.split()
     assert float(loss) == here  # bit for bit: the same weights, momentum, and random draws
@@ -105,9 +119,30 @@ def test_a_role_refuses_a_bad_checkpoint_with_one_line(tmp_path, write_spec):
     path.parent.mkdir(parents=True)
     path.write_bytes(pickle.dumps(Boom()))
     from splitbench.executors.local import free_port
-    p = subprocess.run([sys.executable, "-m", "splitbench", "role", "server", "--index", "0", "--bind",
-                        f"tcp://127.0.0.1:{free_port()}", "--spec", str(spec), "--run-dir", str(tmp_path),
-                        "--cpu-limit", "off"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "splitbench",
+            "role",
+            "server",
+            "--index",
+            "0",
+            "--bind",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--spec",
+            str(spec),
+            "--run-dir",
+            str(tmp_path),
+            "--cpu-limit",
+            "off",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert p.returncode == 2, p.stdout + p.stderr
     lines = (p.stdout + p.stderr).strip().splitlines()
     assert lines[-1].startswith("server-0: ") and "server-0.pt: not a weights-only checkpoint" in lines[-1]
@@ -117,12 +152,24 @@ def test_a_role_refuses_a_bad_checkpoint_with_one_line(tmp_path, write_spec):
 
 # --- the restart policy ----------------------------------------------------------------------
 
+
 def test_server_and_aggregator_restart_on_failure_with_a_doubling_back_off():
-    exp = Experiment.model_validate(experiment_doc(paradigm={"name": "hfsl", "splitAfter": 2}, server={"replicas": 2},
-                                                   checkpoint={"restarts": 2, "backoffS": 0.5}))
+    exp = Experiment.model_validate(
+        experiment_doc(
+            paradigm={"name": "hfsl", "splitAfter": 2},
+            server={"replicas": 2},
+            checkpoint={"restarts": 2, "backoffS": 0.5},
+        )
+    )
     policy = {r.name: (r.restart, r.restart_limit) for r in plan_roles(exp)}
-    assert policy == {"aggregator-0": ("OnFailure", 2), "link-0": ("Never", 0), "server-0": ("OnFailure", 2),
-                      "server-1": ("OnFailure", 2), "source-0": ("Never", 0), "source-1": ("Never", 0)}
+    assert policy == {
+        "aggregator-0": ("OnFailure", 2),
+        "link-0": ("Never", 0),
+        "server-0": ("OnFailure", 2),
+        "server-1": ("OnFailure", 2),
+        "source-0": ("Never", 0),
+        "source-1": ("Never", 0),
+    }
     server = plan_roles(exp)["server-0"]
     assert [server.restart_delay(n) for n in range(3)] == [0.5, 1.0, 2.0]
     assert server.restart_delay(20) == MAX_BACKOFF_S
@@ -144,10 +191,13 @@ def test_restarts_start_a_dead_role_again_until_its_budget_is_spent(tmp_path):
     assert not restarts.handle("server-0", -9)  # past its budget
     rows = [json.loads(line) for line in (tmp_path / "server-0.events.jsonl").read_text().splitlines()]
     assert [(r["event"], r["attempt"], r["exit_code"], r["backoff_s"]) for r in rows] == [
-        ("restart", 1, -9, 0.01), ("restart", 2, -9, 0.02)]
+        ("restart", 1, -9, 0.01),
+        ("restart", 2, -9, 0.02),
+    ]
 
 
 # --- a killed server or aggregator resumes ------------------------------------------------
+
 
 def _pid_of(run_dir: Path, kind: str) -> int | None:
     for d in Path("/proc").iterdir():
@@ -173,8 +223,9 @@ def _run(tmp_path: Path, doc: dict, kill: tuple[str, str, str, int] | None = Non
     the instance's events file holds n such events. Returns (result, record, kill time or None)."""
     exp = Experiment.model_validate(doc)
     out: dict = {}
-    runner = threading.Thread(target=lambda: out.update(r=LocalExecutor(tmp_path, cpu_limit="off", quiet=True,
-                                                                        timeout_s=300).run(exp)))
+    runner = threading.Thread(
+        target=lambda: out.update(r=LocalExecutor(tmp_path, cpu_limit="off", quiet=True, timeout_s=300).run(exp))
+    )
     runner.start()
     t_kill = None
     if kill is not None:
@@ -218,8 +269,14 @@ def _check_resumed(rec: pd.DataFrame, clean: list[pd.DataFrame], kind: str, t_ki
     after = mine[mine["time"] > t_kill]
     back = after[(after["event"] == "session") & (after["status"] == "listening")]["time"].min()
     ckpt = rec[rec["event"] == "checkpoint"].groupby("role")["checkpoint_s"].median().to_dict()
-    return {"accuracy": acc, "unfaulted": accs, "listening_after_kill_s": back - t_kill, "checkpoint_s": ckpt,
-            "duplicates": int((mine["event"] == "duplicate").sum()), "resends": int((rec["event"] == "resend").sum())}
+    return {
+        "accuracy": acc,
+        "unfaulted": accs,
+        "listening_after_kill_s": back - t_kill,
+        "checkpoint_s": ckpt,
+        "duplicates": int((mine["event"] == "duplicate").sum()),
+        "resends": int((rec["event"] == "resend").sum()),
+    }
 
 
 SEEDS = (0, 1)
@@ -235,11 +292,18 @@ def test_a_killed_split_server_restarts_from_its_checkpoint(tmp_path):
     """One source, so that a run is deterministic: the server is killed mid-run (at a
     random point of a step: the kill follows the source's records) and resumes from its
     checkpoint of the step before."""
+
     def doc(seed):
-        return experiment_doc(name=f"split-{seed}", seed=seed, network=SLOW_LINK, sources={"replicas": 1},
-                              dataset={"name": "synthetic", "samplesPerSource": 256, "testSamples": 128},
-                              training={"epochs": 2, "batchSize": 32, "lr": 0.05, "replyTimeoutS": 120},
-                              checkpoint={"every": 1, "backoffS": 0.5})
+        return experiment_doc(
+            name=f"split-{seed}",
+            seed=seed,
+            network=SLOW_LINK,
+            sources={"replicas": 1},
+            dataset={"name": "synthetic", "samplesPerSource": 256, "testSamples": 128},
+            training={"epochs": 2, "batchSize": 32, "lr": 0.05, "replyTimeoutS": 120},
+            checkpoint={"every": 1, "backoffS": 0.5},
+        )
+
     clean = [_run(tmp_path / "clean", doc(s))[1] for s in SEEDS]
     _, rec, t_kill = _run(tmp_path / "faulted", doc(0), kill=("server", "source-0", "step", 6))
     m = _check_resumed(rec, clean, "server", t_kill)
@@ -257,11 +321,18 @@ def test_a_killed_split_server_restarts_from_its_checkpoint(tmp_path):
 def test_a_killed_fedavg_aggregator_restarts_from_its_checkpoint(tmp_path):
     """The aggregator holds no model: its checkpoint (written before a round's replies) and
     the contributions sent again make the faulted run the unfaulted one, step for step."""
+
     def doc(seed):
-        return experiment_doc(name=f"fedavg-{seed}", seed=seed, network=SLOW_LINK, paradigm={"name": "fedavg"},
-                              dataset={"name": "synthetic", "samplesPerSource": 256, "testSamples": 128},
-                              training={"epochs": 4, "batchSize": 32, "lr": 0.05, "replyTimeoutS": 120},
-                              checkpoint={"backoffS": 0.5})
+        return experiment_doc(
+            name=f"fedavg-{seed}",
+            seed=seed,
+            network=SLOW_LINK,
+            paradigm={"name": "fedavg"},
+            dataset={"name": "synthetic", "samplesPerSource": 256, "testSamples": 128},
+            training={"epochs": 4, "batchSize": 32, "lr": 0.05, "replyTimeoutS": 120},
+            checkpoint={"backoffS": 0.5},
+        )
+
     clean = [_run(tmp_path / "clean", doc(s))[1] for s in SEEDS]
     _, rec, t_kill = _run(tmp_path / "faulted", doc(0), kill=("aggregator", "aggregator-0", "checkpoint", 1))
     m = _check_resumed(rec, clean, "aggregator", t_kill)
@@ -282,17 +353,24 @@ def test_a_killed_source_started_again_resumes_its_partition(tmp_path):
     from splitbench.roleplan import SPEC_FILE
 
     def doc(name):
-        return experiment_doc(name=name, network=SLOW_LINK, sources={"replicas": 1}, transport={"auth": "none"},
-                              dataset={"name": "synthetic", "samplesPerSource": 256, "testSamples": 128},
-                              training={"epochs": 2, "batchSize": 32, "lr": 0.05, "replyTimeoutS": 120},
-                              checkpoint={"every": 1})
+        return experiment_doc(
+            name=name,
+            network=SLOW_LINK,
+            sources={"replicas": 1},
+            transport={"auth": "none"},
+            dataset={"name": "synthetic", "samplesPerSource": 256, "testSamples": 128},
+            training={"epochs": 2, "batchSize": 32, "lr": 0.05, "replyTimeoutS": 120},
+            checkpoint={"every": 1},
+        )
+
     clean = _run(tmp_path / "clean", doc("clean"))[1]
     exp = Experiment.model_validate(doc("faulted"))
     run_dir = tmp_path / "faulted"
     run_dir.mkdir()
     (run_dir / SPEC_FILE).write_text(exp.to_yaml())
-    argv = dict((r.name, a + ["--cpu-limit", "off"]) for r, a in
-                LocalExecutor(tmp_path, metrics=False).processes(exp, run_dir))
+    argv = dict(
+        (r.name, a + ["--cpu-limit", "off"]) for r, a in LocalExecutor(tmp_path, metrics=False).processes(exp, run_dir)
+    )
     procs = {name: subprocess.Popen(a, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for name, a in argv.items()}
     try:
         events = run_dir / "source-0.events.jsonl"
@@ -311,6 +389,7 @@ def test_a_killed_source_started_again_resumes_its_partition(tmp_path):
                 p.kill()
                 p.wait()
     from splitbench.record import merge
+
     rec = merge(run_dir)
     steps = rec[rec["event"] == "step"].sort_values("step")
     assert steps["step"].tolist() == list(range(16))  # each step once: none lost, none twice

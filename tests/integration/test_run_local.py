@@ -1,4 +1,5 @@
 """Real experiments through the local executor: processes, loopback, the link relay."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -26,8 +27,9 @@ def run(tmp_path, **overrides):
 @pytest.fixture(scope="module")
 def split_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("split")
-    return run(tmp, network={"profile": "wifi6"}, training={"epochs": 1, "batchSize": 32, "lr": 0.01,
-                                                            "maxStepsPerEpoch": 3})
+    return run(
+        tmp, network={"profile": "wifi6"}, training={"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": 3}
+    )
 
 
 def test_split_sends_activations_up_and_gradients_down(split_run):
@@ -60,12 +62,21 @@ def test_prometheus_totals_agree_with_the_run_record(split_run):
     record_total = {c: int(sources[c].sum()) for c in BYTE_COLUMNS if sources[c].sum()}
     assert prom_total == record_total
     # the server counted the same bytes from its side, and so did the link relay
-    server = {(s.labels["direction"], s.labels["kind"]): s.value
-              for s in prom_samples(result.run_dir / "server-0.prom", "splitbench_wire_bytes") if s.name.endswith("_total")}
-    assert sum(v for (d, _), v in server.items() if d == "up") == sum(v for k, v in record_total.items() if k.startswith("up_"))
+    server = {
+        (s.labels["direction"], s.labels["kind"]): s.value
+        for s in prom_samples(result.run_dir / "server-0.prom", "splitbench_wire_bytes")
+        if s.name.endswith("_total")
+    }
+    assert sum(v for (d, _), v in server.items() if d == "up") == sum(
+        v for k, v in record_total.items() if k.startswith("up_")
+    )
     link = rec[rec["event"] == "link"]
-    assert link.loc[link["direction"] == "up", "bytes"].sum() == sum(v for k, v in record_total.items() if k.startswith("up_"))
-    assert link.loc[link["direction"] == "down", "bytes"].sum() == sum(v for k, v in record_total.items() if k.startswith("down_"))
+    assert link.loc[link["direction"] == "up", "bytes"].sum() == sum(
+        v for k, v in record_total.items() if k.startswith("up_")
+    )
+    assert link.loc[link["direction"] == "down", "bytes"].sum() == sum(
+        v for k, v in record_total.items() if k.startswith("down_")
+    )
 
 
 def test_report_from_the_record(split_run, tmp_path):
@@ -90,9 +101,12 @@ def test_report_from_the_record(split_run, tmp_path):
 
 @pytest.mark.parametrize("encoding, per_pixel", [("uint8", 1), ("float32", 4)])
 def test_full_offload_sends_raw_inputs_and_only_an_ack_back(tmp_path, encoding, per_pixel):
-    _, result, rec = run(tmp_path, paradigm={"name": "full_offload", "inputEncoding": encoding},
-                         training={"epochs": 1, "batchSize": 32, "maxStepsPerEpoch": 2},
-                         sources={"replicas": 1, "device": {"cpu": "500m"}})
+    _, result, rec = run(
+        tmp_path,
+        paradigm={"name": "full_offload", "inputEncoding": encoding},
+        training={"epochs": 1, "batchSize": 32, "maxStepsPerEpoch": 2},
+        sources={"replicas": 1, "device": {"cpu": "500m"}},
+    )
     assert result.ok, result.message
     steps = rec[rec["event"] == "step"]
     assert (steps["up_input_bytes"] == 32 * 28 * 28 * per_pixel).all()
@@ -103,8 +117,12 @@ def test_full_offload_sends_raw_inputs_and_only_an_ack_back(tmp_path, encoding, 
 
 
 def test_centralized_uses_no_network(tmp_path):
-    _, result, rec = run(tmp_path, paradigm={"name": "centralized"}, network={"medium": "none"},
-                         training={"epochs": 2, "batchSize": 32, "maxStepsPerEpoch": 3, "schedule": "cosine"})
+    _, result, rec = run(
+        tmp_path,
+        paradigm={"name": "centralized"},
+        network={"medium": "none"},
+        training={"epochs": 2, "batchSize": 32, "maxStepsPerEpoch": 3, "schedule": "cosine"},
+    )
     assert result.ok, result.message
     assert set(rec["role"].dropna()) == {"trainer"}
     assert (rec["event"] == "launch").sum() == 1 and rec.loc[rec["event"] == "launch", "t"].iloc[0] < 0
@@ -128,10 +146,13 @@ def test_a_crashed_source_is_reported_and_nothing_is_left_running(tmp_path, monk
 
 
 def test_early_exit_sends_nothing_back_and_the_edge_never_waits(tmp_path):
-    exp, result, rec = run(tmp_path, paradigm={"name": "early_exit", "splitAfter": 4},
-                           network={"medium": "dedicated", "uplink": {"rateMbit": 5}, "downlink": {"rateMbit": 5}},
-                           dataset={"name": "synthetic", "samplesPerSource": 128, "testSamples": 64},
-                           training={"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": 3})
+    exp, result, rec = run(
+        tmp_path,
+        paradigm={"name": "early_exit", "splitAfter": 4},
+        network={"medium": "dedicated", "uplink": {"rateMbit": 5}, "downlink": {"rateMbit": 5}},
+        dataset={"name": "synthetic", "samplesPerSource": 128, "testSamples": 64},
+        training={"epochs": 1, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": 3},
+    )
     assert result.ok, result.message
     steps = rec[rec["event"] == "step"]
     assert len(steps) == 6 and (steps["up_activation_bytes"] == ACT).all()
@@ -151,13 +172,26 @@ def test_when_the_link_drops_the_edge_keeps_training_and_classifying(tmp_path):
     """A 2 s outage 1 s into training: the edge's steps go on through it at their usual
     pace, nothing reaches the cloud until the link is back, then the cloud trains on the
     backlog; the early exit is evaluated without the link."""
-    _, result, rec = run(tmp_path, paradigm={"name": "early_exit", "splitAfter": 4},
-                         network={"medium": "dedicated", "uplink": {"rateMbit": 200}, "downlink": {"rateMbit": 200},
-                                  "outages": [{"atS": 1.0, "forS": 2.0}]},
-                         dataset={"name": "synthetic", "samplesPerSource": 1280, "testSamples": 64},
-                         training={"epochs": 2, "batchSize": 32, "lr": 0.01, "maxStepsPerEpoch": 40,
-                                   "evaluate": "end", "replyTimeoutS": 60},
-                         sources={"replicas": 1, "device": {"cpu": "250m"}})
+    _, result, rec = run(
+        tmp_path,
+        paradigm={"name": "early_exit", "splitAfter": 4},
+        network={
+            "medium": "dedicated",
+            "uplink": {"rateMbit": 200},
+            "downlink": {"rateMbit": 200},
+            "outages": [{"atS": 1.0, "forS": 2.0}],
+        },
+        dataset={"name": "synthetic", "samplesPerSource": 1280, "testSamples": 64},
+        training={
+            "epochs": 2,
+            "batchSize": 32,
+            "lr": 0.01,
+            "maxStepsPerEpoch": 40,
+            "evaluate": "end",
+            "replyTimeoutS": 60,
+        },
+        sources={"replicas": 1, "device": {"cpu": "250m"}},
+    )
     assert result.ok, result.message
     out = rec[rec["event"] == "outage"].sort_values("t")
     assert list(out["state"]) == ["down", "up"]
@@ -176,10 +210,13 @@ def test_when_the_link_drops_the_edge_keeps_training_and_classifying(tmp_path):
 
 
 def test_full_offload_with_cached_inputs_sends_only_ids_after_the_first_epoch(tmp_path):
-    _, result, rec = run(tmp_path, paradigm={"name": "full_offload", "cacheInputs": True},
-                         dataset={"name": "synthetic", "samplesPerSource": 64, "testSamples": 64},
-                         training={"epochs": 2, "batchSize": 32, "lr": 0.01},
-                         sources={"replicas": 1, "device": {"cpu": "500m"}})
+    _, result, rec = run(
+        tmp_path,
+        paradigm={"name": "full_offload", "cacheInputs": True},
+        dataset={"name": "synthetic", "samplesPerSource": 64, "testSamples": 64},
+        training={"epochs": 2, "batchSize": 32, "lr": 0.01},
+        sources={"replicas": 1, "device": {"cpu": "500m"}},
+    )
     assert result.ok, result.message
     steps = rec[rec["event"] == "step"]
     first, second = steps[steps["epoch"] == 0], steps[steps["epoch"] == 1]
@@ -191,12 +228,18 @@ def test_full_offload_with_cached_inputs_sends_only_ids_after_the_first_epoch(tm
 @pytest.fixture(scope="module")
 def federated_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("federated")
-    common = dict(dataset={"name": "synthetic", "samplesPerSource": 128, "testSamples": 128},
-                  training={"epochs": 2, "batchSize": 32, "lr": 0.01, "schedule": "cosine", "replyTimeoutS": 60},
-                  network={"profile": "wifi6"})
+    common = dict(
+        dataset={"name": "synthetic", "samplesPerSource": 128, "testSamples": 128},
+        training={"epochs": 2, "batchSize": 32, "lr": 0.01, "schedule": "cosine", "replyTimeoutS": 60},
+        network={"profile": "wifi6"},
+    )
     fed = run(tmp, paradigm={"name": "fedavg", "localEpochs": 1}, **common)
-    hfsl = run(tmp / "h", paradigm={"name": "hfsl", "splitAfter": 4, "localEpochs": 1},
-               server={"device": {"profile": "medium"}}, **common)
+    hfsl = run(
+        tmp / "h",
+        paradigm={"name": "hfsl", "splitAfter": 4, "localEpochs": 1},
+        server={"device": {"profile": "medium"}},
+        **common,
+    )
     return fed, hfsl
 
 
@@ -205,6 +248,7 @@ def test_fedavg_sends_weights_each_round_and_hfsl_splits_them_by_tier(federated_
     assert fres.ok, fres.message
     assert hres.ok, hres.message
     from splitbench.models import build_model, split
+
     model = build_model("small_cnn")
     floats = lambda m: sum(t.numel() for t in m.state_dict().values() if t.is_floating_point())
     low, medium = split(model, 4)
@@ -257,12 +301,15 @@ def test_hfsl_moves_its_split_when_the_medium_devices_get_busy(tmp_path):
     stays there after round 0; from round 2 other work takes 90% of both medium devices
     (their quota shrinks), they report 0.5 GFLOPS left, and the aggregator's agent moves
     the cut to block 4, keeping less on them. Every device follows; the record shows it."""
-    _, result, rec = run(tmp_path, paradigm={"name": "hfsl", "splitAfter": 2, "candidates": [2, 4]},
-                         dataset={"name": "synthetic", "samplesPerSource": 64, "testSamples": 32},
-                         training={"epochs": 3, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60},
-                         sources={"replicas": 2, "device": {"profile": "low"}},
-                         server={"device": {"profile": "medium", "load": [{"fromRound": 2, "busy": 0.9}]}},
-                         network={"profile": "wifi6"})
+    _, result, rec = run(
+        tmp_path,
+        paradigm={"name": "hfsl", "splitAfter": 2, "candidates": [2, 4]},
+        dataset={"name": "synthetic", "samplesPerSource": 64, "testSamples": 32},
+        training={"epochs": 3, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60},
+        sources={"replicas": 2, "device": {"profile": "low"}},
+        server={"device": {"profile": "medium", "load": [{"fromRound": 2, "busy": 0.9}]}},
+        network={"profile": "wifi6"},
+    )
     assert result.ok, result.message
     moves = rec[rec["event"] == "resplit"]
     assert len(moves) == 1
@@ -272,7 +319,9 @@ def test_hfsl_moves_its_split_when_the_medium_devices_get_busy(tmp_path):
     loads = rec[rec["event"] == "load"]
     assert sorted(loads["instance"]) == ["server-0", "server-1"] and (loads["busy"] == 0.9).all()
     steps = rec[rec["event"] == "step"]
-    assert set(steps.loc[steps["epoch"] < 2, "split_after"]) == {2} and set(steps.loc[steps["epoch"] == 2, "split_after"]) == {4}
+    assert set(steps.loc[steps["epoch"] < 2, "split_after"]) == {2} and set(
+        steps.loc[steps["epoch"] == 2, "split_after"]
+    ) == {4}
     assert set(steps.loc[steps["epoch"] == 2, "up_activation_bytes"]) == {32 * 64 * 7 * 7 * 4}  # pool2's output
     low = rec[(rec["event"] == "aggregate") & (rec["partition"] == "low")].sort_values("round")
     assert low["values"].iloc[2] > low["values"].iloc[0]  # W_l grew to conv1..pool2

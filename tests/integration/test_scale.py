@@ -2,6 +2,7 @@
 process each forked from the local executor's fork server, train a few steps with no message
 lost and each source's private memory under a bound taken from measurement
 (benchmarks/scale_bench.py runs the same experiment)."""
+
 from __future__ import annotations
 
 import sys
@@ -61,13 +62,16 @@ def test_sources_spread_over_a_kind_clusters_nodes(tmp_path):
     core = kubernetes.client.CoreV1Api(api_client())
     nodes = [n for n in core.list_node().items if not any(t.effect == "NoSchedule" for t in (n.spec.taints or []))]
     if len(nodes) < 2:
-        pytest.skip(f"the cluster has {len(nodes)} schedulable node(s); spreading needs 2 (cluster/kind.yaml has 2 workers)")
+        pytest.skip(
+            f"the cluster has {len(nodes)} schedulable node(s); spreading needs 2 (cluster/kind.yaml has 2 workers)"
+        )
     exp = experiment(SPREAD_SOURCES, steps=2)
     executor = KubernetesExecutor(tmp_path, quiet=True, timeout_s=1800, keep=True)
     try:
         result = executor.run(exp)
-        pods = core.list_namespaced_pod(current_namespace(), label_selector="splitbench.dev/role=source,"
-                                        f"splitbench.dev/experiment={exp.name}").items
+        pods = core.list_namespaced_pod(
+            current_namespace(), label_selector=f"splitbench.dev/role=source,splitbench.dev/experiment={exp.name}"
+        ).items
         where = pd.Series([p.spec.node_name for p in pods]).value_counts()
     finally:
         executor.keep = False

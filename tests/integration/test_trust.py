@@ -1,6 +1,7 @@
 """Issue 14: only the experiment's own roles can speak, and no message can kill a role.
 
 Live runs (local executor, real processes on loopback) with a hostile peer beside them."""
+
 from __future__ import annotations
 
 import json
@@ -24,18 +25,21 @@ from support.helpers import prom_samples
 
 pytestmark = pytest.mark.integration
 
-HFSL = dict(paradigm={"name": "hfsl", "splitAfter": 4, "localEpochs": 1},
-            dataset={"name": "synthetic", "samplesPerSource": 96, "testSamples": 64},
-            training={"epochs": 1, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60},
-            network={"profile": "wifi6"})
+HFSL = dict(
+    paradigm={"name": "hfsl", "splitAfter": 4, "localEpochs": 1},
+    dataset={"name": "synthetic", "samplesPerSource": 96, "testSamples": 64},
+    training={"epochs": 1, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60},
+    network={"profile": "wifi6"},
+)
 
 
 def start(tmp_path: Path, name: str, **overrides):
     """The local executor in a thread; returns (thread, result holder, run folder)."""
     exp = Experiment.model_validate(experiment_doc(name=name, **overrides))
     out: dict = {}
-    t = threading.Thread(target=lambda: out.update(result=LocalExecutor(tmp_path, cpu_limit="off", quiet=True,
-                                                                        timeout_s=240).run(exp)))
+    t = threading.Thread(
+        target=lambda: out.update(result=LocalExecutor(tmp_path, cpu_limit="off", quiet=True, timeout_s=240).run(exp))
+    )
     t.start()
     return t, out, tmp_path / name
 
@@ -50,18 +54,22 @@ class Staged:
 
         from splitbench.roleplan import role_names as role_instances
         from splitbench.transport import make_keys
+
         self.exp = Experiment.model_validate(experiment_doc(name=name, **overrides))
         self.run_dir = tmp_path / name
         self.run_dir.mkdir(parents=True)
         (self.run_dir / "spec.yaml").write_text(self.exp.to_yaml())
         make_keys(self.run_dir / "keys", role_instances(self.exp.spec))
-        self.plan = [(role.name, argv) for role, argv in
-                     LocalExecutor(tmp_path, cpu_limit="off").processes(self.exp, self.run_dir)]
+        self.plan = [
+            (role.name, argv)
+            for role, argv in LocalExecutor(tmp_path, cpu_limit="off").processes(self.exp, self.run_dir)
+        ]
         self.ports = {inst: int(argv[argv.index("--metrics-port") + 1]) for inst, argv in self.plan}
         self.t0 = time.time()
         self.procs: dict = {}
-        self._popen = lambda argv, log: subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self._popen = lambda argv, log: subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
 
     def start(self, sources: bool) -> None:
         for inst, argv in self.plan:
@@ -70,6 +78,7 @@ class Staged:
 
     def finish(self, timeout_s: float = 180) -> dict[str, int]:
         from splitbench.record import merge
+
         deadline = time.time() + timeout_s
         codes = {}
         try:
@@ -104,8 +113,7 @@ def keyed(ctx, run_dir: Path, as_instance: str, address: str, peer: str, rid: st
     """A DEALER holding a real role's key of this run (an insider), with any routing id."""
     sec = Security("curve", load_keyring(run_dir / "keys", as_instance))
     # unlimited receive queue: no ERROR reply is dropped, so the test can wait for every one
-    return Endpoint(ctx, zmq.DEALER, address, bind=False, identity=rid, security=sec, peer=peer, sndtimeo_s=30,
-                    hwm=0)
+    return Endpoint(ctx, zmq.DEALER, address, bind=False, identity=rid, security=sec, peer=peer, sndtimeo_s=30, hwm=0)
 
 
 def rejected(run_dir: Path, instances) -> dict[str, float]:
@@ -125,24 +133,25 @@ def train(exp: str, sender: str = "source-0", *, y=None, act=None, epoch=0, step
 
 def bad_server_messages(exp: str, rng: random.Random):
     """Well-framed messages, each with exactly one thing wrong, from source-0's key."""
-    big = 10 ** 15
+    big = 10**15
     makers = [
-        lambda: train(exp, y=torch.tensor([0, 1, 10, 2], dtype=torch.uint8)),            # label == numClasses
-        lambda: train(exp, y=torch.tensor([0, -1, 3, 2], dtype=torch.int16)),           # negative label
-        lambda: train(exp, y=torch.zeros(4)),                                            # float labels
-        lambda: train(exp, act=torch.full((4, 8), float("nan"))),                 # non-finite
-        lambda: train(exp, act=torch.zeros(3, 8)),                                # batch mismatch
-        lambda: train(exp, act=torch.zeros(4, 8, dtype=torch.int32)),             # dtype
-        lambda: train("other-experiment"),                                               # experiment
-        lambda: train(exp, sender="source-1"),                                           # claims another
-        lambda: train(exp, epoch=7),                                                     # beyond schedule
-        lambda: train(exp, step=big),                                                    # beyond schedule
-        lambda: train(exp, kind=Kind.TRAIN_REPLY),                                       # a server's kind
+        lambda: train(exp, y=torch.tensor([0, 1, 10, 2], dtype=torch.uint8)),  # label == numClasses
+        lambda: train(exp, y=torch.tensor([0, -1, 3, 2], dtype=torch.int16)),  # negative label
+        lambda: train(exp, y=torch.zeros(4)),  # float labels
+        lambda: train(exp, act=torch.full((4, 8), float("nan"))),  # non-finite
+        lambda: train(exp, act=torch.zeros(3, 8)),  # batch mismatch
+        lambda: train(exp, act=torch.zeros(4, 8, dtype=torch.int32)),  # dtype
+        lambda: train("other-experiment"),  # experiment
+        lambda: train(exp, sender="source-1"),  # claims another
+        lambda: train(exp, epoch=7),  # beyond schedule
+        lambda: train(exp, step=big),  # beyond schedule
+        lambda: train(exp, kind=Kind.TRAIN_REPLY),  # a server's kind
         lambda: Message(Kind.WELCOME, exp, "source-0"),
         lambda: Message(Kind.HELLO, exp, "source-0").add("samples", torch.tensor([big]), Traffic.CONTROL),
         lambda: Message(Kind.HELLO, exp, "source-0").add("samples", torch.tensor([0]), Traffic.CONTROL),
-        lambda: Message(Kind.HELLO, exp, "source-0").add("samples", torch.tensor([], dtype=torch.int64),
-                                                         Traffic.CONTROL),
+        lambda: Message(Kind.HELLO, exp, "source-0").add(
+            "samples", torch.tensor([], dtype=torch.int64), Traffic.CONTROL
+        ),
         lambda: Message(Kind.EVAL, exp, "source-0").add("act", torch.zeros(2, 3), Traffic.EVAL),  # no labels
         lambda: train(exp).add("extra", torch.zeros(1), Traffic.CONTROL),
     ]
@@ -158,15 +167,16 @@ def bad_contributions(exp: str, rng: random.Random, whole: int):
         if extra:
             m.add("w_medium", torch.zeros(3), Traffic.WEIGHTS)
         return m
+
     makers = [
-        lambda: contrib(n=torch.tensor([], dtype=torch.int64)),      # the empty sample count that crashed it
+        lambda: contrib(n=torch.tensor([], dtype=torch.int64)),  # the empty sample count that crashed it
         lambda: contrib(n=torch.tensor([0])),
         lambda: contrib(n=torch.tensor([-5])),
-        lambda: contrib(n=torch.tensor([10 ** 15])),                 # take over the average
+        lambda: contrib(n=torch.tensor([10**15])),  # take over the average
         lambda: contrib(w=torch.zeros(whole + 1)),
         lambda: contrib(w=torch.zeros(whole, dtype=torch.float64)),
         lambda: contrib(w=torch.full((whole,), float("inf"))),
-        lambda: contrib(part="medium"),                              # a source's key, a server's partition
+        lambda: contrib(part="medium"),  # a source's key, a server's partition
         lambda: contrib(part="nothing"),
         lambda: contrib(epoch=99),
         lambda: contrib(exp_="other-experiment"),
@@ -193,9 +203,14 @@ def live_rejected(port: int) -> float:
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
+
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == "splitbench_rejected_messages_total")
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "splitbench_rejected_messages_total"
+    )
 
 
 def blast(ep: Endpoint, messages, count: int, port: int) -> None:
@@ -231,6 +246,7 @@ def test_ten_thousand_bad_messages_kill_nothing_and_are_all_counted(tmp_path):
     rng = random.Random(14)
     from splitbench.models import build_model, split
     from splitbench.paradigms.federated import state_tensors
+
     low, _ = split(build_model("small_cnn"), 4)
     whole = sum(t.numel() for t in state_tensors(low))
     sent = 0
@@ -258,8 +274,19 @@ def test_ten_thousand_bad_messages_kill_nothing_and_are_all_counted(tmp_path):
     counts = rejected(run_dir, roles)
     assert sum(counts.values()) == sent == 10_000, counts
     assert "auth" not in counts
-    assert {"label", "value", "shape", "samples", "sender", "identity", "route", "wire", "kind",
-            "experiment", "step"} <= set(counts)
+    assert {
+        "label",
+        "value",
+        "shape",
+        "samples",
+        "sender",
+        "identity",
+        "route",
+        "wire",
+        "kind",
+        "experiment",
+        "step",
+    } <= set(counts)
     rec = pd.read_parquet(run_dir / "record.parquet")
     steps = rec[rec["event"] == "step"]
     assert len(steps) == 2 * 3 and steps["loss"].notna().all()
@@ -277,9 +304,12 @@ def _handshakes(mon: zmq.Socket, seconds: float) -> list[int]:
 
 
 def test_an_unkeyed_peer_never_gets_in_and_changes_nothing(tmp_path):
-    doc = dict(paradigm={"name": "fedavg", "localEpochs": 1},
-               dataset={"name": "synthetic", "samplesPerSource": 96, "testSamples": 64},
-               training={"epochs": 1, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60}, network={"profile": "wifi6"})
+    doc = dict(
+        paradigm={"name": "fedavg", "localEpochs": 1},
+        dataset={"name": "synthetic", "samplesPerSource": 96, "testSamples": 64},
+        training={"epochs": 1, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60},
+        network={"profile": "wifi6"},
+    )
     clean_t, clean, _ = start(tmp_path / "clean", "plain", **doc)
     clean_t.join(240)
     run = Staged(tmp_path / "attacked", "plain", **doc)  # the sources start once the intruders tried
@@ -292,9 +322,13 @@ def test_an_unkeyed_peer_never_gets_in_and_changes_nothing(tmp_path):
         for target in addr.values():
             s = ctx.socket(zmq.DEALER)  # plain pyzmq, NULL mechanism
             s.setsockopt(zmq.LINGER, 0)
-            mon = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-                                       | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                                       | zmq.EVENT_DISCONNECTED)
+            mon = s.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_SUCCEEDED
+                | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                | zmq.EVENT_DISCONNECTED
+            )
             s.connect(target)
             for _ in range(3):
                 s.send_multipart([b"SB\x01\x07" + bytes(16)], flags=zmq.NOBLOCK) if s.poll(0, zmq.POLLOUT) else None
@@ -354,6 +388,7 @@ def test_a_gibibyte_flood_keeps_the_server_within_its_memory_bound(tmp_path):
     ((INBOX_MAX + 2 x HWM) messages) plus 64 MiB of slack."""
     from splitbench.roles.server import INBOX_MAX
     from splitbench.transport.endpoint import DEFAULT_HWM
+
     run = Staged(tmp_path, "flood", **HFSL)
     run.start(sources=False)
     addr = listening(run.run_dir, ["server-0"])
@@ -363,8 +398,9 @@ def test_a_gibibyte_flood_keeps_the_server_within_its_memory_bound(tmp_path):
     ctx = zmq.Context()
     mib = 1 << 20
     count = 1100
-    bad = Message(Kind.TRAIN, "flood", "source-0", 0, 0).add("act", torch.full((4, mib // 16), float("nan")),
-                                                              Traffic.ACTIVATION)
+    bad = Message(Kind.TRAIN, "flood", "source-0", 0, 0).add(
+        "act", torch.full((4, mib // 16), float("nan")), Traffic.ACTIVATION
+    )
     bad.add("y", torch.zeros(4, dtype=torch.uint8), Traffic.LABEL)
     try:
         ep = keyed(ctx, run.run_dir, "source-0", addr["server-0"], "server-0", "flood")
@@ -379,7 +415,9 @@ def test_a_gibibyte_flood_keeps_the_server_within_its_memory_bound(tmp_path):
             p.kill()
             p.wait()
     bound = idle + (INBOX_MAX + 2 * DEFAULT_HWM) * 1.0 + 64
-    print(f"flood: {count} MiB in {seconds:.1f} s; server peak RSS {idle:.0f} MiB idle -> {peak:.0f} MiB "
-          f"(bound {bound:.0f} MiB)")
+    print(
+        f"flood: {count} MiB in {seconds:.1f} s; server peak RSS {idle:.0f} MiB idle -> {peak:.0f} MiB "
+        f"(bound {bound:.0f} MiB)"
+    )
     assert count * mib >= 1 << 30
     assert peak <= bound

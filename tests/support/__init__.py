@@ -1,5 +1,6 @@
 """What tests share besides fixtures: the repository root and a small experiment document.
 Test modules import these (`from support import ROOT, experiment_doc`); fixtures live in conftest.py."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Shared helpers for tests that start real role processes."""
+
 from __future__ import annotations
 
 import functools
@@ -45,8 +46,11 @@ def fedavg_contribution(w: float, n: int, epoch: int = 0, values: int | None = N
     from splitbench.transport import Kind, Message, Traffic
 
     values = small_cnn_values() if values is None else values
-    return (Message(Kind.TRAIN, "t", epoch=epoch).add("w_whole", torch.full((values,), float(w)), Traffic.WEIGHTS)
-            .add("n", torch.tensor([n]), Traffic.CONTROL))
+    return (
+        Message(Kind.TRAIN, "t", epoch=epoch)
+        .add("w_whole", torch.full((values,), float(w)), Traffic.WEIGHTS)
+        .add("n", torch.tensor([n]), Traffic.CONTROL)
+    )
 
 
 def close_peers(ctx, role, *endpoints) -> None:

@@ -1,6 +1,7 @@
 """A Kubernetes API for tests: kmock's emulator (objects kept in memory, list/watch/patch/
 delete as the API server does them) on loopback, in its own thread and event loop, with the
 Experiment CRD registered and a kubeconfig that points the official client and kopf at it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -49,12 +50,20 @@ class Emulator:
         self.thread.start()
         if not ready.wait(20):
             raise RuntimeError("the kmock emulator did not start in 20 s")
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
-            "users": [{"name": "test", "user": {"token": "test"}}],
-            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test", "namespace": "bench"}}],
-        }))
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "kmock",
+                    "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+                    "users": [{"name": "test", "user": {"token": "test"}}],
+                    "contexts": [
+                        {"name": "kmock", "context": {"cluster": "kmock", "user": "test", "namespace": "bench"}}
+                    ],
+                }
+            )
+        )
         return self
 
     async def _serve(self, ready: threading.Event) -> None:
@@ -62,8 +71,12 @@ class Emulator:
         async with _ApiServer() as api, kmock.Server(api) as server:
             api.resources.load_bundled()
             api.resources[EXPERIMENTS] = kmock.ResourceInfo(
-                kind=KIND, singular="experiment", namespaced=True, subresources={"status"},
-                verbs={"create", "delete", "get", "list", "patch", "update", "watch"})
+                kind=KIND,
+                singular="experiment",
+                namespaced=True,
+                subresources={"status"},
+                verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
+            )
             self.api, self.url = api, str(server.url).rstrip("/")
             ready.set()
             await self._stop.wait()

@@ -2,6 +2,7 @@
 a crash at any moment, sees the old file or the new one, never half of one. Every file of a
 run folder and of a report is written this way (the roles' events files are appended line
 by line instead: record.EventLog)."""
+
 from __future__ import annotations
 
 import contextlib

@@ -2,6 +2,7 @@
 every run would otherwise recompute (decoded datasets, message caps). Entries are keyed
 by what they were made from and written atomically, so roles that start together may all
 miss, all write, and every reader still sees one whole entry or none."""
+
 from __future__ import annotations
 
 import hashlib

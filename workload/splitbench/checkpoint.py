@@ -11,6 +11,7 @@ peer's pod could share, is ever unpickled as code.
 Writing is timed and recorded (a `checkpoint` event with checkpoint_s and bytes) outside any
 step's duration: it is overhead the user should see, not training time.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,10 +69,16 @@ def load_worker_state(worker, state: dict) -> None:
 def rng_state() -> dict:
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, words, gauss_next = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                      "gauss": float(gauss)},
-            "python": {"version": version, "words": torch.tensor(words, dtype=torch.int64), "gauss": gauss_next}}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "words": torch.tensor(words, dtype=torch.int64), "gauss": gauss_next},
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -107,8 +114,10 @@ def load(path: Path, experiment: str, instance: str) -> dict | None:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a splitbench checkpoint (format {FORMAT})")
     if (state.get("experiment"), state.get("instance")) != (experiment, instance):
-        raise CheckpointError(f"{path}: written by {state.get('instance')!r} of {state.get('experiment')!r}, "
-                              f"not {instance!r} of {experiment!r}")
+        raise CheckpointError(
+            f"{path}: written by {state.get('instance')!r} of {state.get('experiment')!r}, "
+            f"not {instance!r} of {experiment!r}"
+        )
     return state
 
 
@@ -130,8 +139,13 @@ class Checkpointer:
 
     def save(self, state: dict, **where) -> None:
         t0 = time.perf_counter()
-        state = {"format": FORMAT, "experiment": self.rt.experiment.name, "instance": self.rt.instance,
-                 "rng": rng_state(), **state}
+        state = {
+            "format": FORMAT,
+            "experiment": self.rt.experiment.name,
+            "instance": self.rt.instance,
+            "rng": rng_state(),
+            **state,
+        }
         nbytes = save(self.path, state)
         seconds = time.perf_counter() - t0
         self.rt.metrics.checkpoint_seconds.labels(**self.rt.metrics.base).observe(seconds)
@@ -145,8 +159,9 @@ class Checkpointer:
         try:
             load_worker_state(worker, state["worker"])
         except (CheckpointError, RuntimeError, KeyError, ValueError) as err:
-            raise RoleFailed(f"{self.path}: does not fit {self.rt.instance}'s model: {str(err).splitlines()[0]}",
-                             code=2) from None
+            raise RoleFailed(
+                f"{self.path}: does not fit {self.rt.instance}'s model: {str(err).splitlines()[0]}", code=2
+            ) from None
 
     def load(self) -> dict | None:
         """The last checkpoint (its RNG states applied), or None. A file that is not a
@@ -160,6 +175,5 @@ class Checkpointer:
             raise RoleFailed(str(err), code=2) from None
         if state is not None:
             set_rng_state(state["rng"])
-            self.rt.log.write("session", status="resumed", checkpoint=str(self.path),
-                              load_s=time.perf_counter() - t0)
+            self.rt.log.write("session", status="resumed", checkpoint=str(self.path), load_s=time.perf_counter() - t0)
         return state

@@ -8,6 +8,7 @@ as `nullable`. Pydantic's JSON schema is converted node by node. The paradigm un
 properties are all variants' fields: the API server checks types and names, and the
 operator checks the rest with the same pydantic model (splitbench validate's rules).
 """
+
 from __future__ import annotations
 
 import copy
@@ -46,8 +47,12 @@ def _merge_variants(variants: list[dict]) -> dict:
             elif key not in props:
                 props[key] = schema
     props["name"] = {"type": "string", "enum": names}
-    return {"type": "object", "required": ["name"], "properties": props,
-            "description": "one of: " + ", ".join(names) + " (their fields: see `splitbench schema`)"}
+    return {
+        "type": "object",
+        "required": ["name"],
+        "properties": props,
+        "description": "one of: " + ", ".join(names) + " (their fields: see `splitbench schema`)",
+    }
 
 
 def structural(node: Any) -> Any:
@@ -92,32 +97,54 @@ PHASES = ("Pending", "Running", "Succeeded", "Degraded", "Failed")
 TERMINAL = PHASES[2:]
 FINISHED = ("Succeeded", "Degraded")  # ended with a record (Degraded: without some sources)
 # metav1.Condition, as `kubectl wait --for=condition=...` and controllers expect it
-CONDITION = {"type": "object", "required": ["type", "status", "reason", "message", "lastTransitionTime"],
-             "properties": {
-                 "type": {"type": "string", "maxLength": 316},
-                 "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-                 "reason": {"type": "string", "maxLength": 1024, "minLength": 1,
-                            "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"},
-                 "message": {"type": "string", "maxLength": 32768},
-                 "lastTransitionTime": {"type": "string", "format": "date-time"},
-                 "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
-             }}
+CONDITION = {
+    "type": "object",
+    "required": ["type", "status", "reason", "message", "lastTransitionTime"],
+    "properties": {
+        "type": {"type": "string", "maxLength": 316},
+        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+        "reason": {
+            "type": "string",
+            "maxLength": 1024,
+            "minLength": 1,
+            "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        },
+        "message": {"type": "string", "maxLength": 32768},
+        "lastTransitionTime": {"type": "string", "format": "date-time"},
+        "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+    },
+}
 
 
 def crd() -> dict:
-    status = {"type": "object", "properties": {
-        "phase": {"type": "string", "enum": list(PHASES),
-                  "description": "Degraded: the run finished without some of its sources"},
-        "progress": {"type": "string", "description": "sources finished / sources (the trainer for centralized), e.g. 1/4"},
-        "message": {"type": "string"},
-        "children": {"type": "array", "items": {"type": "string"}},
-        "records": {"type": "string", "description": "where the roles write the record: "
-                    "PersistentVolumeClaim/<name>, or pod logs"},
-        "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
-        "conditions": {"type": "array", "items": CONDITION, "x-kubernetes-list-type": "map",
-                       "x-kubernetes-list-map-keys": ["type"],
-                       "description": "Ready (finished with a record), Progressing, Degraded, Failed"},
-    }}
+    status = {
+        "type": "object",
+        "properties": {
+            "phase": {
+                "type": "string",
+                "enum": list(PHASES),
+                "description": "Degraded: the run finished without some of its sources",
+            },
+            "progress": {
+                "type": "string",
+                "description": "sources finished / sources (the trainer for centralized), e.g. 1/4",
+            },
+            "message": {"type": "string"},
+            "children": {"type": "array", "items": {"type": "string"}},
+            "records": {
+                "type": "string",
+                "description": "where the roles write the record: PersistentVolumeClaim/<name>, or pod logs",
+            },
+            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+            "conditions": {
+                "type": "array",
+                "items": CONDITION,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "description": "Ready (finished with a record), Progressing, Degraded, Failed",
+            },
+        },
+    }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -126,29 +153,42 @@ def crd() -> dict:
             "group": GROUP,
             "scope": "Namespaced",
             "names": {"plural": PLURAL, "singular": "experiment", "kind": KIND, "shortNames": ["sbx"]},
-            "versions": [{
-                "name": VERSION, "served": True, "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Paradigm", "type": "string", "jsonPath": ".spec.paradigm.name"},
-                    {"name": "Network", "type": "string", "jsonPath": ".spec.network.profile"},
-                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                    {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
-                "schema": {"openAPIV3Schema": {
-                    "type": "object", "required": ["spec"],
-                    "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                                   "metadata": {"type": "object"}, "spec": spec_schema(), "status": status},
-                }},
-            }],
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Paradigm", "type": "string", "jsonPath": ".spec.paradigm.name"},
+                        {"name": "Network", "type": "string", "jsonPath": ".spec.network.profile"},
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
         },
     }
 
 
 def crd_yaml() -> str:
-    return ("# Generated by `splitbench crd` from the pydantic spec; do not edit by hand.\n"
-            + yaml.safe_dump(crd(), sort_keys=False, width=120))
+    return "# Generated by `splitbench crd` from the pydantic spec; do not edit by hand.\n" + yaml.safe_dump(
+        crd(), sort_keys=False, width=120
+    )
 
 
 def as_jsonschema(node: Any) -> Any:
@@ -158,15 +198,22 @@ def as_jsonschema(node: Any) -> Any:
         return [as_jsonschema(v) for v in node]
     if not isinstance(node, dict):
         return node
-    out = {k: as_jsonschema(v) for k, v in node.items()
-           if k not in ("nullable", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields")}
+    out = {
+        k: as_jsonschema(v)
+        for k, v in node.items()
+        if k not in ("nullable", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields")
+    }
     if node.get("x-kubernetes-int-or-string"):
         out["type"] = ["integer", "string"]
     if node.get("nullable") and "type" in out:
         out["type"] = [*([out["type"]] if isinstance(out["type"], str) else out["type"]), "null"]
         if "enum" in out:
             out["enum"] = [*out["enum"], None]
-    if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node \
-            and not node.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        node.get("type") == "object"
+        and "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False  # what the API server would prune, a test should see
     return out

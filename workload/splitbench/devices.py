@@ -5,6 +5,7 @@ as this process's cgroup quota), a cgroup v1 or v2 quota we create, and else a t
 throttle: a watchdog process that stops and continues us with SIGSTOP/SIGCONT so that we
 run for quota x period out of every period. The mechanism in force is recorded.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,7 @@ def resolve_device(spec: DeviceSpec) -> Device:
             raise SpecError(f"device.profile: unknown profile {spec.profile!r}; known: {', '.join(profiles)}")
         base = profiles[spec.profile]
     cpu = spec.cpu if spec.cpu is not None else base.get("cpu")
-    return Device(spec.profile, cpu_cores(cpu), spec.memory or base.get("memory"), base.get("tier"),
-                  base.get("gflops"))
+    return Device(spec.profile, cpu_cores(cpu), spec.memory or base.get("memory"), base.get("tier"), base.get("gflops"))
 
 
 def set_torch_threads(cores: float | None) -> int:
@@ -131,8 +131,10 @@ except ProcessLookupError:
 def _throttle(cores: float) -> str:
     share = min(cores, 1.0)  # with one torch thread, a duty cycle of `cores` is the quota
     period = PERIOD_US / 1e6
-    subprocess.Popen([sys.executable, "-c", _THROTTLE, str(os.getpid()), str(share * period),
-                      str((1 - share) * period)], start_new_session=False)
+    subprocess.Popen(
+        [sys.executable, "-c", _THROTTLE, str(os.getpid()), str(share * period), str((1 - share) * period)],
+        start_new_session=False,
+    )
     return "sigstop-throttle"
 
 

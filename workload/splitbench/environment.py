@@ -4,6 +4,7 @@ to every run record (environment.json) by record.merge, so every executor gets i
 
 Timing figures compare only between runs of the same `timing_key` (the fields that change
 speed); versions of pure-Python helpers or the date do not enter it."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -16,8 +17,17 @@ from pathlib import Path
 # Fields that decide whether two runs' times may be compared.
 # (How the roles' quota was enforced is recorded beside them but is per paradigm: a centralized
 # trainer has none while split's sources do, on the same machine.)
-TIMING_FIELDS = ("cpu_model", "cpu_count", "cpu_affinity", "memory_total", "kernel", "python", "torch", "cgroup",
-                 "executor")
+TIMING_FIELDS = (
+    "cpu_model",
+    "cpu_count",
+    "cpu_affinity",
+    "memory_total",
+    "kernel",
+    "python",
+    "torch",
+    "cgroup",
+    "executor",
+)
 
 
 def _cpu_model() -> str:
@@ -35,7 +45,7 @@ def _memory_total() -> str:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 kib = int(line.split()[1])
-                return f"{kib / 2 ** 20:.1f} GiB"
+                return f"{kib / 2**20:.1f} GiB"
     except (OSError, ValueError):
         pass
     return "unknown"
@@ -46,8 +56,9 @@ def _cgroup() -> str:
     if Path("/sys/fs/cgroup/cgroup.controllers").exists():
         version, quota = "v2", "unknown"
         try:
-            rel = next(l.split("::", 1)[1] for l in Path("/proc/self/cgroup").read_text().splitlines()
-                       if l.startswith("0::"))
+            rel = next(
+                l.split("::", 1)[1] for l in Path("/proc/self/cgroup").read_text().splitlines() if l.startswith("0::")
+            )
             f = Path("/sys/fs/cgroup") / rel.lstrip("/") / "cpu.max"
             quota = f.read_text().strip() if f.exists() else "max (no cpu.max here)"
         except (OSError, StopIteration):
@@ -72,10 +83,15 @@ def _version(dist: str) -> str:
 
 def _git(root: Path) -> tuple[str, str]:
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown", "unknown"
     return (commit or "unknown"), ("unknown" if not commit else ("dirty" if dirty else "clean"))
@@ -113,5 +129,8 @@ def timing_key(env: dict) -> tuple:
 
 def differences(a: dict, b: dict) -> list[str]:
     """'field: a vs b' for each timing field that differs."""
-    return [f"{f}: {a.get(f, 'unknown')} vs {b.get(f, 'unknown')}" for f in TIMING_FIELDS
-            if a.get(f, "unknown") != b.get(f, "unknown")]
+    return [
+        f"{f}: {a.get(f, 'unknown')} vs {b.get(f, 'unknown')}"
+        for f in TIMING_FIELDS
+        if a.get(f, "unknown") != b.get(f, "unknown")
+    ]

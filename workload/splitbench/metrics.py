@@ -5,12 +5,20 @@ not instance: Prometheus owns `instance` (the scrape target), so the PodMonitor 
 honorLabels and a pod cannot overwrite another pod's series. The process collector adds the
 standard process_* series (CPU seconds, resident memory, open files); dashboards join them to
 a role through splitbench_role_info on the target's instance label."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest,
-                               start_http_server)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    start_http_server,
+)
 
 from .atomic import write_atomic
 
@@ -24,29 +32,54 @@ class RoleMetrics:
         self.base = {"experiment": experiment, "role": role, "role_instance": instance}
         r = self.registry
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
-        self.info = Gauge("splitbench_role_info", "Constant 1; labels describe the run",
-                          [*_LABELS, "paradigm", "network"], registry=r)
+        self.info = Gauge(
+            "splitbench_role_info", "Constant 1; labels describe the run", [*_LABELS, "paradigm", "network"], registry=r
+        )
         self.info.labels(**self.base, paradigm=paradigm, network=network).set(1)
-        self.wire_bytes = Counter("splitbench_wire_bytes", "Bytes on the wire by direction and kind",
-                                  [*_LABELS, "direction", "kind"], registry=r)
+        self.wire_bytes = Counter(
+            "splitbench_wire_bytes",
+            "Bytes on the wire by direction and kind",
+            [*_LABELS, "direction", "kind"],
+            registry=r,
+        )
         self.samples = Counter("splitbench_samples", "Training samples processed", _LABELS, registry=r)
         self.steps = Counter("splitbench_steps", "Training steps completed", _LABELS, registry=r)
-        self.phase = Histogram("splitbench_phase_seconds", "Time per step phase", [*_LABELS, "phase"],
-                               buckets=_STEP_BUCKETS, registry=r)
+        self.phase = Histogram(
+            "splitbench_phase_seconds", "Time per step phase", [*_LABELS, "phase"], buckets=_STEP_BUCKETS, registry=r
+        )
         self.loss = Gauge("splitbench_loss", "Latest training loss", [*_LABELS, "exit"], registry=r)
-        self.accuracy = Gauge("splitbench_accuracy_ratio", "Latest held-out accuracy (0 to 1)", [*_LABELS, "exit"],
-                              registry=r)
+        self.accuracy = Gauge(
+            "splitbench_accuracy_ratio", "Latest held-out accuracy (0 to 1)", [*_LABELS, "exit"], registry=r
+        )
         self.epoch = Gauge("splitbench_epoch", "Current epoch", _LABELS, registry=r)
-        self.rejected = Counter("splitbench_rejected_messages", "Received messages refused before use, by reason",
-                                [*_LABELS, "reason"], registry=r)
-        self.transport_bytes = Counter("splitbench_transport_bytes", "All bytes on the wire including CURVE's "
-                                       "per-frame overhead", [*_LABELS, "direction", "auth"], registry=r)
-        self.duplicates = Counter("splitbench_duplicates_dropped", "Re-sent requests already served: answered "
-                                  "again, never trained on twice", _LABELS, registry=r)
-        self.checkpoint_seconds = Histogram("splitbench_checkpoint_seconds", "Time to write one checkpoint",
-                                            _LABELS, buckets=_STEP_BUCKETS, registry=r)
-        self.link_queue = Histogram("splitbench_link_queue_seconds", "Time a message waited for its channel",
-                                    [*_LABELS, "direction"], buckets=_STEP_BUCKETS, registry=r)
+        self.rejected = Counter(
+            "splitbench_rejected_messages",
+            "Received messages refused before use, by reason",
+            [*_LABELS, "reason"],
+            registry=r,
+        )
+        self.transport_bytes = Counter(
+            "splitbench_transport_bytes",
+            "All bytes on the wire including CURVE's per-frame overhead",
+            [*_LABELS, "direction", "auth"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "splitbench_duplicates_dropped",
+            "Re-sent requests already served: answered again, never trained on twice",
+            _LABELS,
+            registry=r,
+        )
+        self.checkpoint_seconds = Histogram(
+            "splitbench_checkpoint_seconds", "Time to write one checkpoint", _LABELS, buckets=_STEP_BUCKETS, registry=r
+        )
+        self.link_queue = Histogram(
+            "splitbench_link_queue_seconds",
+            "Time a message waited for its channel",
+            [*_LABELS, "direction"],
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        )
 
     def add_bytes(self, direction: str, kind: str, n: int) -> None:
         self.wire_bytes.labels(**self.base, direction=direction, kind=kind).inc(n)

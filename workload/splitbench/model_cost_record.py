@@ -9,6 +9,7 @@ per epoch (planning/epoch_time.py, block times measured here when the run is pla
 Writing needs torch (imported inside the functions); reading does not: the report imports
 only `read_model_cost` and `MISSING_NOTE`.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,11 @@ if TYPE_CHECKING:
 
 FILE = "model_cost.json"
 VERSION = 1
-CONVENTION = ("params: trainable and frozen parameters per block; flops: forward FLOPs per sample counted by "
-              "torch.utils.flop_counter.FlopCounterMode (a multiply-add counts 2); out_bytes: float32 activation "
-              "bytes per sample leaving the block")
+CONVENTION = (
+    "params: trainable and frozen parameters per block; flops: forward FLOPs per sample counted by "
+    "torch.utils.flop_counter.FlopCounterMode (a multiply-add counts 2); out_bytes: float32 activation "
+    "bytes per sample leaving the block"
+)
 MISSING_NOTE = "model cost not recorded: rerun with this version"
 # paradigms the runtime model covers, and which of its figures each is compared with
 MODELLED = {"split": "split learning", "early_exit": "hierarchical, pipelined", "full_offload": "full cloud"}
@@ -38,21 +41,30 @@ def _predicted(exp: Experiment) -> dict:
 
     p = exp.spec.paradigm
     if p.name not in MODELLED:
-        return {"model_of": None, "epoch_s": None,
-                "note": "the runtime model covers split, early exit and full offload only"}
+        return {
+            "model_of": None,
+            "epoch_s": None,
+            "note": "the runtime model covers split, early exit and full offload only",
+        }
     try:
         inputs = build_inputs(exp)
     except Exception as err:  # the run goes on; the report says why there is no prediction
-        return {"model_of": MODELLED[p.name] + " [ours]", "epoch_s": None,
-                "note": f"not predicted: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+        return {
+            "model_of": MODELLED[p.name] + " [ours]",
+            "epoch_s": None,
+            "note": f"not predicted: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+        }
     if p.name == "split":
         s = predict(inputs, p.split_after).split_s
     elif p.name == "early_exit":
         s = predict(inputs, p.split_after).hierarchical_pipelined_s
     else:
         s = full_cloud_s(inputs, 1 if p.input_encoding == "uint8" else 4, not p.cache_inputs)
-    return {"model_of": MODELLED[p.name] + " [ours]", "epoch_s": float(s),
-            "block_times": "measured when the run was planned, on the machine that planned it"}
+    return {
+        "model_of": MODELLED[p.name] + " [ours]",
+        "epoch_s": float(s),
+        "block_times": "measured when the run was planned, on the machine that planned it",
+    }
 
 
 def model_blocks(name: str, num_classes: int, input_shape: tuple[int, ...]) -> dict:
@@ -63,8 +75,13 @@ def model_blocks(name: str, num_classes: int, input_shape: tuple[int, ...]) -> d
 
     shape = tuple(input_shape)
     blocks = profile_model(build_model(name, num_classes, shape), shape)
-    return {"model": name, "num_classes": num_classes, "input_shape": list(shape), "convention": CONVENTION,
-            "blocks": [{**b, "out_shape": list(b["out_shape"])} for b in as_dicts(blocks)]}
+    return {
+        "model": name,
+        "num_classes": num_classes,
+        "input_shape": list(shape),
+        "convention": CONVENTION,
+        "blocks": [{**b, "out_shape": list(b["out_shape"])} for b in as_dicts(blocks)],
+    }
 
 
 def model_cost(exp: Experiment) -> dict:
@@ -76,9 +93,15 @@ def model_cost(exp: Experiment) -> dict:
     split_after = getattr(spec.paradigm, "split_after", None)
     kept = doc["blocks"][:split_after] if split_after else []
     edge_params, edge_flops = sum(b["params"] for b in kept), sum(b["flops"] for b in kept)
-    return {"version": VERSION, "experiment": exp.name, **doc,
-            "split_after": split_after, "edge_params": int(edge_params), "edge_flops": int(edge_flops),
-            "predicted": _predicted(exp)}
+    return {
+        "version": VERSION,
+        "experiment": exp.name,
+        **doc,
+        "split_after": split_after,
+        "edge_params": int(edge_params),
+        "edge_flops": int(edge_flops),
+        "predicted": _predicted(exp),
+    }
 
 
 def write_model_cost(exp: Experiment, run_dir: Path) -> Path:

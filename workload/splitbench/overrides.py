@@ -12,6 +12,7 @@ holds for every run the suite makes: it is set in the suite's base and wins over
 the cases (a matrix axis or case that sets the same field gets the value too). The suite's own
 fields (`spec.repeats`, `spec.report.targetAccuracy`, `spec.matrix...`) are set as they are.
 A path that names no field of the spec raises SpecError in one line."""
+
 from __future__ import annotations
 
 import copy
@@ -49,8 +50,10 @@ def apply(doc: dict, items: list[str] | tuple[str, ...]) -> dict:
         if kind == "Suite" and parts[0] == "spec" and len(parts) > 1 and not _field(SuiteSpec, parts[1]):
             if not _field(ExperimentSpec, parts[1]):
                 fields = sorted({f.alias or n for m in (ExperimentSpec, SuiteSpec) for n, f in m.model_fields.items()})
-                raise SpecError(f"--set {item}: a suite's spec has no field {parts[1]!r} (fields of every run's spec "
-                                f"and of the suite: {', '.join(fields)})")
+                raise SpecError(
+                    f"--set {item}: a suite's spec has no field {parts[1]!r} (fields of every run's spec "
+                    f"and of the suite: {', '.join(fields)})"
+                )
             _set_in_suite(doc, parts[1:], value, item)
         else:
             root = Suite if kind == "Suite" else Experiment

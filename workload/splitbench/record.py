@@ -37,6 +37,7 @@ Column t is seconds since training began (the start of the first step), so times
 accuracy compare paradigms, not process start-up; setup before that has negative t.
 Bytes columns: up_<kind>_bytes / down_<kind>_bytes, kinds as in transport.Traffic.
 """
+
 from __future__ import annotations
 
 import json
@@ -154,8 +155,10 @@ def read_events_file(path: Path) -> tuple[list[dict], str | None]:
     if bad:
         problems.append(f"{len(bad)} unreadable line(s), first line {bad[0]}")
     if not rows or not _closes(rows[-1]):
-        problems.append(f"{len(rows)} events and no closing session event after them "
-                        "(the role was stopped before it finished, or the file was cut)")
+        problems.append(
+            f"{len(rows)} events and no closing session event after them "
+            "(the role was stopped before it finished, or the file was cut)"
+        )
     return rows, "; ".join(problems) or None
 
 
@@ -213,11 +216,19 @@ def write_environment(run_dir: Path, df: pd.DataFrame, executor: str | None = No
     quota = "none"
     if not df.empty and "cpu_limit" in df:
         mech = df.loc[(df["event"] == "session") & (df.get("status") == "limited"), ["role", "cpu_limit"]].dropna()
-        quota = ", ".join(f"{role}: {m}" for role, m in sorted({(r, str(c).split(":")[0])
-                                                               for r, c in mech.itertuples(index=False)})) or "none"
+        quota = (
+            ", ".join(
+                f"{role}: {m}"
+                for role, m in sorted({(r, str(c).split(":")[0]) for r, c in mech.itertuples(index=False)})
+            )
+            or "none"
+        )
     if executor is None:
-        executor = "kubernetes" if any(p.name.endswith(".log") and not (run_dir / "targets.json").exists()
-                                       for p in run_dir.iterdir()) else "local"
+        executor = (
+            "kubernetes"
+            if any(p.name.endswith(".log") and not (run_dir / "targets.json").exists() for p in run_dir.iterdir())
+            else "local"
+        )
     write_atomic(run_dir / "environment.json", json.dumps(collect(executor, quota), indent=1) + "\n")
 
 
@@ -242,6 +253,7 @@ class RunRecord:
     """What a reader can use of one run folder: the record (None: nothing usable), where it came
     from ('record.parquet', or 'events' when rebuilt from them) and one line per file that is
     damaged or missing, saying what is wrong and what was done about it."""
+
     record: pd.DataFrame | None
     source: str
     damage: list[str]
@@ -276,8 +288,14 @@ def read_run(run_dir: Path) -> RunRecord:
         return RunRecord(rec, "record.parquet", damage)
     if events and not damage:
         rebuilt = build_record(read_events(run_dir))
-        return RunRecord(rebuilt, "events", [f"record.parquet: {why}; rebuilt from {len(events)} whole events "
-                                             "files (no launch time in them: setup n/a)"])
+        return RunRecord(
+            rebuilt,
+            "events",
+            [
+                f"record.parquet: {why}; rebuilt from {len(events)} whole events "
+                "files (no launch time in them: setup n/a)"
+            ],
+        )
     why_not = "no events files" if not events else "events files not whole"
     return RunRecord(None, "", [f"record.parquet: {why}, and {why_not}: run left out"] + damage)
 

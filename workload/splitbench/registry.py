@@ -11,6 +11,7 @@ fails when any of them drifts.
 Pure: no torch, no pandas (the CLI's --help, the relay and the operator import it). A model's
 or paradigm's code is named as "module:object" and imported only when it is used.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,6 +26,7 @@ class ParadigmInfo:
     """A training paradigm: its spec fields (a class of spec.py, or none beyond `name`), its
     code (a Paradigm subclass in splitbench.paradigms, imported when a role runs it) and which
     roles it needs besides its sources."""
+
     summary: str  # what crosses the wire (docs table, report legend)
     code: str  # "module:Class" in splitbench.paradigms
     params: str = ""  # the spec.py class of its fields; "": `name` only
@@ -53,6 +55,7 @@ class ModelInfo:
 @dataclass(frozen=True)
 class DatasetInfo:
     """input_shape None: given by the spec (synthetic's channels and imageSize)."""
+
     input_shape: tuple[int, int, int] | None
     num_classes: int
     mean: tuple[float, ...]
@@ -61,21 +64,44 @@ class DatasetInfo:
 
 
 PARADIGMS: dict[str, ParadigmInfo] = {
-    "centralized": ParadigmInfo("nothing: the whole model and all data in one process (the reference)",
-                                "centralized:Centralized", uses_server=False),
-    "full_offload": ParadigmInfo("raw inputs (uint8 pixels) and labels up; only the loss (an ack) down",
-                                 "full_offload:FullOffload", "FullOffloadParadigm"),
-    "split": ParadigmInfo("activations at the cut and labels up; the gradient at the cut down",
-                          "split:Split", "SplitParadigm"),
-    "compressed_split": ParadigmInfo("the cut's activations through a learned channel mask (a budget of channels) "
-                                     "up; the masked gradient down", "compressed_split:CompressedSplit",
-                                     "CompressedSplitParadigm", label="cs"),
-    "early_exit": ParadigmInfo("features at the cut and labels up; nothing down (the edge trains on its own "
-                               "early exit)", "early_exit:EarlyExit", "EarlyExitParadigm"),
-    "fedavg": ParadigmInfo("the whole model's weights up and the average down, once a round",
-                           "fedavg:FedAvg", "FedAvgParadigm", uses_server=False, aggregates=True),
-    "hfsl": ParadigmInfo("split traffic between each source and its medium device, and both parts' weights "
-                         "to the aggregator once a round", "hfsl:Hfsl", "HfslParadigm", aggregates=True),
+    "centralized": ParadigmInfo(
+        "nothing: the whole model and all data in one process (the reference)",
+        "centralized:Centralized",
+        uses_server=False,
+    ),
+    "full_offload": ParadigmInfo(
+        "raw inputs (uint8 pixels) and labels up; only the loss (an ack) down",
+        "full_offload:FullOffload",
+        "FullOffloadParadigm",
+    ),
+    "split": ParadigmInfo(
+        "activations at the cut and labels up; the gradient at the cut down", "split:Split", "SplitParadigm"
+    ),
+    "compressed_split": ParadigmInfo(
+        "the cut's activations through a learned channel mask (a budget of channels) up; the masked gradient down",
+        "compressed_split:CompressedSplit",
+        "CompressedSplitParadigm",
+        label="cs",
+    ),
+    "early_exit": ParadigmInfo(
+        "features at the cut and labels up; nothing down (the edge trains on its own early exit)",
+        "early_exit:EarlyExit",
+        "EarlyExitParadigm",
+    ),
+    "fedavg": ParadigmInfo(
+        "the whole model's weights up and the average down, once a round",
+        "fedavg:FedAvg",
+        "FedAvgParadigm",
+        uses_server=False,
+        aggregates=True,
+    ),
+    "hfsl": ParadigmInfo(
+        "split traffic between each source and its medium device, and both parts' weights "
+        "to the aggregator once a round",
+        "hfsl:Hfsl",
+        "HfslParadigm",
+        aggregates=True,
+    ),
 }
 
 MODELS: dict[str, ModelInfo] = {
@@ -83,18 +109,21 @@ MODELS: dict[str, ModelInfo] = {
     "vgg11_bn": ModelInfo("vgg:vgg11_bn", 32, (3, 32, 32), "VGG11 with batch norm, CIFAR head"),
     "vgg16_bn": ModelInfo("vgg:vgg16_bn", 32, (3, 32, 32), "VGG16 with batch norm, CIFAR head"),
     "resnet18": ModelInfo("resnet:resnet18", 8, (3, 32, 32), "ResNet-18 with a CIFAR stem"),
-    "resnet18_imagenet_stem": ModelInfo("resnet:resnet18_imagenet_stem", 32, (3, 32, 32),
-                                        "ResNet-18 with torchvision's ImageNet stem"),
+    "resnet18_imagenet_stem": ModelInfo(
+        "resnet:resnet18_imagenet_stem", 32, (3, 32, 32), "ResNet-18 with torchvision's ImageNet stem"
+    ),
     "mobilenet_v2": ModelInfo("mobilenet:mobilenet_v2", 16, (3, 32, 32), "MobileNetV2"),
     "efficientnet_b2": ModelInfo("efficientnet:efficientnet_b2", 32, (3, 224, 224), "EfficientNet-B2"),
-    "efficientnet_b2s": ModelInfo("efficientnet:efficientnet_b2s", 32, (3, 224, 224),
-                                  "EfficientNet-B2 as the HFSL paper counts it"),
+    "efficientnet_b2s": ModelInfo(
+        "efficientnet:efficientnet_b2s", 32, (3, 224, 224), "EfficientNet-B2 as the HFSL paper counts it"
+    ),
 }
 
 DATASETS: dict[str, DatasetInfo] = {
     "fashion_mnist": DatasetInfo((1, 28, 28), 10, (0.2860,), (0.3530,), "Fashion-MNIST (Debian's files)"),
-    "cifar10": DatasetInfo((3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                           "CIFAR-10 (torchvision)"),
+    "cifar10": DatasetInfo(
+        (3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "CIFAR-10 (torchvision)"
+    ),
     "synthetic": DatasetInfo(None, 10, (0.5,), (0.29,), "a synthetic learnable set (imageSize, channels)"),
 }
 
@@ -124,8 +153,13 @@ def profile_names(kind: str) -> list[str]:
 
 def names() -> dict[str, list[str]]:
     """Every registry's names, by kind (the CLI's `splitbench registry`)."""
-    return {"paradigms": list(PARADIGMS), "models": list(MODELS), "datasets": list(DATASETS),
-            "networks": profile_names("network"), "devices": profile_names("device")}
+    return {
+        "paradigms": list(PARADIGMS),
+        "models": list(MODELS),
+        "datasets": list(DATASETS),
+        "networks": profile_names("network"),
+        "devices": profile_names("device"),
+    }
 
 
 def label(kind: str, name: str) -> str:
@@ -147,9 +181,13 @@ def label(kind: str, name: str) -> str:
 
 def markdown() -> str:
     """docs/registries.md: every registry as a table (tests/unit/spec/test_registry.py keeps the file current)."""
-    out = ["# Registries", "",
-           "Generated from `workload/splitbench/registry.py` and `benchmarks/{networks,devices}.yaml` by",
-           "`splitbench registry --markdown > docs/registries.md`; do not edit by hand.", ""]
+    out = [
+        "# Registries",
+        "",
+        "Generated from `workload/splitbench/registry.py` and `benchmarks/{networks,devices}.yaml` by",
+        "`splitbench registry --markdown > docs/registries.md`; do not edit by hand.",
+        "",
+    ]
 
     def table(title: str, head: tuple[str, str], rows: list[tuple[str, str]]) -> None:
         out.extend([f"## {title}", "", f"| {head[0]} | {head[1]} |", "| --- | --- |"])
@@ -164,5 +202,17 @@ def markdown() -> str:
     return "\n".join(out)
 
 
-__all__ = ["DATASETS", "DatasetInfo", "MODELS", "ModelInfo", "PARADIGMS", "ParadigmInfo", "device_profiles",
-           "label", "markdown", "names", "network_profiles", "profile_names"]
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "MODELS",
+    "ModelInfo",
+    "PARADIGMS",
+    "ParadigmInfo",
+    "device_profiles",
+    "label",
+    "markdown",
+    "names",
+    "network_profiles",
+    "profile_names",
+]

@@ -1,4 +1,5 @@
 """Where the data files of benchmarks/ are found (profiles, suites, baselines)."""
+
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@ role name and each translation renders them through its `address` function.
 
 Pure: no sockets, no processes, no torch (the CLI's --help and the operator import it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,13 +20,13 @@ from .link.profiles import LinkConfig, resolve_network
 from .registry import PARADIGMS
 from .spec import Experiment, ExperimentSpec
 
-PORT = 5555            # the experiment port, in a container or pod (local runs pick free ports)
-METRICS_PORT = 9100    # the metrics port, likewise
+PORT = 5555  # the experiment port, in a container or pod (local runs pick free ports)
+METRICS_PORT = 9100  # the metrics port, likewise
 SPEC_FILE = "spec.yaml"
 DEFAULT_MEMORY = "4Gi"  # a role whose device states no memory: a bound, far above what one uses
-LINK_MEMORY = "2Gi"     # the link emulator: its queue is bounded to 256 MiB (roles/link.py)
+LINK_MEMORY = "2Gi"  # the link emulator: its queue is bounded to 256 MiB (roles/link.py)
 MEMORY_REQUEST = "1Gi"  # what such a role asks the scheduler for (a process with torch: under 1 GiB)
-KEYS_DIR = "keys"       # in the run folder: one CURVE keypair per role (transport/keys.py)
+KEYS_DIR = "keys"  # in the run folder: one CURVE keypair per role (transport/keys.py)
 MAX_BACKOFF_S = 300.0  # a kubelet's cap on its restart back-off
 KINDS = ("source", "server", "aggregator", "link", "trainer")
 # A role that dies is started again this many times, then the run gives it up: a server or
@@ -49,7 +50,7 @@ def routing_id(instance: str, peer: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class Volume:
-    name: str          # "spec" (the experiment, read-only), "run" (the record, read-write)
+    name: str  # "spec" (the experiment, read-only), "run" (the record, read-write)
     read_only: bool
 
 
@@ -59,27 +60,36 @@ VOLUMES = (Volume("spec", True), Volume("run", False))
 @dataclass(frozen=True)
 class Role:
     """One process of an experiment: what it runs, whom it talks to, what it may use."""
-    name: str                                   # instance name, also its routing id
-    kind: str                                   # one of KINDS
+
+    name: str  # instance name, also its routing id
+    kind: str  # one of KINDS
     index: int
-    image: str                                  # "edge" (CPU) or "gpu"
-    listens: bool                               # binds the experiment port
-    connect: str | None = None                  # role name of its first peer
-    aggregator: str | None = None               # role name through which it reaches the aggregator
-    routes: tuple[tuple[str, str], ...] = ()    # link only: routing id -> role name of that peer
-    cpu: float | None = None                    # cores; None: no quota
-    memory: str | None = None                   # Kubernetes quantity, e.g. "1Gi": the limit
-    memory_request: str | None = None           # what to reserve (the limit where the device states one)
+    image: str  # "edge" (CPU) or "gpu"
+    listens: bool  # binds the experiment port
+    connect: str | None = None  # role name of its first peer
+    aggregator: str | None = None  # role name through which it reaches the aggregator
+    routes: tuple[tuple[str, str], ...] = ()  # link only: routing id -> role name of that peer
+    cpu: float | None = None  # cores; None: no quota
+    memory: str | None = None  # Kubernetes quantity, e.g. "1Gi": the limit
+    memory_request: str | None = None  # what to reserve (the limit where the device states one)
     gpu: int = 0
     env: tuple[tuple[str, str], ...] = (("PYTHONUNBUFFERED", "1"),)
     volumes: tuple[Volume, ...] = VOLUMES
-    restart: str = "Never"                      # Kubernetes restartPolicy: RESTARTS_IN_PLACE or Never
-    restart_limit: int = 0                      # restarts before its failure fails the run
-    backoff_s: float = 10.0                     # delay before the first restart, doubling (a kubelet's)
+    restart: str = "Never"  # Kubernetes restartPolicy: RESTARTS_IN_PLACE or Never
+    restart_limit: int = 0  # restarts before its failure fails the run
+    backoff_s: float = 10.0  # delay before the first restart, doubling (a kubelet's)
 
-    def args(self, address: Callable[[str], str], *, bind: str, spec_path: str, run_dir: str,
-             metrics_port: int | None = None, metrics_addr: str | None = None,
-             extra: Iterable[str] = ()) -> list[str]:
+    def args(
+        self,
+        address: Callable[[str], str],
+        *,
+        bind: str,
+        spec_path: str,
+        run_dir: str,
+        metrics_port: int | None = None,
+        metrics_addr: str | None = None,
+        extra: Iterable[str] = (),
+    ) -> list[str]:
         """The `splitbench ...` arguments of this role, with peers rendered by `address`."""
         out = ["role", self.kind]
         if self.kind in ("source", "server"):
@@ -101,7 +111,7 @@ class Role:
     def restart_delay(self, attempt: int) -> float:
         """Seconds before restart number `attempt` (0 first): doubling from backoff_s, at
         most 300 s, as a kubelet backs off a crashing container."""
-        return min(MAX_BACKOFF_S, self.backoff_s * 2 ** attempt)
+        return min(MAX_BACKOFF_S, self.backoff_s * 2**attempt)
 
     @property
     def peers(self) -> list[str]:
@@ -113,6 +123,7 @@ class Role:
 class Profiles:
     """The experiment's network and device profiles, resolved once (plan_roles): every role
     and executor reads them from the plan instead of resolving the spec again."""
+
     network: LinkConfig | None  # None: the paradigm uses no network (cut faults included as outages)
     devices: dict[str, Device]  # by role kind: source, server, aggregator, trainer (the server's device)
 
@@ -125,8 +136,15 @@ def resolve_profiles(spec: ExperimentSpec) -> Profiles:
     """The one place a spec's profiles are resolved (benchmarks/networks.yaml, devices.yaml)."""
     network = resolve_network(spec.network_with_faults()) if spec.uses_network else None
     server = resolve_device(spec.server.device)
-    return Profiles(network, {"source": resolve_device(spec.sources.device), "server": server,
-                              "aggregator": resolve_device(spec.aggregator.device), "trainer": server})
+    return Profiles(
+        network,
+        {
+            "source": resolve_device(spec.sources.device),
+            "server": server,
+            "aggregator": resolve_device(spec.aggregator.device),
+            "trainer": server,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -203,9 +221,18 @@ def _roles(spec: ExperimentSpec, profiles: Profiles) -> list[Role]:
     sources = profiles.devices["source"]
     if not spec.uses_network:  # one process trains the whole model on all the data
         server = profiles.devices["trainer"]
-        return [Role(role_name("trainer"), "trainer", 0, "edge", False, cpu=server.cpu,
-                     memory=server.memory or DEFAULT_MEMORY,
-                     memory_request=server.memory or MEMORY_REQUEST)]
+        return [
+            Role(
+                role_name("trainer"),
+                "trainer",
+                0,
+                "edge",
+                False,
+                cpu=server.cpu,
+                memory=server.memory or DEFAULT_MEMORY,
+                memory_request=server.memory or MEMORY_REQUEST,
+            )
+        ]
     servers, agg, second_peer = _shape_of(spec)
     k = spec.sources.replicas
     gpu_image = "gpu" if spec.server.gpu else "edge"
@@ -213,28 +240,73 @@ def _roles(spec: ExperimentSpec, profiles: Profiles) -> list[Role]:
     roles: list[Role] = []
     # the server and the aggregator hold state every source depends on: restarted, they resume
     # from their checkpoints (a source that dies is its executor's or Job's business)
-    resume = dict(restart=RESTARTS_IN_PLACE, restart_limit=spec.checkpoint.restarts, backoff_s=spec.checkpoint.backoff_s)
+    resume = dict(
+        restart=RESTARTS_IN_PLACE, restart_limit=spec.checkpoint.restarts, backoff_s=spec.checkpoint.backoff_s
+    )
     if agg:  # the high-computational device: the CUDA image where the experiment has GPUs
         device = profiles.devices["aggregator"]
-        roles.append(Role(agg, "aggregator", 0, gpu_image, True, cpu=device.cpu, memory=device.memory or DEFAULT_MEMORY,
-                          memory_request=device.memory or MEMORY_REQUEST, **resume))
+        roles.append(
+            Role(
+                agg,
+                "aggregator",
+                0,
+                gpu_image,
+                True,
+                cpu=device.cpu,
+                memory=device.memory or DEFAULT_MEMORY,
+                memory_request=device.memory or MEMORY_REQUEST,
+                **resume,
+            )
+        )
     direct = _direct_routes(spec, servers, agg, second_peer)
     if relay:
         first_hop = role_name("server") if servers else agg
-        roles.append(Role(relay, "link", 0, "edge", True, connect=first_hop, routes=tuple(direct.items()),
-                          memory=LINK_MEMORY, memory_request=MEMORY_REQUEST))
+        roles.append(
+            Role(
+                relay,
+                "link",
+                0,
+                "edge",
+                True,
+                connect=first_hop,
+                routes=tuple(direct.items()),
+                memory=LINK_MEMORY,
+                memory_request=MEMORY_REQUEST,
+            )
+        )
     server_device = profiles.devices["server"]
     for j in range(servers):
-        roles.append(Role(role_name("server", j), "server", j, gpu_image, True,
-                          aggregator=(relay or agg) if agg else None, cpu=server_device.cpu,
-                          memory=server_device.memory or DEFAULT_MEMORY,
-                          memory_request=server_device.memory or MEMORY_REQUEST, gpu=spec.server.gpu, **resume))
+        roles.append(
+            Role(
+                role_name("server", j),
+                "server",
+                j,
+                gpu_image,
+                True,
+                aggregator=(relay or agg) if agg else None,
+                cpu=server_device.cpu,
+                memory=server_device.memory or DEFAULT_MEMORY,
+                memory_request=server_device.memory or MEMORY_REQUEST,
+                gpu=spec.server.gpu,
+                **resume,
+            )
+        )
     for i in range(k):
         name = role_name("source", i)
-        roles.append(Role(name, "source", i, "edge", False, connect=relay or direct[name],
-                          aggregator=(relay or agg) if second_peer else None,
-                          cpu=sources.cpu, memory=sources.memory or DEFAULT_MEMORY,
-                          memory_request=sources.memory or MEMORY_REQUEST))
+        roles.append(
+            Role(
+                name,
+                "source",
+                i,
+                "edge",
+                False,
+                connect=relay or direct[name],
+                aggregator=(relay or agg) if second_peer else None,
+                cpu=sources.cpu,
+                memory=sources.memory or DEFAULT_MEMORY,
+                memory_request=sources.memory or MEMORY_REQUEST,
+            )
+        )
     return roles
 
 

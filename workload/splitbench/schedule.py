@@ -1,5 +1,6 @@
 """Which samples each source trains on, and in which batches: one definition shared by
 sources, the centralized trainer and the executor's progress bar."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,9 @@ from .spec import ExperimentSpec
 
 def source_indices(spec: ExperimentSpec, data: ImageData) -> list[np.ndarray]:
     d = spec.dataset
-    return partition(data.train_y, spec.sources.replicas, d.partition.kind, d.partition.alpha, spec.seed,
-                     d.samples_per_source)
+    return partition(
+        data.train_y, spec.sources.replicas, d.partition.kind, d.partition.alpha, spec.seed, d.samples_per_source
+    )
 
 
 def steps_per_epoch(samples: int, spec: ExperimentSpec, cap_scale: int = 1) -> int:
@@ -20,8 +22,10 @@ def steps_per_epoch(samples: int, spec: ExperimentSpec, cap_scale: int = 1) -> i
     sample does not depend on how many steps a run takes."""
     b = spec.training.batch_size
     if samples < b:
-        raise ValueError(f"{samples} training samples, fewer than one batch of {b}: lower "
-                         "training.batchSize or raise dataset.samplesPerSource")
+        raise ValueError(
+            f"{samples} training samples, fewer than one batch of {b}: lower "
+            "training.batchSize or raise dataset.samplesPerSource"
+        )
     steps = samples // b
     cap = spec.training.max_steps_per_epoch
     return min(steps, cap * cap_scale) if cap else steps
@@ -33,7 +37,7 @@ def batches(indices: np.ndarray, spec: ExperimentSpec, epoch: int, stream: int, 
     order = rng.permutation(indices)
     b = spec.training.batch_size
     for s in range(steps):
-        yield s, order[s * b:(s + 1) * b]
+        yield s, order[s * b : (s + 1) * b]
 
 
 def test_subset(spec: ExperimentSpec, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,7 @@
 
 Field names are camelCase on the wire (YAML, Kubernetes) and snake_case in Python.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,7 +32,7 @@ _MEM = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 MAX_EPOCHS = 10_000
 MAX_SAMPLES = 10_000_000
 MAX_TIMEOUT_S = 86_400.0
-MAX_CPU = 1024        # cores of one device
+MAX_CPU = 1024  # cores of one device
 MAX_MEMORY = 1 << 44  # 16 TiB
 MAX_SUITE_RUNS = 500  # experiments in one suite's matrix, unless --allow-large (SPLITBENCH_ALLOW_LARGE=1)
 DATA_ROOTS_ENV = "SPLITBENCH_DATA_ROOTS"  # os.pathsep-separated folders dataset.root may be in
@@ -80,18 +81,22 @@ class DatasetSpec(_Model):
         r = Path(v).expanduser().resolve()
         roots = data_roots()
         if not any(r.is_relative_to(d) for d in roots):
-            raise ValueError(f"{v[:200]!r} is outside the allowed data roots ({', '.join(map(str, roots))}); "
-                             f"add one with {DATA_ROOTS_ENV}")
+            raise ValueError(
+                f"{v[:200]!r} is outside the allowed data roots ({', '.join(map(str, roots))}); "
+                f"add one with {DATA_ROOTS_ENV}"
+            )
         return v
 
 
 def _profile_field(kind: str, description: str) -> Any:
     """A profile name: the CRD and the JSON schema list the registry's names (read when the
     schema is generated); validation checks them (read when a spec is validated)."""
+
     def extra(schema: dict[str, Any]) -> None:
         names = registry.profile_names(kind)
         if names:
             schema["enum"] = names
+
     return Field(None, description=description, json_schema_extra=extra)
 
 
@@ -109,14 +114,19 @@ class _ParadigmBase(_Model):
 
 class FullOffloadParadigm(_ParadigmBase):
     input_encoding: Literal["uint8", "float32"] = Field(
-        "uint8", description="how raw inputs travel: uint8 pixels or normalized float32 tensors")
+        "uint8", description="how raw inputs travel: uint8 pixels or normalized float32 tensors"
+    )
     cache_inputs: bool = Field(
-        False, description="the server keeps each sample after its first upload; later epochs send only "
-                           "4-byte sample ids (false: inputs are sent again every epoch, as a stream)")
+        False,
+        description="the server keeps each sample after its first upload; later epochs send only "
+        "4-byte sample ids (false: inputs are sent again every epoch, as a stream)",
+    )
     delivery: Literal["acknowledged", "stream"] = Field(
-        "acknowledged", description="acknowledged: the source waits for the server's reply after every batch; "
-                                    "stream: it sends and goes on, as early exit does (the hierarchical-training "
-                                    "paper's full-cloud baseline)")
+        "acknowledged",
+        description="acknowledged: the source waits for the server's reply after every batch; "
+        "stream: it sends and goes on, as early exit does (the hierarchical-training "
+        "paper's full-cloud baseline)",
+    )
 
 
 class SplitParadigm(_ParadigmBase):
@@ -126,29 +136,43 @@ class SplitParadigm(_ParadigmBase):
 class CompressionSpec(_Model):
     """Compression-aware split learning (Mudvari et al.). The paper gives no values for
     delta, lambda, epsilon, gamma or l_k; these defaults are ours."""
+
     schedule: Literal["fixed", "deprune", "prune"] = Field(
-        "fixed", description="fixed: one budget; deprune: budgets ascending (alg. 1-2); prune: descending from "
-                             "the full budget, filter reset between budgets (alg. 3)")
+        "fixed",
+        description="fixed: one budget; deprune: budgets ascending (alg. 1-2); prune: descending from "
+        "the full budget, filter reset between budgets (alg. 3)",
+    )
     budgets: list[int] = Field(min_length=1, description="channels that may cross the wire, one stage each")
     epochs: list[int] = Field(min_length=1, description="epochs per budget stage")
     module: Literal["encoder_decoder", "bare_mask"] = Field(
-        "bare_mask", description="encoder_decoder: the paper's module (sec. 3.1; VCCprune's encodingUnit/"
-                                 "decodingUnit): conv(2+r, stride r, pad r)+BN+sigmoid, the filter, and on the server "
-                                 "a transposed conv+BN+ReLU; bare_mask: the filter alone [ours, an ablation]")
-    resolution: int | None = Field(None, ge=1, le=8, description="resolution compression factor r of the "
-                                                                 "encoder_decoder module (VCCprune's default: 1)")
+        "bare_mask",
+        description="encoder_decoder: the paper's module (sec. 3.1; VCCprune's encodingUnit/"
+        "decodingUnit): conv(2+r, stride r, pad r)+BN+sigmoid, the filter, and on the server "
+        "a transposed conv+BN+ReLU; bare_mask: the filter alone [ours, an ablation]",
+    )
+    resolution: int | None = Field(
+        None,
+        ge=1,
+        le=8,
+        description="resolution compression factor r of the encoder_decoder module (VCCprune's default: 1)",
+    )
     regularizer: Literal["sum", "sum_of_squares"] = Field(
-        "sum", description="pruneLoss over sum f (the paper's eq. 1) or sum f^2 (VCCprune's deprune.py)")
+        "sum", description="pruneLoss over sum f (the paper's eq. 1) or sum f^2 (VCCprune's deprune.py)"
+    )
     delta: float = Field(0.1, gt=0, description="eq. 1: how hard the budget's soft constraint bites [ours]")
     lam: float = Field(1.0, ge=0, le=1, alias="lambda", description="eq. 1: weight of the lower barrier [ours]")
     epsilon: float = Field(1.0, gt=0, description="eq. 2: weight of pruneLoss against the task loss [ours]")
     gamma: float = Field(2.0, ge=1, description="selectLr: lr factor after a budget change [ours]")
     lk: int = Field(1, ge=0, description="selectLr: epochs the raised lr lasts after a budget change [ours]")
     bn_recalibration_batches: int = Field(
-        0, ge=0, le=64, description="before each evaluation, recompute every batch norm's running statistics on "
-                                    "the source's last N training batches, across the cut (torch.optim.swa_utils."
-                                    "update_bn's procedure); 0: off, as VCCprune, whose thousands of steps per "
-                                    "epoch let the momentum-0.03 statistics settle")
+        0,
+        ge=0,
+        le=64,
+        description="before each evaluation, recompute every batch norm's running statistics on "
+        "the source's last N training batches, across the cut (torch.optim.swa_utils."
+        "update_bn's procedure); 0: off, as VCCprune, whose thousands of steps per "
+        "epoch let the momentum-0.03 statistics settle",
+    )
 
     @field_validator("budgets")
     @classmethod
@@ -182,12 +206,14 @@ class CompressedSplitParadigm(_ParadigmBase):
 class EarlyExitParadigm(_ParadigmBase):
     """Hierarchical training with an early exit (Sepehri et al.): the edge trains its blocks on
     an early-exit loss, sends features and labels, and never waits for the cloud."""
+
     split_after: int = Field(ge=1, description="the separation point: blocks kept on the edge")
 
 
 class FedAvgParadigm(_ParadigmBase):
     """Federated averaging (McMahan et al.): each source trains the whole model for
     localEpochs, then the aggregator averages the weights by sample count and sends them back."""
+
     local_epochs: int = Field(1, ge=1, description="E: epochs each source trains between aggregations")
 
 
@@ -195,11 +221,16 @@ class HfslParadigm(_ParadigmBase):
     """Hierarchical federated split learning (the HFSL paper, sec. 3.3): K low devices (the
     sources) hold W_l, K medium devices (the servers, one per source) hold W_m, one high
     device (the aggregator) averages each partition after every round."""
+
     split_after: int = Field(ge=1, description="blocks in W_l (choose it with splitbench plan --paradigm hfsl)")
     local_epochs: int = Field(1, ge=1, description="E: epochs of split training between aggregations")
-    candidates: list[int] = Field(default_factory=list, description=(
-        "cuts the split may move between during the run (splitbench plan's candidates): after every round "
-        "the aggregator's Q-learning agent re-chooses from the devices' remaining power; empty: fixed split"))
+    candidates: list[int] = Field(
+        default_factory=list,
+        description=(
+            "cuts the split may move between during the run (splitbench plan's candidates): after every round "
+            "the aggregator's Q-learning agent re-chooses from the devices' remaining power; empty: fixed split"
+        ),
+    )
 
     @model_validator(mode="after")
     def _start_among_candidates(self) -> "HfslParadigm":
@@ -230,14 +261,19 @@ class TrainingSpec(_Model):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["none", "cosine"] = Field(
-        "none", description="the lr over epochs: none keeps lr; cosine anneals it to 0 over the run's epochs "
-                            "(torch's CosineAnnealingLR, one step per epoch; every role that trains follows it)")
+        "none",
+        description="the lr over epochs: none keeps lr; cosine anneals it to 0 over the run's epochs "
+        "(torch's CosineAnnealingLR, one step per epoch; every role that trains follows it)",
+    )
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short (quick runs)")
-    reply_timeout_s: float = Field(120.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False,
-                                   description="a peer silent this long is dead")
+    reply_timeout_s: float = Field(
+        120.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False, description="a peer silent this long is dead"
+    )
     evaluate: Literal["every_epoch", "end"] = Field(
-        "every_epoch", description="held-out evaluation after every epoch, or only after the last one (its "
-                                   "traffic then cannot slow training down; train_time_s is training alone)")
+        "every_epoch",
+        description="held-out evaluation after every epoch, or only after the last one (its "
+        "traffic then cannot slow training down; train_time_s is training alone)",
+    )
 
 
 class DirectionSpec(_Model):
@@ -255,6 +291,7 @@ class OutageSpec(_Model):
 class NetworkSpec(_Model):
     """A named profile from benchmarks/networks.yaml, or an explicit link; explicit fields
     override the profile's."""
+
     profile: str | None = _profile_field("network", "a name in benchmarks/networks.yaml (registry.network_profiles)")
     medium: Literal["dedicated", "shared", "none"] | None = None
     uplink: DirectionSpec | None = None
@@ -281,8 +318,12 @@ class NetworkSpec(_Model):
 
 class LoadStep(_Model):
     from_round: int = Field(ge=0, description="federated round from which it holds")
-    busy: float = Field(ge=0, lt=1, description="share of the device taken by other work (its quota shrinks "
-                                                 "by it; hfsl reports 1 - busy as the device's free share)")
+    busy: float = Field(
+        ge=0,
+        lt=1,
+        description="share of the device taken by other work (its quota shrinks "
+        "by it; hfsl reports 1 - busy as the device's free share)",
+    )
 
 
 class DeviceSpec(_Model):
@@ -320,13 +361,20 @@ class DeviceSpec(_Model):
 class SourcesSpec(_Model):
     replicas: int = Field(1, ge=1, le=256)
     device: DeviceSpec = DeviceSpec()
-    deadline: float = Field(30.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False, description=(
-        "seconds a source may be late before the run goes on without it. split, compressed_split, early_exit, "
-        "full_offload: per step (a source silent this long while the others have finished is gone); fedavg, "
-        "hfsl: per round (a round closes this long after its first update arrived, averaging the updates that "
-        "came, weighted by their sample counts, and a device that missed it is not waited for again). A run "
-        "that lost a source ends degraded, not failed; devices that wait on the aggregator allow it this much "
-        "beyond training.replyTimeoutS"))
+    deadline: float = Field(
+        30.0,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        allow_inf_nan=False,
+        description=(
+            "seconds a source may be late before the run goes on without it. split, compressed_split, early_exit, "
+            "full_offload: per step (a source silent this long while the others have finished is gone); fedavg, "
+            "hfsl: per round (a round closes this long after its first update arrived, averaging the updates that "
+            "came, weighted by their sample counts, and a device that missed it is not waited for again). A run "
+            "that lost a source ends degraded, not failed; devices that wait on the aggregator allow it this much "
+            "beyond training.replyTimeoutS"
+        ),
+    )
 
 
 class ServerSpec(_Model):
@@ -337,14 +385,17 @@ class ServerSpec(_Model):
 
 class AggregatorSpec(_Model):
     """The device that averages weights (fedavg, hfsl: the paper's high-computational device)."""
+
     device: DeviceSpec = DeviceSpec()
 
 
 class TransportSpec(_Model):
     auth: Literal["curve", "none"] = Field(
-        "curve", description="curve: every socket is CurveZMQ with one keypair per role, and each listener "
-                             "accepts only this experiment's keys; none: plain TCP (anyone who reaches a port "
-                             "can speak)")
+        "curve",
+        description="curve: every socket is CurveZMQ with one keypair per role, and each listener "
+        "accepts only this experiment's keys; none: plain TCP (anyone who reaches a port "
+        "can speak)",
+    )
 
 
 FAULT_ROLE = re.compile(r"^(source|server|aggregator)-(\d+)$")
@@ -353,16 +404,23 @@ FAULT_ROLE = re.compile(r"^(source|server|aggregator)-(\d+)$")
 class FaultSpec(_Model):
     """A fault injected on purpose, to measure how a paradigm tolerates churn. Times count from
     the start of training (the first step), as network.outages do."""
-    kind: Literal["kill", "cut", "slow"] = Field(description=(
-        "kill: the executor kills the role (SIGKILL) at atStep or atS; cut: the emulated link carries nothing "
-        "from atS for forS (added to network.outages); slow: the source's CPU quota is cpu from atS for forS"))
+
+    kind: Literal["kill", "cut", "slow"] = Field(
+        description=(
+            "kill: the executor kills the role (SIGKILL) at atStep or atS; cut: the emulated link carries nothing "
+            "from atS for forS (added to network.outages); slow: the source's CPU quota is cpu from atS for forS"
+        )
+    )
     role: str | None = Field(None, description="kill, slow: the role instance, e.g. source-1, server-0, aggregator-0")
-    at_step: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="kill a source once it has recorded this "
-                                                                        "many training steps")
-    at_s: float | None = Field(None, ge=0, le=MAX_TIMEOUT_S, allow_inf_nan=False,
-                               description="seconds after training begins")
-    for_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False,
-                                description="cut, slow: how long the fault lasts")
+    at_step: int | None = Field(
+        None, ge=1, le=MAX_SAMPLES, description="kill a source once it has recorded this many training steps"
+    )
+    at_s: float | None = Field(
+        None, ge=0, le=MAX_TIMEOUT_S, allow_inf_nan=False, description="seconds after training begins"
+    )
+    for_s: float | None = Field(
+        None, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False, description="cut, slow: how long the fault lasts"
+    )
     cpu: str | float | None = Field(None, description="slow: the CPU quota meanwhile, in cores or millicores")
 
     @field_validator("cpu")
@@ -392,14 +450,23 @@ class FaultSpec(_Model):
 
 class CheckpointSpec(_Model):
     """Checkpoints and restarts (roles/recovery.py): what a killed role resumes from."""
+
     every: int | Literal["epoch", "none"] = Field(
-        "epoch", description="a source saves every N steps, the server every N steps served, the aggregator "
-                             "every N rounds; epoch: once an epoch (a round); none: never")
-    restarts: int = Field(3, ge=0, le=100, description="times a dead server or aggregator is restarted "
-                                                       "before the run fails")
-    backoff_s: float = Field(10.0, gt=0, le=300, allow_inf_nan=False,
-                             description="delay before the first restart, doubling after each (at most 300 s), "
-                                         "as a kubelet backs off a crashing container")
+        "epoch",
+        description="a source saves every N steps, the server every N steps served, the aggregator "
+        "every N rounds; epoch: once an epoch (a round); none: never",
+    )
+    restarts: int = Field(
+        3, ge=0, le=100, description="times a dead server or aggregator is restarted before the run fails"
+    )
+    backoff_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        allow_inf_nan=False,
+        description="delay before the first restart, doubling after each (at most 300 s), "
+        "as a kubelet backs off a crashing container",
+    )
 
     @field_validator("every")
     @classmethod
@@ -419,9 +486,14 @@ class ExperimentSpec(_Model):
     server: ServerSpec = ServerSpec()
     aggregator: AggregatorSpec = AggregatorSpec()
     transport: TransportSpec = TransportSpec()
-    faults: list[FaultSpec] = Field(default_factory=list, max_length=64, description=(
-        "faults injected on purpose (kill a role, cut the link, slow a source); each is recorded as a fault "
-        "event with its start and end"))
+    faults: list[FaultSpec] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "faults injected on purpose (kill a role, cut the link, slow a source); each is recorded as a fault "
+            "event with its start and end"
+        ),
+    )
     checkpoint: CheckpointSpec = CheckpointSpec()
     seed: int = Field(0, ge=0)
 
@@ -452,12 +524,16 @@ class ExperimentSpec(_Model):
             match = FAULT_ROLE.match(f.role)
             assert match is not None  # FaultSpec checked it
             kind, index = match.groups()
-            count = {"source": self.sources.replicas if self.uses_network else 0,
-                     "server": self.server_count if self.paradigm.name not in ("centralized", "fedavg") else 0,
-                     "aggregator": 1 if self.paradigm.name in ("fedavg", "hfsl") else 0}[kind]
+            count = {
+                "source": self.sources.replicas if self.uses_network else 0,
+                "server": self.server_count if self.paradigm.name not in ("centralized", "fedavg") else 0,
+                "aggregator": 1 if self.paradigm.name in ("fedavg", "hfsl") else 0,
+            }[kind]
             if int(index) >= count:
-                raise ValueError(f"fault role {f.role}: {self.paradigm.name} with {self.sources.replicas} sources "
-                                 f"has {count} {kind} role(s)")
+                raise ValueError(
+                    f"fault role {f.role}: {self.paradigm.name} with {self.sources.replicas} sources "
+                    f"has {count} {kind} role(s)"
+                )
         self.network_with_faults()  # cuts must not overlap the network's outages
         return self
 
@@ -465,16 +541,22 @@ class ExperimentSpec(_Model):
     def _epochs_match_schedule(self) -> "ExperimentSpec":
         comp = getattr(self.paradigm, "compression", None)
         if comp is not None and sum(comp.epochs) != self.training.epochs:
-            raise ValueError(f"training.epochs is {self.training.epochs} but the compression schedule's stages "
-                             f"add up to {sum(comp.epochs)} epochs; make them equal")
+            raise ValueError(
+                f"training.epochs is {self.training.epochs} but the compression schedule's stages "
+                f"add up to {sum(comp.epochs)} epochs; make them equal"
+            )
         local = getattr(self.paradigm, "local_epochs", None)
         if local is not None and self.training.epochs % local:
-            raise ValueError(f"training.epochs ({self.training.epochs}) must be a whole number of rounds of "
-                             f"paradigm.localEpochs ({local})")
+            raise ValueError(
+                f"training.epochs ({self.training.epochs}) must be a whole number of rounds of "
+                f"paradigm.localEpochs ({local})"
+            )
         wanted = self.server_count
         if self.server.replicas not in (None, wanted):
-            raise ValueError(f"server.replicas is {self.server.replicas}; {self.paradigm.name} needs {wanted}"
-                             + (" (one medium device per source)" if self.paradigm.name == "hfsl" else ""))
+            raise ValueError(
+                f"server.replicas is {self.server.replicas}; {self.paradigm.name} needs {wanted}"
+                + (" (one medium device per source)" if self.paradigm.name == "hfsl" else "")
+            )
         return self
 
 
@@ -501,33 +583,55 @@ class Experiment(_Model):
         return self.metadata.name
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(by_alias=True, mode="json", exclude_none=True),
-                              sort_keys=False)
+        return yaml.safe_dump(self.model_dump(by_alias=True, mode="json", exclude_none=True), sort_keys=False)
 
 
 class PaperClaim(_Model):
     """A paper's headline figure as a ratio of one summary metric between two runs of the
     suite; the report puts our measurement beside it, and never tunes toward it."""
+
     claim: str
     source: str = Field(description="where the paper says it (section, figure)")
     paper: float = Field(gt=0, description="the paper's ratio")
-    metric: Literal["bytes_per_sample", "bytes_per_sample_up", "onair_bytes_per_sample", "final_accuracy",
-                    "time_to_target_s", "step_time_s", "train_wall_s", "train_time_s", "epoch_time_s",
-                    "samples_per_s_per_source", "speedup_vs_scratch", "model_params", "model_mult_adds",
-                    "model_ops_with_elementwise"]
-    tolerance: float = Field(gt=0, lt=10, description="relative band around the paper's figure within which "
-                                                      "ours agrees (0.2 = +-20%)")
-    tolerance_source: str = Field(min_length=3, description="where the band comes from: the paper's own spread, "
-                                                            "or a stated reason")
-    if_differs: str = Field("", description="one line: the known reason ours may differ (setting, scale), "
-                                            "shown beside a 'differs' verdict")
+    metric: Literal[
+        "bytes_per_sample",
+        "bytes_per_sample_up",
+        "onair_bytes_per_sample",
+        "final_accuracy",
+        "time_to_target_s",
+        "step_time_s",
+        "train_wall_s",
+        "train_time_s",
+        "epoch_time_s",
+        "samples_per_s_per_source",
+        "speedup_vs_scratch",
+        "model_params",
+        "model_mult_adds",
+        "model_ops_with_elementwise",
+    ]
+    tolerance: float = Field(
+        gt=0, lt=10, description="relative band around the paper's figure within which ours agrees (0.2 = +-20%)"
+    )
+    tolerance_source: str = Field(
+        min_length=3, description="where the band comes from: the paper's own spread, or a stated reason"
+    )
+    if_differs: str = Field(
+        "", description="one line: the known reason ours may differ (setting, scale), shown beside a 'differs' verdict"
+    )
     numerator: str = Field("", description="experiment name, or the end of one (suite prefix optional)")
     denominator: str = ""
-    model: str | None = Field(None, description="model_* metrics: the model whose definition is counted "
-                                                "(1000 classes), instead of a ratio of two runs")
+    model: str | None = Field(
+        None,
+        description="model_* metrics: the model whose definition is counted "
+        "(1000 classes), instead of a ratio of two runs",
+    )
     input_size: int | None = Field(None, ge=8, description="model_* metrics: the square input resolution")
-    budget: int | None = Field(None, ge=1, description="speedup_vs_scratch only: the budget stage of the "
-                                                       "numerator compared with the denominator's fixed run")
+    budget: int | None = Field(
+        None,
+        ge=1,
+        description="speedup_vs_scratch only: the budget stage of the "
+        "numerator compared with the denominator's fixed run",
+    )
 
     @model_validator(mode="after")
     def _budget_with_speedup(self) -> "PaperClaim":
@@ -548,16 +652,25 @@ class SuiteReport(_Model):
 
 class SuiteSpec(_Model):
     base: dict[str, Any] = Field(description="experiment spec fields shared by every run")
-    matrix: dict[str, list[Any]] = Field(default_factory=dict,
-                                         description="spec field -> values; the runs are their product")
-    cases: list[dict[str, Any]] = Field(default_factory=list,
-                                        description="runs that set several fields together (a model and the cut "
-                                                    "that suits it), named after them or by 'label'; crossed with "
-                                                    "the matrix")
+    matrix: dict[str, list[Any]] = Field(
+        default_factory=dict, description="spec field -> values; the runs are their product"
+    )
+    cases: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="runs that set several fields together (a model and the cut "
+        "that suits it), named after them or by 'label'; crossed with "
+        "the matrix",
+    )
     report: SuiteReport = SuiteReport()
-    repeats: int = Field(1, ge=1, le=100, description=(
-        "runs of every setting, each with its own seed (seed, seed+1, ...); the report gives mean, spread and a "
-        "95% confidence interval over them and ranks only what a test can tell apart"))
+    repeats: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description=(
+            "runs of every setting, each with its own seed (seed, seed+1, ...); the report gives mean, spread and a "
+            "95% confidence interval over them and ranks only what a test can tell apart"
+        ),
+    )
 
 
 SETTING_LABEL = "splitbench.dev/setting"
@@ -584,8 +697,9 @@ class Suite(_Model):
             for end in (c.numerator, c.denominator):
                 hits = [n for n in names if n == end or n.endswith("-" + end)]
                 if len(hits) != 1:
-                    raise ValueError(f"paper claim {c.claim!r}: {end!r} matches {len(hits)} runs of the suite, "
-                                     "not exactly one")
+                    raise ValueError(
+                        f"paper claim {c.claim!r}: {end!r} matches {len(hits)} runs of the suite, not exactly one"
+                    )
         return self
 
     def runs(self, repeats: int | None = None) -> list[Experiment]:
@@ -613,8 +727,10 @@ class Suite(_Model):
             axes.insert(0, (_CASE, self.spec.cases))
         size = math.prod(len(values) for _, values in axes)
         if size > MAX_SUITE_RUNS and os.environ.get("SPLITBENCH_ALLOW_LARGE") != "1":
-            raise SpecError(f"suite {self.metadata.name}: its matrix makes {size} runs, more than {MAX_SUITE_RUNS}; "
-                            "pass --allow-large if you mean it")
+            raise SpecError(
+                f"suite {self.metadata.name}: its matrix makes {size} runs, more than {MAX_SUITE_RUNS}; "
+                "pass --allow-large if you mean it"
+            )
         seen: dict[str, ExperimentSpec] = {}
         out: list[Experiment] = []
         for combo in itertools.product(*[values for _, values in axes]):
@@ -627,8 +743,11 @@ class Suite(_Model):
                 if field != _CASE:
                     parts.append(_label(field, value))
                 else:
-                    parts.append(_label("label", value["label"]) if "label" in value
-                                 else "-".join(_label(f, v) for f, v in fields.items()))
+                    parts.append(
+                        _label("label", value["label"])
+                        if "label" in value
+                        else "-".join(_label(f, v) for f, v in fields.items())
+                    )
             spec = _validate(ExperimentSpec, doc, f"suite {self.metadata.name} run {'/'.join(parts)}")
             if not spec.uses_network:
                 spec = spec.model_copy(update={"network": NetworkSpec(medium="none")})
@@ -650,7 +769,7 @@ def _dns_name(name: str, room: int = 63) -> str:
     """At most room characters (63: a DNS label); distinct long names stay distinct."""
     if len(name) <= room:
         return name
-    return name[:room - 9].rstrip("-") + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name[: room - 9].rstrip("-") + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
 def _merge(base: Any, value: Any) -> Any:
@@ -665,8 +784,10 @@ def _merge(base: Any, value: Any) -> Any:
 def _label(field: str, value: Any) -> str:
     """A short name for one matrix value, for experiment names."""
     if field == "faults" and isinstance(value, list):  # a list of faults: what each does to whom
-        return "-".join(_label("", f"{f.get('kind')}-{f.get('role') or 'link'}") for f in value
-                        if isinstance(f, dict)) or "no-faults"
+        return (
+            "-".join(_label("", f"{f.get('kind')}-{f.get('role') or 'link'}") for f in value if isinstance(f, dict))
+            or "no-faults"
+        )
     if isinstance(value, dict):
         if field == "paradigm":
             info = registry.PARADIGMS.get(str(value.get("name")))
@@ -701,6 +822,7 @@ def cpu_cores(value: str | float | None) -> float | None:
     if value is None:
         return None
     from kubernetes.utils import parse_quantity
+
     return float(parse_quantity(value))
 
 
@@ -710,6 +832,7 @@ def memory_bytes(value: str | None) -> int | None:
     if not value:
         return None
     from kubernetes.utils import parse_quantity
+
     try:
         return int(parse_quantity(value))
     except (ValueError, TypeError, ArithmeticError):
@@ -719,6 +842,7 @@ def memory_bytes(value: str | None) -> int | None:
 def quantity(value: str | float, what: str, lo: float, hi: float) -> float:
     """A Kubernetes quantity within [lo, hi], or ValueError in one line naming `what`."""
     from kubernetes.utils import parse_quantity
+
     try:
         q = parse_quantity(value)
     except (ValueError, TypeError, ArithmeticError):
@@ -784,8 +908,10 @@ def load_experiment(path: str | Path) -> Experiment:
 def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
     doc = load_document(path, overrides)
     if isinstance(doc, Experiment):  # a single experiment is a suite of one
-        return Suite(metadata=doc.metadata,
-                     spec=SuiteSpec(base=doc.spec.model_dump(by_alias=True, mode="json", exclude_none=True)))
+        return Suite(
+            metadata=doc.metadata,
+            spec=SuiteSpec(base=doc.spec.model_dump(by_alias=True, mode="json", exclude_none=True)),
+        )
     return doc
 
 

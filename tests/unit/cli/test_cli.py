@@ -1,6 +1,7 @@
 """The command line: --help and --version load no heavy module, the internal `role` command
 stays out of --help, the input flags reach the spec loader, exit statuses (0 ok, 1 a failed run
 or check, 2 bad usage or spec), --set overrides and --format json."""
+
 from __future__ import annotations
 
 import json
@@ -15,14 +16,17 @@ from support import ROOT, experiment_doc
 
 
 def splitbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "splitbench", *args], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "splitbench", *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
 
 
 def test_help_and_version_import_neither_torch_nor_pandas():
-    probe = ("import sys; from splitbench.cli.main import main\n"
-             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-             "print(sorted(m for m in ('torch', 'pandas', 'zmq') if m in sys.modules))")
+    probe = (
+        "import sys; from splitbench.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'zmq') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert "COMMAND" in out.stdout and "bench" in out.stdout
@@ -88,8 +92,23 @@ def test_set_overrides_a_field_before_validation(write_spec, monkeypatch, capsys
     fake = _FakeExecutor()
     monkeypatch.setattr(run_cmd, "make_executor", lambda args: fake)
     spec = write_spec(experiment_doc(name="over"))
-    assert main(["run", str(spec), "--set", "spec.training.epochs=3", "--set", "spec.dataset.samples_per_source=64",
-                 "--set", "spec.network.profile=wifi6", "--set", "metadata.name=renamed"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(spec),
+                "--set",
+                "spec.training.epochs=3",
+                "--set",
+                "spec.dataset.samples_per_source=64",
+                "--set",
+                "spec.network.profile=wifi6",
+                "--set",
+                "metadata.name=renamed",
+            ]
+        )
+        == 0
+    )
     (exp,) = fake.ran
     assert exp.spec.training.epochs == 3 and isinstance(exp.spec.training.epochs, int)  # a YAML scalar, not "3"
     assert exp.spec.dataset.samples_per_source == 64 and exp.spec.network.profile == "wifi6"
@@ -109,8 +128,10 @@ def test_set_overrides_a_field_before_validation(write_spec, monkeypatch, capsys
 def test_set_on_a_suite_holds_for_every_run_over_the_matrix():
     from splitbench.spec import load_suite
 
-    suite = load_suite(ROOT / "benchmarks" / "suites" / "default.yaml",
-                       ["spec.network.profile=wifi6", "spec.training.epochs=1", "spec.repeats=1"])
+    suite = load_suite(
+        ROOT / "benchmarks" / "suites" / "default.yaml",
+        ["spec.network.profile=wifi6", "spec.training.epochs=1", "spec.repeats=1"],
+    )
     runs = suite.runs()
     assert suite.spec.repeats == 1 and len(runs) == 4  # the network axis collapsed to wifi6: 4 paradigms
     assert all(r.spec.training.epochs == 1 for r in runs)
@@ -168,9 +189,8 @@ def test_plan_format_json_and_set(write_spec, capsys):
     from splitbench.cli.main import main
 
     spec = write_spec(experiment_doc(name="planjson"))
-    assert main(["plan", str(spec), "--format", "json", "--set", "spec.training.batchSize=16",
-                 "--memory", "1Gi"]) == 0
+    assert main(["plan", str(spec), "--format", "json", "--set", "spec.training.batchSize=16", "--memory", "1Gi"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert plan["memory_budget_bytes"] == 2 ** 30 and plan["best_cut"] in [c["cut"] for c in plan["cuts"]]
+    assert plan["memory_budget_bytes"] == 2**30 and plan["best_cut"] in [c["cut"] for c in plan["cuts"]]
     assert all(c["fits"] for c in plan["cuts"]) and {"hierarchical_s", "split_s"} <= set(plan["cuts"][0])
     assert main(["plan", str(spec), "--memory", "12 apples"]) == 2

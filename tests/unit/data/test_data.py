@@ -9,8 +9,10 @@ from splitbench.models import build_model
 from splitbench.spec import DatasetSpec
 
 
-@pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
-                    reason="Debian's dataset-fashion-mnist is not installed (make test installs it as root)")
+@pytest.mark.skipif(
+    not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+    reason="Debian's dataset-fashion-mnist is not installed (make test installs it as root)",
+)
 def test_fashion_mnist_from_debian_files(tmp_path, monkeypatch):
     monkeypatch.setenv("SPLITBENCH_CACHE", str(tmp_path))
     d = load_dataset(DatasetSpec(name="fashion_mnist"))

@@ -3,6 +3,7 @@ creates the children; a stand-in kubelet runs nothing but reports the pods finis
 serves, as their logs, the output of a real local run's roles (printed with
 SPLITBENCH_EVENTS_STDOUT=1, as the operator's pods do). The executor must bring back the
 same record the local executor wrote, and delete the experiment and its children."""
+
 import re
 import threading
 
@@ -36,16 +37,35 @@ def kubelet(stop: threading.Event, logs: dict, sources: int, restarted: tuple[st
         for i in range(sources):
             name = f"exp-sources-{i}-x7k2p"
             if not any(p.metadata.name == name for p in core.list_namespaced_pod(NS).items):
-                core.create_namespaced_pod(NS, {"metadata": {"name": name, "namespace": NS, "labels": {
-                    "splitbench.dev/experiment": "exp", "splitbench.dev/role": "source"}}})
+                core.create_namespaced_pod(
+                    NS,
+                    {
+                        "metadata": {
+                            "name": name,
+                            "namespace": NS,
+                            "labels": {"splitbench.dev/experiment": "exp", "splitbench.dev/role": "source"},
+                        }
+                    },
+                )
                 logs[name] = logs[f"source-{i}"]
         for pod in mine(core.list_namespaced_pod(NS).items):
             if (pod.status and pod.status.phase) != "Succeeded":
                 restarts = [{"name": "main", "image": "edge", "imageID": "", "ready": False, "restartCount": 1}]
-                core.patch_namespaced_pod_status(pod.metadata.name, NS, {"status": {
-                    "phase": "Succeeded", **({"containerStatuses": restarts} if pod.metadata.name in restarted else {})}})
-        batch.patch_namespaced_job_status(jobs[0].metadata.name, NS, {"status": {
-            "succeeded": sources, "conditions": [{"type": "Complete", "status": "True"}]}})
+                core.patch_namespaced_pod_status(
+                    pod.metadata.name,
+                    NS,
+                    {
+                        "status": {
+                            "phase": "Succeeded",
+                            **({"containerStatuses": restarts} if pod.metadata.name in restarted else {}),
+                        }
+                    },
+                )
+        batch.patch_namespaced_job_status(
+            jobs[0].metadata.name,
+            NS,
+            {"status": {"succeeded": sources, "conditions": [{"type": "Complete", "status": "True"}]}},
+        )
         break
     while not stop.wait(0.2):
         for pod in mine(core.list_namespaced_pod(NS).items):
@@ -67,10 +87,12 @@ def local_run(tmp_path_factory):
 
 def serve_logs(cluster, logs: dict, previous: dict) -> None:
     """Pod logs as the kubelet serves them: ?previous=true is the container before the restart."""
+
     def log(req):
         pod = req.url.path.split("/")[-2]
         text = (previous if req.params.get("previous") == "true" else logs)[pod]
         return kmock.Response(payload=text.encode(), headers={"Content-Type": "text/plain"})
+
     cluster.api["get", re.compile(r"/api/v1/namespaces/bench/pods/[^/]+/log")] << log
 
 
@@ -87,11 +109,13 @@ def test_a_run_on_the_cluster_comes_back_as_the_same_record(cluster, local_run, 
     container's log followed by the current one's, as if the restart appended to it."""
     exp, local = local_run
     logs = {"exp-server-0": "server-0", "exp-link": "link-0"}
-    logs = {**{k: (local.run_dir / f"{v}.log").read_text() for k, v in logs.items()},
-            **{f"source-{i}": (local.run_dir / f"source-{i}.log").read_text() for i in range(2)}}
+    logs = {
+        **{k: (local.run_dir / f"{v}.log").read_text() for k, v in logs.items()},
+        **{f"source-{i}": (local.run_dir / f"source-{i}.log").read_text() for i in range(2)},
+    }
     lines = logs["exp-server-0"].splitlines(keepends=True)
-    previous = {"exp-server-0": "".join(lines[:len(lines) // 2])}
-    logs["exp-server-0"] = "".join(lines[len(lines) // 2:])
+    previous = {"exp-server-0": "".join(lines[: len(lines) // 2])}
+    logs["exp-server-0"] = "".join(lines[len(lines) // 2 :])
     assert events_from_log(previous["exp-server-0"]) and events_from_log(logs["exp-server-0"])
     serve_logs(cluster, logs, previous)
 
@@ -110,16 +134,21 @@ def test_a_run_on_the_cluster_comes_back_as_the_same_record(cluster, local_run, 
     assert (result.run_dir / "exp-server-0.log").exists()
 
 
-def test_with_a_records_volume_the_record_comes_back_through_the_reader_pod(cluster, local_run, tmp_path, monkeypatch,
-                                                                         capsys):
+def test_with_a_records_volume_the_record_comes_back_through_the_reader_pod(
+    cluster, local_run, tmp_path, monkeypatch, capsys
+):
     """The roles' events files on the volume (here: the local run's), printed by the reader
     pod's own program; the pods' logs hold no events (as after a pod was deleted)."""
     exp, local = local_run
     monkeypatch.setenv("SPLITBENCH_RECORDS_PERSISTENCE", '{"enabled": true}')
     program = records_reader(exp, "uid", NS, Images())["spec"]["containers"][0]["command"][-1]
     exec(compile(program.replace(RUN_DIR, str(local.run_dir)), "reader", "exec"), {})
-    logs = {"exp-server-0": "no events here\n", "exp-link": "", "exp-records": capsys.readouterr().out,
-            **{f"source-{i}": "" for i in range(2)}}
+    logs = {
+        "exp-server-0": "no events here\n",
+        "exp-link": "",
+        "exp-records": capsys.readouterr().out,
+        **{f"source-{i}": "" for i in range(2)},
+    }
     serve_logs(cluster, logs, {})
 
     stop = threading.Event()
@@ -133,7 +162,8 @@ def test_with_a_records_volume_the_record_comes_back_through_the_reader_pod(clus
     assert result.message.startswith("succeeded in") and "not read back" not in result.message
     same_record(load(result.run_dir), load(local.run_dir))
     assert sorted(p.name for p in result.run_dir.glob("*.events.jsonl")) == sorted(
-        p.name for p in local.run_dir.glob("*.events.jsonl"))  # one per role, as the local run
+        p.name for p in local.run_dir.glob("*.events.jsonl")
+    )  # one per role, as the local run
     assert not (result.run_dir / "exp-records.log").exists()  # the reader is not a role
 
 

@@ -1,5 +1,6 @@
 """The on-air model (link/airtime.py) against published figures, and the link emulator
 timing messages by it."""
+
 import math
 
 import pytest
@@ -27,12 +28,15 @@ def test_ethernet_tcp_efficiency_at_1500_mtu_is_94_1_percent():
 # expectations-and-limitations): in ideal conditions a single client reaches about 65-70% of
 # its PHY rate, with a peak of up to 80%; its worked example, 2x2 256-QAM 5/6 short GI at
 # 400 Mbit/s (VHT40 MCS 9), gives about 400 x 70% = 280 Mbit/s.
-@pytest.mark.parametrize("standard, phy_mbit, streams", [
-    ("n", 300, 2),       # 802.11n 2x2 40 MHz MCS 15, short GI
-    ("ac", 400, 2),      # 802.11ac 2x2 40 MHz MCS 9, short GI
-    ("ac", 866.7, 2),    # 802.11ac 2x2 80 MHz MCS 9, short GI
-    ("ax", 1201, 2),     # 802.11ax 2x2 80 MHz HE-MCS 11, 0.8 us GI
-])
+@pytest.mark.parametrize(
+    "standard, phy_mbit, streams",
+    [
+        ("n", 300, 2),  # 802.11n 2x2 40 MHz MCS 15, short GI
+        ("ac", 400, 2),  # 802.11ac 2x2 40 MHz MCS 9, short GI
+        ("ac", 866.7, 2),  # 802.11ac 2x2 80 MHz MCS 9, short GI
+        ("ax", 1201, 2),  # 802.11ax 2x2 80 MHz HE-MCS 11, 0.8 us GI
+    ],
+)
 def test_wifi_single_client_tcp_goodput_is_in_the_published_band(standard, phy_mbit, streams):
     share = Wifi(standard, phy_mbit * 1e6, streams, stations=2).tcp_goodput_bps() / (phy_mbit * 1e6)
     assert 0.60 <= share <= 0.80, share
@@ -73,8 +77,10 @@ def test_small_messages_pay_more_overhead_on_wifi_than_on_ethernet():
     eth_ratio = eth.message(large).onair_bytes / eth.message(small).onair_bytes
     assert wifi_ratio < eth_ratio < large / small
     # in airtime the difference is large: each aggregate's fixed time (access, preamble, BlockAck)
-    assert (wifi.message(large).airtime_s / wifi.message(small).airtime_s
-            < 0.5 * eth.message(large).airtime_s / eth.message(small).airtime_s)
+    assert (
+        wifi.message(large).airtime_s / wifi.message(small).airtime_s
+        < 0.5 * eth.message(large).airtime_s / eth.message(small).airtime_s
+    )
 
 
 def test_the_emulator_times_messages_by_airtime():

@@ -1,5 +1,6 @@
 """A role's Prometheus exposition: names end with their unit, no label is Prometheus' own
 `instance` or `job`, and the process collector's standard series are there."""
+
 from __future__ import annotations
 
 import re

@@ -2,6 +2,7 @@
 matches the published 1.0 B multiply-adds, and one convention (multiply-adds plus one
 operation per batch-norm and activation output) reproduces both of the HFSL paper's Table 2
 figures: B2 1.020 B (at 260x260, B2's native size) and B2s 0.421 B (at 224x224, Table 1)."""
+
 import pytest
 
 from splitbench.models import build_model
@@ -10,8 +11,10 @@ from splitbench.models.efficientnet import operation_counts
 
 @pytest.fixture(scope="module")
 def counts():
-    return {(name, size): operation_counts(build_model(name, 1000, (3, size, size)), size)
-            for name, size in (("efficientnet_b2", 260), ("efficientnet_b2", 224), ("efficientnet_b2s", 224))}
+    return {
+        (name, size): operation_counts(build_model(name, 1000, (3, size, size)), size)
+        for name, size in (("efficientnet_b2", 260), ("efficientnet_b2", 224), ("efficientnet_b2s", 224))
+    }
 
 
 def test_b2_at_260_matches_the_published_multiply_adds(counts):

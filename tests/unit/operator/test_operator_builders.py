@@ -1,4 +1,5 @@
 """The operator's object builders: pure functions, checked against Kubernetes' own schemas."""
+
 import kubernetes_validate
 import pytest
 
@@ -20,15 +21,19 @@ def by_kind(objs, kind):
     return [o for o in objs if o["kind"] == kind]
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"paradigm": {"name": "centralized"}},
-    {"paradigm": {"name": "full_offload"}, "network": {"profile": "unconstrained"}},
-    {"paradigm": {"name": "fedavg"}},
-    {"paradigm": {"name": "hfsl", "splitAfter": 2}},
-    {"paradigm": {"name": "hfsl", "splitAfter": 2}, "network": {"profile": "unconstrained"}},
-    {"server": {"gpu": 1}},
-], ids=["split", "centralized", "offload-direct", "fedavg", "hfsl", "hfsl-direct", "gpu"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"paradigm": {"name": "centralized"}},
+        {"paradigm": {"name": "full_offload"}, "network": {"profile": "unconstrained"}},
+        {"paradigm": {"name": "fedavg"}},
+        {"paradigm": {"name": "hfsl", "splitAfter": 2}},
+        {"paradigm": {"name": "hfsl", "splitAfter": 2}, "network": {"profile": "unconstrained"}},
+        {"server": {"gpu": 1}},
+    ],
+    ids=["split", "centralized", "offload-direct", "fedavg", "hfsl", "hfsl-direct", "gpu"],
+)
 def test_every_object_is_valid_kubernetes_and_owned_by_the_experiment(overrides):
     objs = objects(**overrides)
     for o in objs:
@@ -45,8 +50,16 @@ def test_every_object_is_valid_kubernetes_and_owned_by_the_experiment(overrides)
 def test_split_run_has_server_link_and_an_indexed_source_job_with_device_limits():
     objs = objects(network={"profile": "wifi6"}, sources={"replicas": 3, "device": {"profile": "paper-source"}})
     names = [o["metadata"]["name"] for o in objs]
-    assert names == ["exp-spec", "exp-keys", "exp-policy", "exp-link", "exp-link", "exp-server-0", "exp-server-0",
-                     "exp-sources"]  # plan order
+    assert names == [
+        "exp-spec",
+        "exp-keys",
+        "exp-policy",
+        "exp-link",
+        "exp-link",
+        "exp-server-0",
+        "exp-server-0",
+        "exp-sources",
+    ]  # plan order
     job = by_kind(objs, "Job")[0]
     assert job["spec"]["completions"] == 3 and job["spec"]["completionMode"] == "Indexed"
     source = job["spec"]["template"]["spec"]["containers"][0]
@@ -76,13 +89,15 @@ def test_a_gpu_server_asks_for_the_gpu_and_the_runtime_class():
     assert c["image"] == "splitbench-gpu:latest" and c["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert server["spec"]["runtimeClassName"] == "nvidia"
     cpu_only = [p for p in by_kind(objects(), "Pod") if p["metadata"]["labels"]["splitbench.dev/role"] == "server"][0]
-    assert "runtimeClassName" not in cpu_only["spec"] and cpu_only["spec"]["containers"][0]["image"] == "splitbench-edge:latest"
+    assert (
+        "runtimeClassName" not in cpu_only["spec"]
+        and cpu_only["spec"]["containers"][0]["image"] == "splitbench-edge:latest"
+    )
 
 
 @pytest.mark.parametrize("auth", ["curve", "none"])
 def test_every_pod_is_hardened_and_gets_only_its_own_secret_key(auth):
-    objs = objects(paradigm={"name": "hfsl", "splitAfter": 2}, network={"profile": "wifi6"},
-                   transport={"auth": auth})
+    objs = objects(paradigm={"name": "hfsl", "splitAfter": 2}, network={"profile": "wifi6"}, transport={"auth": auth})
     pods = by_kind(objs, "Pod") + [j["spec"]["template"] for j in by_kind(objs, "Job")]
     assert len(pods) == 5  # aggregator, link, 2 servers, the sources' template
     for p in pods:
@@ -124,16 +139,23 @@ def test_the_network_policy_admits_only_the_experiments_pods_and_the_chosen_scra
     exp = Experiment.model_validate(experiment_doc(name="exp"))
     closed = by_kind(build(exp, UID, "bench"), "NetworkPolicy")[0]["spec"]
     assert closed["podSelector"] == {"matchLabels": {"splitbench.dev/experiment": "exp"}}
-    assert closed["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"splitbench.dev/experiment": "exp"}}}],
-                                  "ports": [{"protocol": "TCP", "port": 5555}]}]
+    assert closed["ingress"] == [
+        {
+            "from": [{"podSelector": {"matchLabels": {"splitbench.dev/experiment": "exp"}}}],
+            "ports": [{"protocol": "TCP", "port": 5555}],
+        }
+    ]
     scraped = by_kind(build(exp, UID, "bench", metrics_namespaces={"team": "monitoring"}), "NetworkPolicy")[0]
-    assert scraped["spec"]["ingress"][1] == {"from": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
-                                            "ports": [{"protocol": "TCP", "port": METRICS_PORT}]}
+    assert scraped["spec"]["ingress"][1] == {
+        "from": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+        "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+    }
 
 
 def test_a_long_named_hfsl_without_emulation_addresses_each_source_to_its_own_servers_service():
-    exp = Experiment.model_validate(experiment_doc(name="h" * 50, paradigm={"name": "hfsl", "splitAfter": 2},
-                                                   network={"profile": "unconstrained"}))
+    exp = Experiment.model_validate(
+        experiment_doc(name="h" * 50, paradigm={"name": "hfsl", "splitAfter": 2}, network={"profile": "unconstrained"})
+    )
     objs = build(exp, UID, "bench")
     job = by_kind(objs, "Job")[0]
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -159,8 +181,11 @@ def test_with_a_records_volume_every_role_writes_to_one_claim_that_the_reader_po
     objs = build(exp, UID, "bench", records=RecordsVolume(size="2Gi", storage_class="standard"))
     (claim,) = by_kind(objs, "PersistentVolumeClaim")
     assert objs[1] is claim  # before the pods that mount it
-    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}},
-                             "storageClassName": "standard"}
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "2Gi"}},
+        "storageClassName": "standard",
+    }
     reader = records_reader(exp, UID, "bench", Images())
     for o in objs + [reader]:
         kubernetes_validate.validate(o, K8S, strict=True)
@@ -168,8 +193,11 @@ def test_with_a_records_volume_every_role_writes_to_one_claim_that_the_reader_po
     for p in pods:
         (run,) = [v for v in p["spec"]["volumes"] if v["name"] == "run"]
         assert run == {"name": "run", "persistentVolumeClaim": {"claimName": "exp-records"}}
-    assert reader["spec"]["containers"][0]["volumeMounts"][0] == {"name": "run", "mountPath": "/var/run/splitbench",
-                                                                  "readOnly": True}
+    assert reader["spec"]["containers"][0]["volumeMounts"][0] == {
+        "name": "run",
+        "mountPath": "/var/run/splitbench",
+        "readOnly": True,
+    }
     without = build(exp, UID, "bench")
     assert not by_kind(without, "PersistentVolumeClaim")
     assert all({"name": "run", "emptyDir": {}} in p["spec"]["volumes"] for p in by_kind(without, "Pod"))
@@ -184,5 +212,6 @@ def test_the_reader_prints_every_complete_event_line_as_a_role_prints_it(tmp_pat
     exp = Experiment.model_validate(experiment_doc(name="exp"))
     code = records_reader(exp, UID, "bench", Images())["spec"]["containers"][0]["command"][-1]
     exec(compile(code.replace(builders.RUN_DIR, str(tmp_path)), "reader", "exec"), {})
-    assert events_from_log(capsys.readouterr().out) == ('{"event": "server", "instance": "server-0"}\n'
-                                                        '{"event": "step", "instance": "source-0"}\n')
+    assert events_from_log(capsys.readouterr().out) == (
+        '{"event": "server", "instance": "server-0"}\n{"event": "step", "instance": "source-0"}\n'
+    )

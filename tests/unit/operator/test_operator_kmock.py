@@ -2,6 +2,7 @@
 an Experiment becomes its children with owner references, their states roll up into the
 status, applying twice creates nothing twice, a bad spec fails with a one-line message, and
 deleting the Experiment deletes the children."""
+
 import time
 
 import kubernetes
@@ -40,10 +41,12 @@ def mine(items, name):
 
 def children(name):
     core, batch = kubernetes.client.CoreV1Api(), kubernetes.client.BatchV1Api()
-    return {"ConfigMap": mine(core.list_namespaced_config_map(NS).items, name),
-            "Service": mine(core.list_namespaced_service(NS).items, name),
-            "Pod": mine(core.list_namespaced_pod(NS).items, name),
-            "Job": mine(batch.list_namespaced_job(NS).items, name)}
+    return {
+        "ConfigMap": mine(core.list_namespaced_config_map(NS).items, name),
+        "Service": mine(core.list_namespaced_service(NS).items, name),
+        "Pod": mine(core.list_namespaced_pod(NS).items, name),
+        "Job": mine(batch.list_namespaced_job(NS).items, name),
+    }
 
 
 def submit(doc):
@@ -60,12 +63,26 @@ def test_an_experiment_becomes_owned_children_whose_state_rolls_up_and_goes_with
     # one child already there, owned by this Experiment (as after an operator crash mid-apply):
     # adopted, not an error
     submit(doc)
-    owner = {"apiVersion": "splitbench.dev/v1alpha1", "kind": "Experiment", "name": "exp",
-             "uid": get_experiment("exp")["metadata"]["uid"]}
+    owner = {
+        "apiVersion": "splitbench.dev/v1alpha1",
+        "kind": "Experiment",
+        "name": "exp",
+        "uid": get_experiment("exp")["metadata"]["uid"],
+    }
     built_from = {SPEC_HASH: spec_hash(Experiment.model_validate(doc))}
-    core.create_namespaced_config_map(NS, {"metadata": {"name": "exp-spec", "namespace": NS, "labels": {
-        "splitbench.dev/experiment": "exp"}, "annotations": built_from, "ownerReferences": [owner]},
-        "data": {"spec.yaml": "left over"}})
+    core.create_namespaced_config_map(
+        NS,
+        {
+            "metadata": {
+                "name": "exp-spec",
+                "namespace": NS,
+                "labels": {"splitbench.dev/experiment": "exp"},
+                "annotations": built_from,
+                "ownerReferences": [owner],
+            },
+            "data": {"spec.yaml": "left over"},
+        },
+    )
     with KopfRunner(KOPF, timeout=60) as runner:
         wait("the children", lambda: status("exp").get("children"))
         kids = children("exp")
@@ -88,8 +105,9 @@ def test_an_experiment_becomes_owned_children_whose_state_rolls_up_and_goes_with
     with KopfRunner(KOPF, timeout=60) as runner:
         time.sleep(2)  # the resume handler's work shows in its log line, checked after exit
         assert {k: len(v) for k, v in children("exp").items()} == {"ConfigMap": 1, "Service": 2, "Pod": 2, "Job": 1}
-        kubernetes.client.BatchV1Api().patch_namespaced_job_status("exp-sources", NS, {"status": {
-            "succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]}})
+        kubernetes.client.BatchV1Api().patch_namespaced_job_status(
+            "exp-sources", NS, {"status": {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]}}
+        )
         for pod in ("exp-server-0", "exp-link"):
             set_pod_phase(pod, "Succeeded")
         wait("Succeeded", lambda: status("exp").get("phase") == "Succeeded")
@@ -116,8 +134,9 @@ def test_a_bad_spec_fails_the_experiment_with_a_one_line_message_and_creates_not
 def test_a_foreign_object_under_a_childs_name_fails_the_experiment_not_adopted(cluster):
     """A 409 is success only for this Experiment's own child: an object someone else made
     under the same name ends the Experiment with a one-line reason, never a retry loop."""
-    kubernetes.client.CoreV1Api().create_namespaced_config_map(NS, {"metadata": {
-        "name": "squat-spec", "namespace": NS}, "data": {"spec.yaml": "not yours"}})
+    kubernetes.client.CoreV1Api().create_namespaced_config_map(
+        NS, {"metadata": {"name": "squat-spec", "namespace": NS}, "data": {"spec.yaml": "not yours"}}
+    )
     with KopfRunner(KOPF, timeout=60) as runner:
         submit(experiment_doc(name="squat", sources={"replicas": 1}))
         st = wait("Failed", lambda: status("squat") if status("squat").get("phase") == "Failed" else None)
@@ -184,9 +203,17 @@ class JobController:
     def start(self, i):
         self.tries[i] += 1
         name = f"{self.exp}-sources-{i}-try{self.tries[i]}"
-        self.core.create_namespaced_pod(NS, {"metadata": {"name": name, "namespace": NS, "labels": {
-            "splitbench.dev/experiment": self.exp, "splitbench.dev/role": "source"},
-            "annotations": {"batch.kubernetes.io/job-completion-index": str(i)}}})
+        self.core.create_namespaced_pod(
+            NS,
+            {
+                "metadata": {
+                    "name": name,
+                    "namespace": NS,
+                    "labels": {"splitbench.dev/experiment": self.exp, "splitbench.dev/role": "source"},
+                    "annotations": {"batch.kubernetes.io/job-completion-index": str(i)},
+                }
+            },
+        )
         set_pod_phase(name, "Running")
         return name
 
@@ -207,12 +234,18 @@ class JobController:
         self.report(done=True)
 
     def report(self, done=False):
-        st = {"succeeded": len(self.succeeded), "failed": self.failed,
-              "failedIndexes": ",".join(map(str, self.failed_indexes)),
-              "completedIndexes": ",".join(map(str, self.succeeded))}
+        st = {
+            "succeeded": len(self.succeeded),
+            "failed": self.failed,
+            "failedIndexes": ",".join(map(str, self.failed_indexes)),
+            "completedIndexes": ",".join(map(str, self.succeeded)),
+        }
         if done:
-            st["conditions"] = [{"type": "Failed", "status": "True", "reason": "FailedIndexes"} if self.failed_indexes
-                                else {"type": "Complete", "status": "True"}]
+            st["conditions"] = [
+                {"type": "Failed", "status": "True", "reason": "FailedIndexes"}
+                if self.failed_indexes
+                else {"type": "Complete", "status": "True"}
+            ]
         self.batch.patch_namespaced_job_status(f"{self.exp}-sources", NS, {"status": st})
 
 
@@ -248,7 +281,9 @@ def test_a_deleted_source_pod_is_replaced_and_the_run_succeeds_as_kubectl_wait_s
 
 
 def test_a_source_that_keeps_dying_ends_the_run_degraded_and_the_record_volume_is_read_back(cluster, monkeypatch):
-    monkeypatch.setenv("SPLITBENCH_RECORDS_PERSISTENCE", '{"enabled": true, "size": "2Gi", "accessMode": "ReadWriteMany"}')
+    monkeypatch.setenv(
+        "SPLITBENCH_RECORDS_PERSISTENCE", '{"enabled": true, "size": "2Gi", "accessMode": "ReadWriteMany"}'
+    )
     core = kubernetes.client.CoreV1Api()
     with KopfRunner(KOPF, timeout=60) as runner:
         submit(experiment_doc(name="lossy", paradigm={"name": "fedavg"}, sources={"replicas": 3}))
@@ -265,8 +300,11 @@ def test_a_source_that_keeps_dying_ends_the_run_degraded_and_the_record_volume_i
         assert jobs.failed_indexes == [2]
         lost = wait("condition Degraded", lambda: kubectl_wait("lossy", "Degraded"))
         assert status("lossy")["phase"] == "Running" and "lost source 2" in lost["message"]  # the others go on
-        assert not [p for p in mine(core.list_namespaced_pod(NS).items, "lossy")
-                    if p.metadata.labels["splitbench.dev/role"] == "records"]  # no reader before the end
+        assert not [
+            p
+            for p in mine(core.list_namespaced_pod(NS).items, "lossy")
+            if p.metadata.labels["splitbench.dev/role"] == "records"
+        ]  # no reader before the end
 
         jobs.finish()
         for pod in ("lossy-aggregator", "lossy-link"):
@@ -274,10 +312,16 @@ def test_a_source_that_keeps_dying_ends_the_run_degraded_and_the_record_volume_i
         wait("condition Ready", lambda: kubectl_wait("lossy", "Ready"))
         st = status("lossy")
         assert (st["phase"], st["progress"]) == ("Degraded", "2/3")
-        assert kubectl_wait("lossy", "Degraded")["message"] == f"finished without source 2 (failed {RESTART_LIMIT + 1} times)"
+        assert (
+            kubectl_wait("lossy", "Degraded")["message"]
+            == f"finished without source 2 (failed {RESTART_LIMIT + 1} times)"
+        )
         assert not kubectl_wait("lossy", "Failed")
-        (reader,) = [p for p in mine(core.list_namespaced_pod(NS).items, "lossy")
-                     if p.metadata.labels["splitbench.dev/role"] == "records"]
+        (reader,) = [
+            p
+            for p in mine(core.list_namespaced_pod(NS).items, "lossy")
+            if p.metadata.labels["splitbench.dev/role"] == "records"
+        ]
         assert reader.spec.volumes[0].persistent_volume_claim.claim_name == "lossy-records"
 
         custom().delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "lossy")
@@ -299,9 +343,18 @@ def test_a_child_of_an_earlier_run_still_terminating_is_waited_for_not_a_failure
     """Re-running an experiment of the same name: the earlier run's claim or pods may still be
     on their way out (grace period, pvc-protection); the new run starts once they are gone."""
     core = kubernetes.client.CoreV1Api()
-    core.create_namespaced_config_map(NS, {"metadata": {
-        "name": "again-spec", "namespace": NS, "finalizers": ["test/hold"],
-        "labels": {"splitbench.dev/experiment": "again"}}, "data": {"spec.yaml": "the earlier run's"}})
+    core.create_namespaced_config_map(
+        NS,
+        {
+            "metadata": {
+                "name": "again-spec",
+                "namespace": NS,
+                "finalizers": ["test/hold"],
+                "labels": {"splitbench.dev/experiment": "again"},
+            },
+            "data": {"spec.yaml": "the earlier run's"},
+        },
+    )
     core.delete_namespaced_config_map("again-spec", NS)  # held by its finalizer: terminating
     assert core.read_namespaced_config_map("again-spec", NS).metadata.deletion_timestamp
     with KopfRunner(KOPF, timeout=60) as runner:
@@ -320,10 +373,18 @@ def test_a_spec_edited_mid_run_is_not_applied_and_the_conditions_say_which_gener
         submit(experiment_doc(name="edit", paradigm={"name": "centralized"}))
         wait("the children", lambda: status("edit").get("children"))
         # an edit, with the generation bump the API server makes for a spec change
-        custom().patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "edit", {
-            "metadata": {"generation": 2}, "spec": {"training": {"epochs": 2}}})
-        wait("the edit handled", lambda: '"epochs":2' in get_experiment("edit")["metadata"]["annotations"].get(
-            "kopf.zalando.org/last-handled-configuration", ""))
+        custom().patch_namespaced_custom_object(
+            GROUP, VERSION, NS, PLURAL, "edit", {"metadata": {"generation": 2}, "spec": {"training": {"epochs": 2}}}
+        )
+        wait(
+            "the edit handled",
+            lambda: (
+                '"epochs":2'
+                in get_experiment("edit")["metadata"]["annotations"].get(
+                    "kopf.zalando.org/last-handled-configuration", ""
+                )
+            ),
+        )
         set_pod_phase("edit-trainer", "Succeeded")
         wait("Succeeded", lambda: status("edit").get("phase") == "Succeeded")
         st = status("edit")

@@ -1,4 +1,5 @@
 """Issue 14, cluster side: the pure security builders give objects that a review passes."""
+
 from __future__ import annotations
 
 
@@ -27,8 +28,11 @@ def pod_specs(obj: dict):
         yield obj["spec"]["template"]["spec"]
 
 
-@pytest.mark.parametrize("overrides", [{}, {"paradigm": {"name": "hfsl", "splitAfter": 2}},
-                                       {"paradigm": {"name": "fedavg"}}], ids=["split", "hfsl", "fedavg"])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"paradigm": {"name": "hfsl", "splitAfter": 2}}, {"paradigm": {"name": "fedavg"}}],
+    ids=["split", "hfsl", "fedavg"],
+)
 def test_every_hardened_pod_passes_the_review_and_validates(overrides):
     e = exp(**overrides)
     objs = build(e, UID, "bench", Images())

@@ -1,5 +1,6 @@
 """Compressed split learning: the module learns, bytes shrink as B/phi, schedules follow
 the paper's algorithms. Source and server workers talk through the real wire format."""
+
 import math
 
 import pytest
@@ -21,8 +22,11 @@ def through_the_wire(msg):
 
 
 def pair(compression, epochs, tmp_path=None, **spec):
-    doc = experiment_doc(paradigm={"name": "compressed_split", "splitAfter": 4, "compression": compression},
-                         training={"epochs": epochs, "batchSize": 32, "lr": 0.01}, **spec)
+    doc = experiment_doc(
+        paradigm={"name": "compressed_split", "splitAfter": 4, "compression": compression},
+        training={"epochs": epochs, "batchSize": 32, "lr": 0.01},
+        **spec,
+    )
     exp = Experiment.model_validate(doc)
     data = load_dataset(exp.spec.dataset, 0)
     server = get_paradigm(Setup(exp, data.meta, tmp_path)).server()
@@ -47,10 +51,16 @@ def train(exp, data, source, epochs, steps):
 
 @pytest.mark.slow
 def test_filter_encoder_and_decoder_all_learn_and_the_soft_count_approaches_b():
-    exp, data, source, server, _ = pair({"budgets": [8], "epochs": [1], "module": "encoder_decoder", "resolution": 2}, 1,
-                                        dataset={"name": "synthetic", "samplesPerSource": 3200, "testSamples": 64})
-    params = {"filter": source.compressor.filter_logits, "encoder": source.compressor.encoder[0].weight,
-              "decoder": server.model.decompressor.decoder.weight}
+    exp, data, source, server, _ = pair(
+        {"budgets": [8], "epochs": [1], "module": "encoder_decoder", "resolution": 2},
+        1,
+        dataset={"name": "synthetic", "samplesPerSource": 3200, "testSamples": 64},
+    )
+    params = {
+        "filter": source.compressor.filter_logits,
+        "encoder": source.compressor.encoder[0].weight,
+        "decoder": server.model.decompressor.decoder.weight,
+    }
     in_optimizers = {id(p) for g in source.opt.param_groups + server.opt.param_groups for p in g["params"]}
     assert all(id(p) in in_optimizers for p in params.values())
     before = {k: p.detach().clone() for k, p in params.items()}
@@ -92,13 +102,16 @@ def test_resolution_compression_shapes_round_trip():
 
 def test_prune_loss_is_equation_one():
     f = torch.full((10,), 0.5)  # sum 5
-    assert float(prune_loss(f, 3, 0.2, 0.5)) == pytest.approx(torch.exp(torch.tensor(0.4)).item()
-                                                              + 0.5 * torch.exp(torch.tensor(-0.4)).item())
+    assert float(prune_loss(f, 3, 0.2, 0.5)) == pytest.approx(
+        torch.exp(torch.tensor(0.4)).item() + 0.5 * torch.exp(torch.tensor(-0.4)).item()
+    )
 
 
 def test_schedules_and_select_lr():
-    deprune = BudgetSchedule(CompressionSpec(schedule="deprune", budgets=[4, 32, 128], epochs=[3, 2, 2], gamma=5, lk=1),
-                             TrainingSpec(lr=0.01, epochs=7))
+    deprune = BudgetSchedule(
+        CompressionSpec(schedule="deprune", budgets=[4, 32, 128], epochs=[3, 2, 2], gamma=5, lk=1),
+        TrainingSpec(lr=0.01, epochs=7),
+    )
     assert [deprune.budget(e) for e in range(7)] == [4, 4, 4, 32, 32, 128, 128]
     assert [deprune.lr(e) for e in range(7)] == pytest.approx([0.01, 0.01, 0.01, 0.05, 0.01, 0.05, 0.01])
     # under a cosine schedule, selectLr raises the scheduled lr of its epoch
@@ -127,6 +140,7 @@ def test_prune_resets_the_filter_between_budgets_and_saves_one_model_per_budget(
 def test_the_server_rejects_inconsistent_channels():
     exp, data, source, server, _ = pair({"budgets": [4], "epochs": [1]}, 1)
     from splitbench.transport import Message, Traffic
+
     bad = Message(Kind.TRAIN).add("act", torch.zeros(2, 3, 7, 7), Traffic.ACTIVATION)
     bad.add("idx", torch.tensor([0, 1, 99], dtype=torch.int16), Traffic.CONTROL).add("y", torch.zeros(2), Traffic.LABEL)
     with pytest.raises(ValueError, match="indices must lie in 0..63"):
@@ -135,8 +149,10 @@ def test_the_server_rejects_inconsistent_channels():
 
 def test_epochs_must_match_the_schedule(write_spec):
     from splitbench.spec import load_document
-    doc = experiment_doc(paradigm={"name": "compressed_split", "splitAfter": 4,
-                                   "compression": {"budgets": [4], "epochs": [3]}})
+
+    doc = experiment_doc(
+        paradigm={"name": "compressed_split", "splitAfter": 4, "compression": {"budgets": [4], "epochs": [3]}}
+    )
     with pytest.raises(SpecError, match="stages add up to 3 epochs"):
         load_document(write_spec(doc))
 
@@ -145,11 +161,16 @@ def _curve_run(name, comp, steps=2):
     """Train source and server in-process and record what a run records (steps, one
     evaluation per epoch), with time counted in steps so that the test is deterministic."""
     import pandas as pd
+
     epochs = sum(comp["epochs"])
-    exp = Experiment.model_validate(experiment_doc(
-        name, paradigm={"name": "compressed_split", "splitAfter": 4, "compression": comp},
-        training={"epochs": epochs, "batchSize": 16, "lr": 0.05, "momentum": 0.9},
-        dataset={"name": "synthetic", "samplesPerSource": 256, "testSamples": 128}))
+    exp = Experiment.model_validate(
+        experiment_doc(
+            name,
+            paradigm={"name": "compressed_split", "splitAfter": 4, "compression": comp},
+            training={"epochs": epochs, "batchSize": 16, "lr": 0.05, "momentum": 0.9},
+            dataset={"name": "synthetic", "samplesPerSource": 256, "testSamples": 128},
+        )
+    )
     torch.manual_seed(0)
     data = load_dataset(exp.spec.dataset, 0)
     server = get_paradigm(Setup(exp, data.meta, None)).server()
@@ -166,11 +187,13 @@ def _curve_run(name, comp, steps=2):
         for _, b in batches(idx, exp.spec, epoch, 0, steps):
             source.train_step(data.train_x[b], data.train_y[b], epoch, int(t))
             t += 1.0
-            rows.append({"event": "step", "epoch": epoch, "samples": len(b), "t": t, "duration_s": 1.0,
-                         **source.tags(epoch)})
+            rows.append(
+                {"event": "step", "epoch": epoch, "samples": len(b), "t": t, "duration_s": 1.0, **source.tags(epoch)}
+            )
         _, correct = source.eval_batch(data.test_x, data.test_y, epoch)
-        rows.append({"event": "eval", "epoch": epoch, "accuracy": correct / len(data.test_y), "t": t,
-                     **source.tags(epoch)})
+        rows.append(
+            {"event": "eval", "epoch": epoch, "accuracy": correct / len(data.test_y), "t": t, **source.tags(epoch)}
+        )
     return exp, pd.DataFrame(rows)
 
 
@@ -181,11 +204,17 @@ def test_the_speedup_comes_from_the_curves_and_changes_with_the_schedule():
     full budget for 8 epochs before transferring gives a much larger speedup than 1 epoch
     (measured: 9.0x vs 1.5x), with the same stage length."""
     from splitbench.report.budgets import budget_table
-    runs = [_curve_run("scratch", {"schedule": "fixed", "budgets": [4], "epochs": [10]}),
-            _curve_run("prune-short", {"schedule": "prune", "budgets": [64, 4], "epochs": [1, 10], "gamma": 1}),
-            _curve_run("prune-long", {"schedule": "prune", "budgets": [64, 4], "epochs": [8, 10], "gamma": 1})]
+
+    runs = [
+        _curve_run("scratch", {"schedule": "fixed", "budgets": [4], "epochs": [10]}),
+        _curve_run("prune-short", {"schedule": "prune", "budgets": [64, 4], "epochs": [1, 10], "gamma": 1}),
+        _curve_run("prune-long", {"schedule": "prune", "budgets": [64, 4], "epochs": [8, 10], "gamma": 1}),
+    ]
     table = budget_table({e.name: r for e, r in runs}, {e.name: e for e, _ in runs}).set_index(["experiment", "budget"])
-    short, long = table.loc[("prune-short", 4), "speedup_vs_scratch"], table.loc[("prune-long", 4), "speedup_vs_scratch"]
+    short, long = (
+        table.loc[("prune-short", 4), "speedup_vs_scratch"],
+        table.loc[("prune-long", 4), "speedup_vs_scratch"],
+    )
     assert table.loc[("prune-short", 4), "scratch_time_s"] == table.loc[("prune-long", 4), "scratch_time_s"]
     assert 0 < short and long > 2 * short, (short, long)
 
@@ -199,8 +228,7 @@ def test_batch_norm_recalibration_makes_eval_mode_read_what_training_learned():
     train(exp, data, source, 2, 4)
     idx = source_indices(exp.spec, data)[0]
     x, y = data.train_x[idx], data.train_y[idx]
-    weights = {k: v.clone() for m in (source.edge, source.compressor, server.model)
-               for k, v in m.named_parameters()}
+    weights = {k: v.clone() for m in (source.edge, source.compressor, server.model) for k, v in m.named_parameters()}
     decoder_bn = server.model.decompressor.post[0]
     source.recalibrated = 1  # as if this epoch had recalibrated: the statistics training left
     stale_var = decoder_bn.running_var.clone()

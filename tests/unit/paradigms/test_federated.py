@@ -1,4 +1,5 @@
 """FedAvg's arithmetic and the federated spec rules."""
+
 import pytest
 import torch
 from torch import nn
@@ -31,8 +32,9 @@ def test_flat_state_round_trips_parameters_and_batch_norm_statistics():
 
 
 def test_federated_spec_rules():
-    ok = experiment_doc(paradigm={"name": "hfsl", "splitAfter": 2, "localEpochs": 2},
-                        training={"epochs": 4}, server={"replicas": 2})
+    ok = experiment_doc(
+        paradigm={"name": "hfsl", "splitAfter": 2, "localEpochs": 2}, training={"epochs": 4}, server={"replicas": 2}
+    )
     assert Experiment.model_validate(ok).spec.paradigm.local_epochs == 2
     assert Experiment.model_validate(experiment_doc(paradigm={"name": "hfsl", "splitAfter": 2})).spec.server_count == 2
     with pytest.raises(ValueError, match="one medium device per source"):

@@ -1,5 +1,6 @@
 """Full cloud's two deliveries: `stream` (the early-exit paper's baseline: send and go on,
 nothing comes back per batch) and `acknowledged` (wait for the server's reply every batch)."""
+
 import pytest
 
 from splitbench.data import load_dataset

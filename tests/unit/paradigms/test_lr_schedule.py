@@ -1,6 +1,7 @@
 """training.schedule: the lr over epochs. cosine is torch's CosineAnnealingLR stepped once per
 epoch over training.epochs; every role that trains puts its optimizer at the epoch's lr
 (the record's lr column is checked in test_run_local's federated runs)."""
+
 import math
 
 import pytest
@@ -33,12 +34,16 @@ def test_a_bad_schedule_is_named(write_spec):
     assert load_experiment(write_spec(ok)).spec.training.schedule == "cosine"
 
 
-@pytest.mark.parametrize("paradigm", [{"name": "split", "splitAfter": 4},
-                                      {"name": "hfsl", "splitAfter": 4, "localEpochs": 1}])
+@pytest.mark.parametrize(
+    "paradigm", [{"name": "split", "splitAfter": 4}, {"name": "hfsl", "splitAfter": 4, "localEpochs": 1}]
+)
 def test_source_and_server_train_their_last_step_at_the_cosine_lr(paradigm):
     epochs = 3
-    exp = Experiment.model_validate(experiment_doc(
-        paradigm=paradigm, training={"epochs": epochs, "batchSize": 32, "lr": 0.04, "schedule": "cosine"}))
+    exp = Experiment.model_validate(
+        experiment_doc(
+            paradigm=paradigm, training={"epochs": epochs, "batchSize": 32, "lr": 0.04, "schedule": "cosine"}
+        )
+    )
     data = load_dataset(exp.spec.dataset, 0)
     p = get_paradigm(Setup(exp, data.meta, None, "source-0", steps_per_epoch=2))
     no_round = lambda msg: pytest.fail("no round ends in this test")  # hfsl needs an aggregator link

@@ -49,9 +49,11 @@ def test_quota_is_enforced_and_threads_follow_it(mode):
 def test_off_means_no_limit_at_all():
     from splitbench.devices import apply_cpu_limit
     import os
+
     before = [l for l in open("/proc/self/cgroup").read().splitlines()]
     assert apply_cpu_limit(0.25, "pytest-off", mode="off") == "off"
     assert open("/proc/self/cgroup").read().splitlines() == before  # not moved into a cgroup
-    children = [p for p in os.listdir("/proc") if p.isdigit()
-                and open(f"/proc/{p}/stat").read().split()[3] == str(os.getpid())]
+    children = [
+        p for p in os.listdir("/proc") if p.isdigit() and open(f"/proc/{p}/stat").read().split()[3] == str(os.getpid())
+    ]
     assert children == []  # and no throttle watchdog started

@@ -1,4 +1,5 @@
 """HFSL split selection: Grad-CAM candidates and the Q-learning agent."""
+
 import subprocess
 import sys
 
@@ -12,9 +13,9 @@ from splitbench.planning.hfsl import Candidate, QAgent, block_importance, local_
 
 def test_local_maxima_of_the_cui_curve_are_the_candidates():
     assert local_maxima([0.1, 0.5, 0.2, 0.9, 0.3, float("nan")]) == [2, 4]
-    assert local_maxima([0.9, 0.5, 0.2, float("nan")]) == [1]          # a maximum at the first block counts
-    assert local_maxima([0.1, 0.2, 0.3, 0.0]) == [3]                    # ... and at the last cut
-    assert local_maxima([float("nan"), 0.2, 0.2, 1.0]) == [2]           # the classifier is never a cut
+    assert local_maxima([0.9, 0.5, 0.2, float("nan")]) == [1]  # a maximum at the first block counts
+    assert local_maxima([0.1, 0.2, 0.3, 0.0]) == [3]  # ... and at the last cut
+    assert local_maxima([float("nan"), 0.2, 0.2, 1.0]) == [2]  # the classifier is never a cut
 
 
 def test_grad_cam_importance_is_defined_for_spatial_blocks_only():
@@ -41,8 +42,14 @@ def test_the_agent_learns_to_offload_from_a_weak_low_device():
 @pytest.mark.slow
 def test_plan_for_hfsl_prints_candidates_q_table_and_is_deterministic(write_spec):
     from support import experiment_doc
-    path = write_spec(experiment_doc(paradigm={"name": "hfsl", "splitAfter": 4}, server={"replicas": 2, "device": {"profile": "medium"}},
-                                     sources={"replicas": 2, "device": {"profile": "low"}}))
+
+    path = write_spec(
+        experiment_doc(
+            paradigm={"name": "hfsl", "splitAfter": 4},
+            server={"replicas": 2, "device": {"profile": "medium"}},
+            sources={"replicas": 2, "device": {"profile": "low"}},
+        )
+    )
     cmd = [sys.executable, "-m", "splitbench", "plan", str(path), "--warmup-steps", "10", "--q-steps", "500"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr

@@ -1,4 +1,5 @@
 """The runtime model's arithmetic on inputs where every term is known, and the plan command."""
+
 import subprocess
 import sys
 
@@ -11,10 +12,24 @@ from splitbench.planning.epoch_time import HEADER, Inputs, choose, full_cloud_s,
 def inputs(rate_bps=8e6, medium="dedicated", sources=1, edge=1.0):
     link = LinkConfig("t", medium, Direction(rate_bps, 0.01), Direction(rate_bps, 0.01))
     # 3 blocks; each 1 s forward, 2 s backward on the edge (x edge); 0.1 / 0.2 s on the cloud
-    return Inputs(edge_fwd=[1.0 * edge] * 3, edge_bwd=[2.0 * edge] * 3, cloud_fwd=[0.1] * 3, cloud_bwd=[0.2] * 3,
-                  out_numel=[1000, 250, 10], params=[100, 100_000, 300], head_fwd=[0.5] * 3, head_bwd=[0.5] * 3,
-                  head_params=[10] * 3, input_numel=3000, batch=10, batches_per_epoch=4, epochs=2, label_bytes=1,
-                  link=link, sources=sources)
+    return Inputs(
+        edge_fwd=[1.0 * edge] * 3,
+        edge_bwd=[2.0 * edge] * 3,
+        cloud_fwd=[0.1] * 3,
+        cloud_bwd=[0.2] * 3,
+        out_numel=[1000, 250, 10],
+        params=[100, 100_000, 300],
+        head_fwd=[0.5] * 3,
+        head_bwd=[0.5] * 3,
+        head_params=[10] * 3,
+        input_numel=3000,
+        batch=10,
+        batches_per_epoch=4,
+        epochs=2,
+        label_bytes=1,
+        link=link,
+        sources=sources,
+    )
 
 
 def test_hierarchical_split_and_full_cloud_times():
@@ -23,7 +38,9 @@ def test_hierarchical_split_and_full_cloud_times():
     up = 8 * (10 * (4000 + 1) + HEADER) / 8e6 + 0.01  # features + labels + header, plus delay
     e_f, e_b, c_f, c_b = 1.5, 2.5, 0.2, 0.4
     assert p.hierarchical_s == pytest.approx(4 * (e_f + max(e_b, up + c_f) + c_b))
-    assert p.hierarchical_pipelined_s == pytest.approx(4 * max(e_f + e_b, up, c_f + c_b) + (e_f + max(e_b, up + c_f) + c_b))
+    assert p.hierarchical_pipelined_s == pytest.approx(
+        4 * max(e_f + e_b, up, c_f + c_b) + (e_f + max(e_b, up + c_f) + c_b)
+    )
     down = 8 * (10 * 4000 + HEADER) / 8e6 + 0.01
     assert p.split_s == pytest.approx(4 * (1.0 + up + c_f + c_b + down + 2.0))
     raw = 8 * (10 * (3000 + 1) + HEADER) / 8e6 + 0.01
@@ -56,15 +73,18 @@ def test_the_best_cut_must_fit_the_edge_memory():
     _, best = choose(fast_edge_slow_link, small)
     assert best.cut == 1
     assert choose(inputs(), small - 1)[1] is None
-    assert memory_bytes("1Gi") == 2 ** 30 and memory_bytes("512Mi") == 2 ** 29 and memory_bytes(None) is None
+    assert memory_bytes("1Gi") == 2**30 and memory_bytes("512Mi") == 2**29 and memory_bytes(None) is None
 
 
 def test_plan_command_prints_every_cut_and_a_choice(write_spec):
     from support import experiment_doc
-    path = write_spec(experiment_doc(paradigm={"name": "early_exit", "splitAfter": 2},
-                                     network={"profile": "low-bitrate"}))
-    r = subprocess.run([sys.executable, "-m", "splitbench", "plan", str(path)], capture_output=True, text=True,
-                       timeout=300)
+
+    path = write_spec(
+        experiment_doc(paradigm={"name": "early_exit", "splitAfter": 2}, network={"profile": "low-bitrate"})
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "splitbench", "plan", str(path)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert sum(1 for l in lines if l.strip()[:1].isdigit()) == 5  # small_cnn: 6 blocks, 5 cuts

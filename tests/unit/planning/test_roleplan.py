@@ -1,6 +1,7 @@
 """The role plan is the one source of every executor's roles: for every experiment of every
 shipped suite, the local processes, the docker containers and the operator's pods run the
 same roles with the same commands, environment and quotas."""
+
 from __future__ import annotations
 
 import re
@@ -82,8 +83,11 @@ def kube_view(exp) -> dict:
             if i is not None:
                 args = [a.replace("$(SERVER_ADDRESS)", role_name("server", i)) for a in args]
             # where a pod's events and keys are is the translation's (pod logs, a mounted Secret)
-            env = {e["name"]: e["value"] for e in c["env"] if "value" in e and e["name"] not in
-                   ("SPLITBENCH_EVENTS_STDOUT", "SERVER_ADDRESS", "SPLITBENCH_KEYS")}
+            env = {
+                e["name"]: e["value"]
+                for e in c["env"]
+                if "value" in e and e["name"] not in ("SPLITBENCH_EVENTS_STDOUT", "SERVER_ADDRESS", "SPLITBENCH_KEYS")
+            }
             limits = c.get("resources", {}).get("limits", {})
             cpu = int(limits["cpu"][:-1]) / 1000 if "cpu" in limits else None
             kind, index = args[1], (int(args[3]) if args[2:3] == ["--index"] else 0)
@@ -103,8 +107,11 @@ def test_routing_ids_and_role_names_have_one_home():
     assert routing_id("source-2") == "source-2" and routing_id("source-2", "aggregator") == "source-2>aggregator"
     sources = ROOT / "workload" / "splitbench"
     pattern = re.compile(r"""f["'](source|server|aggregator|link)-\{""")
-    offenders = [str(p.relative_to(ROOT)) for p in sources.rglob("*.py")
-                 if p.name != "roleplan.py" and pattern.search(p.read_text())]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in sources.rglob("*.py")
+        if p.name != "roleplan.py" and pattern.search(p.read_text())
+    ]
     offenders += [str(p.relative_to(ROOT)) for p in (ROOT / "operator").rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == [], "role names are built in roleplan.role_name only"
 
@@ -114,8 +121,12 @@ def test_profiles_are_resolved_once_in_the_plan(monkeypatch):
     per plan; roles, executors and planners read them from the plan."""
     pattern = re.compile(r"\bresolve_(network|device)\(")
     homes = {"roleplan.py", "profiles.py", "devices.py"}  # the plan, and the two resolvers' definitions
-    offenders = [str(p.relative_to(ROOT)) for base in (ROOT / "workload", ROOT / "operator") for p in base.rglob("*.py")
-                 if p.name not in homes and pattern.search(p.read_text())]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for base in (ROOT / "workload", ROOT / "operator")
+        for p in base.rglob("*.py")
+        if p.name not in homes and pattern.search(p.read_text())
+    ]
     assert offenders == [], "read the profiles from roleplan.plan_roles(exp) (plan.network, plan.device(kind))"
     from splitbench import roleplan
 

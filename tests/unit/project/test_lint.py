@@ -1,12 +1,11 @@
 """The developer checks run in `make test` (as `make lint` runs them): ruff's lint rules and
 mypy on the typed core (spec, transport, record), both configured in pyproject.toml, and
 ruff's format check."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
-
-import pytest
 
 from support import ROOT
 
@@ -26,10 +25,6 @@ def test_mypy_passes_on_the_typed_core():
     assert "no issues found in" in r.stdout
 
 
-# The tree is formatted in one pass once the branches that edit it in parallel have merged
-# (`ruff format .`); until then the check fails, and strict xfail turns the pass into a failure
-# so that the mark is removed with the pass.
-@pytest.mark.xfail(strict=True, reason="the tree is not formatted yet: run `ruff format .` and remove this mark")
 def test_ruff_format_check_passes():
     r = tool("ruff", "format", "--check", "--no-cache", ".")
     assert r.returncode == 0, r.stdout[-8000:] + r.stderr[-2000:]

@@ -2,6 +2,7 @@
 every package with hashes (uv, `make lock`), the test lock agrees with the runtime lock, the CPU
 torch path keeps the lock's hashes for everything but torch, and only the targets that need
 helm install it."""
+
 from __future__ import annotations
 
 import re
@@ -50,8 +51,13 @@ def test_the_test_lock_agrees_with_the_runtime_lock_and_has_no_runtime_only_pack
 def test_the_cpu_torch_path_keeps_every_other_package_with_its_hashes():
     text = (ROOT / "requirements.lock").read_text()
     rest = locks.pins(
-        subprocess.run([sys.executable, str(ROOT / "tools" / "locks.py"), "without-torch",
-                        str(ROOT / "requirements.lock")], capture_output=True, text=True, check=True).stdout)
+        subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "locks.py"), "without-torch", str(ROOT / "requirements.lock")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     full = locks.pins(text)
     dropped = set(full) - set(rest)
     assert {"torch", "torchvision"} <= dropped and all(locks.TORCH_ONLY.match(n) for n in dropped)
@@ -63,9 +69,15 @@ def test_the_cpu_torch_path_keeps_every_other_package_with_its_hashes():
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_only_test_and_deploy_install_helm(tmp_path):
     def dry(target: str) -> str:
-        r = subprocess.run(["make", "-n", target, f"VENV={tmp_path / 'venv'}", "PYTHON=python3"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            ["make", "-n", target, f"VENV={tmp_path / 'venv'}", "PYTHON=python3"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return r.stdout + r.stderr
+
     assert "install_helm" not in dry("bench")
     assert "install_helm" in dry("test") or shutil.which("helm")
     bench = dry("bench")

@@ -1,4 +1,5 @@
 """The Experiment CRD: generated from the spec, valid for Kubernetes, and as strict as it can be."""
+
 import copy
 import subprocess
 import sys
@@ -16,8 +17,12 @@ K8S = "1.35.0"  # the Kubernetes minor the manifests are checked against
 
 
 def test_committed_crd_is_what_the_spec_generates():
-    r = subprocess.run([sys.executable, "-m", "splitbench", "crd", "--check", str(CRD_FILE)], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "splitbench", "crd", "--check", str(CRD_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -57,24 +62,38 @@ def test_examples_are_accepted(path):
 
 def test_every_paradigm_is_accepted():
     from splitbench.spec import load_suite
-    docs = [e.model_dump(by_alias=True, exclude_none=True, mode="json")
-            for f in sorted((ROOT / "benchmarks" / "suites").glob("*.yaml")) for e in load_suite(f).experiments()]
-    assert {d["spec"]["paradigm"]["name"] for d in docs} >= {"centralized", "full_offload", "split", "compressed_split",
-                                                             "early_exit", "fedavg", "hfsl"}
+
+    docs = [
+        e.model_dump(by_alias=True, exclude_none=True, mode="json")
+        for f in sorted((ROOT / "benchmarks" / "suites").glob("*.yaml"))
+        for e in load_suite(f).experiments()
+    ]
+    assert {d["spec"]["paradigm"]["name"] for d in docs} >= {
+        "centralized",
+        "full_offload",
+        "split",
+        "compressed_split",
+        "early_exit",
+        "fedavg",
+        "hfsl",
+    }
     v = _validator()
     for d in docs:
         v.validate(d)
 
 
-@pytest.mark.parametrize("change, where", [
-    (lambda s: s.update(colour="blue"), "colour"),                                   # unknown field
-    (lambda s: s["training"].update(epochs="ten"), "ten"),                           # wrong type
-    (lambda s: s["training"].update(epochs=0), "epochs"),                            # below the minimum
-    (lambda s: s["paradigm"].update(name="magic"), "magic"),                         # no such paradigm
-    (lambda s: s["model"].update(name="alexnet"), "alexnet"),                        # no such model
-    (lambda s: s["network"].update(uplink={"rateMbit": 0}), "rateMbit"),             # exclusive minimum
-    (lambda s: s.pop("model"), "model"),                                             # required
-])
+@pytest.mark.parametrize(
+    "change, where",
+    [
+        (lambda s: s.update(colour="blue"), "colour"),  # unknown field
+        (lambda s: s["training"].update(epochs="ten"), "ten"),  # wrong type
+        (lambda s: s["training"].update(epochs=0), "epochs"),  # below the minimum
+        (lambda s: s["paradigm"].update(name="magic"), "magic"),  # no such paradigm
+        (lambda s: s["model"].update(name="alexnet"), "alexnet"),  # no such model
+        (lambda s: s["network"].update(uplink={"rateMbit": 0}), "rateMbit"),  # exclusive minimum
+        (lambda s: s.pop("model"), "model"),  # required
+    ],
+)
 def test_bad_experiments_are_rejected(change, where):
     doc = copy.deepcopy(experiment_doc())
     doc["spec"]["network"] = {"profile": "wifi6"}

@@ -1,6 +1,7 @@
 """One registry per concept (registry.py; profiles in benchmarks/*.yaml): every list of names
 that validation, the CRD, the CLI, the report and the docs show is read from it, and a name
 added to it shows up in all of them with no other edit."""
+
 from __future__ import annotations
 
 import re
@@ -70,11 +71,12 @@ def test_each_paradigm_class_is_the_one_its_entry_names():
 
 
 def test_docs_tables_are_generated_from_the_registries():
-    assert (ROOT / "docs" / "registries.md").read_text() == registry.markdown(), \
+    assert (ROOT / "docs" / "registries.md").read_text() == registry.markdown(), (
         "regenerate with: splitbench registry --markdown > docs/registries.md"
+    )
     readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("| paradigm | what crosses the wire |"):]
-    table = table[:table.index("\n\n")]
+    table = readme[readme.index("| paradigm | what crosses the wire |") :]
+    table = table[: table.index("\n\n")]
     for name in re.findall(r"^\| `(\w+)`", table, flags=re.M):
         assert name in registry.PARADIGMS, name
         assert registry.PARADIGMS[name].summary in table, f"README's line for {name} differs from the registry's"
@@ -143,8 +145,9 @@ ADD_AND_SHOW = textwrap.dedent("""
 
 
 def test_a_name_added_to_the_registry_shows_everywhere(tmp_path):
-    r = subprocess.run([sys.executable, "-c", ADD_AND_SHOW, str(tmp_path), str(ROOT)], capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", ADD_AND_SHOW, str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split() == ["validation", "ok", "crd", "ok", "cli", "ok", "report", "ok"]
 
@@ -158,6 +161,7 @@ def test_no_module_imports_another_modules_private_names():
         for p in base.rglob("*.py"):
             for m in pattern.finditer(p.read_text()):
                 names = re.split(r"[\s,()]+", m.group(1))
-                offenders += [f"{p.relative_to(ROOT)}: {n}" for n in names
-                              if n.startswith("_") and not n.startswith("__")]
+                offenders += [
+                    f"{p.relative_to(ROOT)}: {n}" for n in names if n.startswith("_") and not n.startswith("__")
+                ]
     assert offenders == []

@@ -15,9 +15,15 @@ def test_example_and_default_suite_are_valid():
     suite = load_suite(ROOT / "benchmarks" / "suites" / "default.yaml")
     names = [e.name for e in suite.experiments()]
     # centralized uses no network, so it runs once, not once per network
-    assert names == ["default-centralized", "default-full-offload-uint8-ethernet-1g", "default-full-offload-uint8-wifi6",
-                     "default-split-s4-ethernet-1g", "default-split-s4-wifi6", "default-early-exit-s4-ethernet-1g",
-                     "default-early-exit-s4-wifi6"]
+    assert names == [
+        "default-centralized",
+        "default-full-offload-uint8-ethernet-1g",
+        "default-full-offload-uint8-wifi6",
+        "default-split-s4-ethernet-1g",
+        "default-split-s4-wifi6",
+        "default-early-exit-s4-ethernet-1g",
+        "default-early-exit-s4-wifi6",
+    ]
     assert suite.experiments()[0].spec.network.medium == "none"
 
 
@@ -80,12 +86,26 @@ def test_cpu_quantities():
 
 def test_long_run_names_stay_distinct_dns_labels():
     from splitbench.spec import Suite
-    suite = Suite.model_validate({"metadata": {"name": "a-rather-long-suite-name-for-testing"}, "spec": {
-        "base": experiment_doc()["spec"],
-        "matrix": {"paradigm": [{"name": "compressed_split", "splitAfter": 4,
-                                 "compression": {"schedule": "deprune", "budgets": [4, 32, 128], "epochs": [1, 0 + 1, 1]}}],
-                   "training": [{"epochs": 3, "batchSize": 32}],
-                   "network": [{"profile": "ethernet-100m"}, {"profile": "ethernet-1g"}]}}})
+
+    suite = Suite.model_validate(
+        {
+            "metadata": {"name": "a-rather-long-suite-name-for-testing"},
+            "spec": {
+                "base": experiment_doc()["spec"],
+                "matrix": {
+                    "paradigm": [
+                        {
+                            "name": "compressed_split",
+                            "splitAfter": 4,
+                            "compression": {"schedule": "deprune", "budgets": [4, 32, 128], "epochs": [1, 0 + 1, 1]},
+                        }
+                    ],
+                    "training": [{"epochs": 3, "batchSize": 32}],
+                    "network": [{"profile": "ethernet-100m"}, {"profile": "ethernet-1g"}],
+                },
+            },
+        }
+    )
     names = [e.name for e in suite.experiments()]
     assert len(names) == 2 and len(set(names)) == 2
     assert all(len(n) <= 63 for n in names)
@@ -94,6 +114,7 @@ def test_long_run_names_stay_distinct_dns_labels():
 def test_every_committed_suite_and_example_validates():
     """Suites a user may run (make bench SUITE=...) must at least be valid, profiles included."""
     from splitbench.cli.validate import check
+
     files = sorted((ROOT / "benchmarks" / "suites").glob("*.yaml")) + sorted((ROOT / "examples").glob("*.yaml"))
     assert len(files) >= 5
     for f in files:
@@ -102,25 +123,47 @@ def test_every_committed_suite_and_example_validates():
 
 def _suite(**spec):
     from splitbench.spec import Suite
+
     base = experiment_doc()["spec"]
-    return Suite.model_validate({"apiVersion": "splitbench.dev/v1alpha1", "kind": "Suite",
-                                 "metadata": {"name": "s"}, "spec": {"base": base, **spec}})
+    return Suite.model_validate(
+        {
+            "apiVersion": "splitbench.dev/v1alpha1",
+            "kind": "Suite",
+            "metadata": {"name": "s"},
+            "spec": {"base": base, **spec},
+        }
+    )
 
 
 def test_cases_set_several_fields_together_and_cross_the_matrix():
-    suite = _suite(cases=[{"model": {"name": "vgg16_bn"}, "paradigm": {"name": "early_exit", "splitAfter": 14}},
-                          {"model": {"name": "resnet18_imagenet_stem"}, "paradigm": {"name": "split", "splitAfter": 7}}],
-                   matrix={"network": [{"profile": "wifi6"}, {"profile": "lte"}]})
+    suite = _suite(
+        cases=[
+            {"model": {"name": "vgg16_bn"}, "paradigm": {"name": "early_exit", "splitAfter": 14}},
+            {"model": {"name": "resnet18_imagenet_stem"}, "paradigm": {"name": "split", "splitAfter": 7}},
+        ],
+        matrix={"network": [{"profile": "wifi6"}, {"profile": "lte"}]},
+    )
     runs = {e.name: e.spec for e in suite.experiments()}
-    assert sorted(runs) == ["s-resnet18-inet-split-s7-lte", "s-resnet18-inet-split-s7-wifi6",
-                            "s-vgg16-bn-early-exit-s14-lte", "s-vgg16-bn-early-exit-s14-wifi6"]
+    assert sorted(runs) == [
+        "s-resnet18-inet-split-s7-lte",
+        "s-resnet18-inet-split-s7-wifi6",
+        "s-vgg16-bn-early-exit-s14-lte",
+        "s-vgg16-bn-early-exit-s14-wifi6",
+    ]
     vgg = runs["s-vgg16-bn-early-exit-s14-lte"]
     assert (vgg.model.name, vgg.paradigm.split_after, vgg.network.profile) == ("vgg16_bn", 14, "lte")
 
 
 def test_a_paper_claim_must_name_exactly_one_run():
-    claim = {"claim": "c", "source": "s", "paper": 2, "tolerance": 0.2, "toleranceSource": "stated",
-             "metric": "bytes_per_sample", "numerator": "wifi6"}
+    claim = {
+        "claim": "c",
+        "source": "s",
+        "paper": 2,
+        "tolerance": 0.2,
+        "toleranceSource": "stated",
+        "metric": "bytes_per_sample",
+        "numerator": "wifi6",
+    }
     matrix = {"network": [{"profile": "wifi6"}, {"profile": "lte"}]}
     assert _suite(matrix=matrix, report={"paperClaims": [{**claim, "denominator": "lte"}]})
     with pytest.raises(ValueError, match="'split-s4' matches 0 runs"):
@@ -134,7 +177,7 @@ def test_memory_quantities_follow_kubernetes_rules_everywhere():
     from splitbench.planning.epoch_time import memory_bytes as plan_bytes
 
     for parse in (plan_bytes, docker_bytes):
-        assert parse("1Ei") == 2 ** 60 and parse("2P") == 2 * 10 ** 15 and parse("1e9") == 10 ** 9
-        assert parse("512Mi") == 2 ** 29 and parse(None) is None
+        assert parse("1Ei") == 2**60 and parse("2P") == 2 * 10**15 and parse("1e9") == 10**9
+        assert parse("512Mi") == 2**29 and parse(None) is None
         with pytest.raises(SpecError, match="not a Kubernetes quantity"):
             parse("12 apples")

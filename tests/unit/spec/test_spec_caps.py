@@ -1,4 +1,5 @@
 """Issue 14: validate refuses specs that would hurt the host or read what they should not."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,16 +26,14 @@ def test_reply_timeout_must_be_finite_positive_and_capped(write_spec, t):
 
 
 def test_epochs_and_samples_are_capped(write_spec):
-    refused(write_spec, "training.epochs", training={"epochs": 10 ** 6})
-    refused(write_spec, "dataset.samplesPerSource",
-            dataset={"name": "synthetic", "samplesPerSource": 10 ** 9})
-    refused(write_spec, "dataset.testSamples", dataset={"name": "synthetic", "testSamples": 10 ** 9})
+    refused(write_spec, "training.epochs", training={"epochs": 10**6})
+    refused(write_spec, "dataset.samplesPerSource", dataset={"name": "synthetic", "samplesPerSource": 10**9})
+    refused(write_spec, "dataset.testSamples", dataset={"name": "synthetic", "testSamples": 10**9})
 
 
 def test_dataset_root_only_inside_allowed_roots(write_spec, monkeypatch, tmp_path):
     refused(write_spec, "outside the allowed data roots", dataset={"name": "fashion_mnist", "root": "/etc"})
-    refused(write_spec, "outside the allowed data roots",
-            dataset={"name": "fashion_mnist", "root": "/data/../etc"})
+    refused(write_spec, "outside the allowed data roots", dataset={"name": "fashion_mnist", "root": "/data/../etc"})
     assert Experiment.model_validate(experiment_doc(dataset={"name": "fashion_mnist", "root": "/data/fmnist"}))
     monkeypatch.setenv("SPLITBENCH_DATA_ROOTS", str(tmp_path))
     assert Experiment.model_validate(experiment_doc(dataset={"name": "fashion_mnist", "root": str(tmp_path / "x")}))
@@ -49,9 +48,14 @@ def test_transport_auth_defaults_to_curve():
 
 def test_a_huge_suite_matrix_needs_allow_large(monkeypatch):
     base = experiment_doc()["spec"]
-    suite = Suite.model_validate({"apiVersion": "splitbench.dev/v1alpha1", "kind": "Suite",
-                                  "metadata": {"name": "big"},
-                                  "spec": {"base": base, "matrix": {"seed": list(range(MAX_SUITE_RUNS + 1))}}})
+    suite = Suite.model_validate(
+        {
+            "apiVersion": "splitbench.dev/v1alpha1",
+            "kind": "Suite",
+            "metadata": {"name": "big"},
+            "spec": {"base": base, "matrix": {"seed": list(range(MAX_SUITE_RUNS + 1))}},
+        }
+    )
     with pytest.raises(SpecError, match=f"{MAX_SUITE_RUNS + 1} runs, more than {MAX_SUITE_RUNS}"):
         suite.experiments()
     monkeypatch.setenv("SPLITBENCH_ALLOW_LARGE", "1")
@@ -65,4 +69,5 @@ def test_cpu_must_be_a_sane_quantity(write_spec, cpu):
 
 def test_cpu_quantities_parse_as_kubernetes_does():
     from splitbench.spec import cpu_cores
+
     assert cpu_cores("400m") == 0.4 and cpu_cores("2") == 2.0 and cpu_cores(0.5) == 0.5

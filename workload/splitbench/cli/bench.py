@@ -3,6 +3,7 @@
 Ctrl-C or SIGTERM stops the run in flight (its folder is marked interrupted, its roles are
 stopped), leaves the runs before it exactly as they are and prints how to resume;
 `--resume` runs only what is not completed (why_rerun) and rebuilds the report from all of it."""
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,18 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="run a suite and build its report")
     p.add_argument("suite")
     p.add_argument("--out", default="report", help="report folder")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="runs per setting, seeds seed..seed+N-1 (default: the suite's repeats)")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the runs already completed in --runs (status ok or degraded, a readable "
-                        "record.parquet, the same spec and executor) and run only the others")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs per setting, seeds seed..seed+N-1 (default: the suite's repeats)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already completed in --runs (status ok or degraded, a readable "
+        "record.parquet, the same spec and executor) and run only the others",
+    )
     add_executor_args(p)
     add_set_arg(p)
     add_format_arg(p, "the ranking (text) or every table of the report (json: report.json)")
@@ -73,8 +81,11 @@ def run(args) -> int:
     args.runs = str(Path(args.runs) / suite.metadata.name)
     executor = make_executor(args)
     t0 = time.time()
-    print(f"suite {suite.metadata.name}: {len(suite.experiments())} settings x {args.repeats or suite.spec.repeats} "
-          f"repeats = {len(exps)} runs, records in {args.runs}/", file=sys.stderr)
+    print(
+        f"suite {suite.metadata.name}: {len(suite.experiments())} settings x {args.repeats or suite.spec.repeats} "
+        f"repeats = {len(exps)} runs, records in {args.runs}/",
+        file=sys.stderr,
+    )
     results: list[RunResult] = []
     current = None
     try:
@@ -86,23 +97,46 @@ def run(args) -> int:
                 status = run_status(run_dir)
                 print(f"{head}: reused, completed earlier ({status.split(':')[0]})", file=sys.stderr)
                 kind = status.split(":")[0]
-                results.append(RunResult(exp.name, run_dir, kind == "ok", status, 0.0,
-                                         status=kind if kind in ("ok", "degraded") else "failed"))
+                results.append(
+                    RunResult(
+                        exp.name,
+                        run_dir,
+                        kind == "ok",
+                        status,
+                        0.0,
+                        status=kind if kind in ("ok", "degraded") else "failed",
+                    )
+                )
                 continue
             print(head + (f": running ({why})" if why else ""), file=sys.stderr)
             current = f"{exp.name} ({i}/{len(exps)})"
             results.append(executor.run(exp))
             current = None
             if not results[-1].ok:
-                print(f"  {'FAILED' if not results[-1].finished else results[-1].status}: {results[-1].message}",
-                      file=sys.stderr)
-        build_report([r.run_dir for r in results], Path(args.out), suite.spec.report.target_accuracy,
-                     title=f"splitbench: suite {suite.metadata.name}", claims=suite.spec.report.paper_claims)
+                print(
+                    f"  {'FAILED' if not results[-1].finished else results[-1].status}: {results[-1].message}",
+                    file=sys.stderr,
+                )
+        build_report(
+            [r.run_dir for r in results],
+            Path(args.out),
+            suite.spec.report.target_accuracy,
+            title=f"splitbench: suite {suite.metadata.name}",
+            claims=suite.spec.report.paper_claims,
+        )
     except KeyboardInterrupt as err:
-        where = (f"during {current}, which is marked interrupted" if current
-                 else "while building the report" if len(results) == len(exps) else "between runs")
-        print(f"bench interrupted ({err or 'Ctrl-C'}) {where}; the {len(results)} runs before it are kept as they "
-              f"are; resume with: {resume_command()}", file=sys.stderr)
+        where = (
+            f"during {current}, which is marked interrupted"
+            if current
+            else "while building the report"
+            if len(results) == len(exps)
+            else "between runs"
+        )
+        print(
+            f"bench interrupted ({err or 'Ctrl-C'}) {where}; the {len(results)} runs before it are kept as they "
+            f"are; resume with: {resume_command()}",
+            file=sys.stderr,
+        )
         return 143 if str(err) == "SIGTERM" else 130
     if args.format == "json":
         json.dump(json.loads(Path(args.out, "report.json").read_text()), sys.stdout, indent=1)
@@ -110,6 +144,8 @@ def run(args) -> int:
         print(f"report: {Path(args.out) / 'report.html'}; {time.time() - t0:.0f} s in all", file=sys.stderr)
     else:
         print(Path(args.out, "ranking.txt").read_text() if Path(args.out, "ranking.txt").exists() else "", end="")
-        print(f"report: {Path(args.out) / 'report.html'} (CSV tables and report.json beside it); "
-              f"{time.time() - t0:.0f} s in all")
+        print(
+            f"report: {Path(args.out) / 'report.html'} (CSV tables and report.json beside it); "
+            f"{time.time() - t0:.0f} s in all"
+        )
     return 0 if all(r.finished for r in results) else 1  # degraded runs are reported, not errors

@@ -1,4 +1,5 @@
 """splitbench crd: the Experiment CustomResourceDefinition generated from the spec."""
+
 from __future__ import annotations
 
 import sys
@@ -21,8 +22,10 @@ def run(args) -> int:
     if args.check:
         current = Path(args.check).read_text() if Path(args.check).exists() else ""
         if current != text:
-            print(f"crd: {args.check} is out of date; regenerate it with 'splitbench crd --out {args.check}'",
-                  file=sys.stderr)
+            print(
+                f"crd: {args.check} is out of date; regenerate it with 'splitbench crd --out {args.check}'",
+                file=sys.stderr,
+            )
             return 1
         print(f"crd: {args.check} is up to date")
         return 0

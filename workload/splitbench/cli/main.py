@@ -1,5 +1,6 @@
 """splitbench: the command line. Each command is one module of this package; only the chosen
 one is imported, so `splitbench --help` answers without loading torch."""
+
 from __future__ import annotations
 
 import argparse
@@ -58,21 +59,33 @@ def parser_for(argv: list[str]) -> argparse.ArgumentParser:
 
 def add_input_args(p: argparse.ArgumentParser) -> None:
     """What a spec may read from disk beyond the defaults (commands that load specs)."""
-    p.add_argument("--trace-dir", action="append", default=[], metavar="DIR",
-                   help="also read network.trace files from DIR (default: benchmarks/traces only)")
+    p.add_argument(
+        "--trace-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also read network.trace files from DIR (default: benchmarks/traces only)",
+    )
     p.add_argument("--allow-large", action="store_true", help="accept a suite matrix beyond the size cap")
 
 
 def add_set_arg(p: argparse.ArgumentParser) -> None:
     """--set path.to.field=value, repeatable (overrides.py: set in the document before validation)."""
-    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="PATH=VALUE",
-                   help="set a field of the spec before it is validated, e.g. --set spec.training.epochs=1 "
-                        "(a YAML value; for a suite, a run's field holds for every run; repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="PATH=VALUE",
+        help="set a field of the spec before it is validated, e.g. --set spec.training.epochs=1 "
+        "(a YAML value; for a suite, a run's field holds for every run; repeatable)",
+    )
 
 
 def add_format_arg(p: argparse.ArgumentParser, what: str = "the table") -> None:
-    p.add_argument("--format", choices=["text", "json"], default="text",
-                   help=f"print {what} as text, or as JSON on stdout")
+    p.add_argument(
+        "--format", choices=["text", "json"], default="text", help=f"print {what} as text, or as JSON on stdout"
+    )
 
 
 def apply_input_args(args: argparse.Namespace) -> None:

@@ -1,5 +1,6 @@
 """splitbench registry [KIND [NAME]]: the names a spec may choose (registry.py), one kind or
 all; NAME's choices are the registry's. --markdown writes docs/registries.md."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,7 @@ import sys
 
 from .. import registry
 
-KINDS = {"paradigms": "paradigm", "models": "model", "datasets": "dataset", "networks": "network",
-         "devices": "device"}
+KINDS = {"paradigms": "paradigm", "models": "model", "datasets": "dataset", "networks": "network", "devices": "device"}
 
 
 def add_parser(sub) -> None:
@@ -28,8 +28,10 @@ def run(args) -> int:
         return 0
     all_names = registry.names()
     kinds = [args.kind] if args.kind else list(all_names)
-    rows = {k: {n: registry.label(KINDS[k], n) for n in all_names[k]
-                if not getattr(args, "name", None) or n == args.name} for k in kinds}
+    rows = {
+        k: {n: registry.label(KINDS[k], n) for n in all_names[k] if not getattr(args, "name", None) or n == args.name}
+        for k in kinds
+    }
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0

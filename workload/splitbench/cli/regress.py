@@ -13,6 +13,7 @@ Time and throughput are compared as ratios to a reference setting measured in th
 beyond it fails, one within it is only reported. They are compared only when the baseline
 was measured in the same environment (environment.timing_key); otherwise the report says
 why not. `--update` is the only way to change a baseline, and it prints what changed."""
+
 from __future__ import annotations
 
 import copy
@@ -43,8 +44,9 @@ def add_parser(sub) -> None:
     p.add_argument("--suite", default=None, help="run this suite first (default: only read --runs)")
     p.add_argument("--baseline", default=None, help="default: benchmarks/baselines/<suite>.json")
     p.add_argument("--repeats", type=int, default=1, help="runs per setting (the timing tolerance uses their spread)")
-    p.add_argument("--update", action="store_true", help="write the measured values as the new baseline "
-                                                         "and print what changed")
+    p.add_argument(
+        "--update", action="store_true", help="write the measured values as the new baseline and print what changed"
+    )
     add_executor_args(p)
     add_format_arg(p, "the verdict and what changed")
     p.set_defaults(func=run)
@@ -107,8 +109,10 @@ def _measure_run(run_dir: str, _mtime: int) -> dict[str, dict[str, float]]:
         out = {}
         for cut, stage in steps.groupby("split_after"):
             epochs = set(stage["epoch"])
-            out[f"{setting}@split{int(cut)}"] = {**_per_sample(stage),
-                                                 **_per_round(rounds[rounds["epoch"].isin(epochs)])}
+            out[f"{setting}@split{int(cut)}"] = {
+                **_per_sample(stage),
+                **_per_round(rounds[rounds["epoch"].isin(epochs)]),
+            }
         return out
     return {setting: {**_per_sample(steps), **_per_round(rounds)}}
 
@@ -121,8 +125,7 @@ def measure(run_dirs: list[Path]) -> tuple[dict, list[str]]:
         for key, values in copy.deepcopy(measure_run(d)).items():
             if key in out and out[key] != values:
                 diff = [m for m in values if out[key].get(m) != values[m]]
-                problems.append(f"{key}: repeats disagree on {', '.join(diff)} ({d.name}): bytes are not "
-                                "deterministic")
+                problems.append(f"{key}: repeats disagree on {', '.join(diff)} ({d.name}): bytes are not deterministic")
             out.setdefault(key, values)
     return out, problems
 
@@ -144,10 +147,14 @@ def compare(measured: dict, baseline: dict) -> list[tuple[str, str, float, float
 
 def change_table(rows: list[tuple[str, str, float, float]]) -> str:
     """What changed, one line per value: key, message kind, baseline, measured, change."""
+
     def cell(v):
         return "absent" if math.isnan(v) else f"{v:,.6f}".rstrip("0").rstrip(".")
-    lines = [f"  {'setting / stage':<44} {'bytes per sample (or round)':<26} {'baseline':>16} {'measured':>16} "
-             f"{'change':>14}"]
+
+    lines = [
+        f"  {'setting / stage':<44} {'bytes per sample (or round)':<26} {'baseline':>16} {'measured':>16} "
+        f"{'change':>14}"
+    ]
     for key, metric, b, m in rows:
         change = "n/a" if math.isnan(b) or math.isnan(m) else f"{m - b:+,.6f}".rstrip("0").rstrip(".")
         lines.append(f"  {key:<44} {metric:<26} {cell(b):>16} {cell(m):>16} {change:>14}")
@@ -167,8 +174,11 @@ def timing_ratios(run_dirs: list[Path]) -> tuple[str | None, dict[str, dict[str,
     out: dict[str, dict[str, list[float]]] = {}
     for setting, g in df.groupby("setting", sort=False):
         for name, (metric, _) in TIMING.items():
-            vals = [float(r[metric]) / float(base.at[r["repeat"], metric]) for _, r in g.iterrows()
-                    if r["repeat"] in base.index and float(base.at[r["repeat"], metric] or 0) > 0]
+            vals = [
+                float(r[metric]) / float(base.at[r["repeat"], metric])
+                for _, r in g.iterrows()
+                if r["repeat"] in base.index and float(base.at[r["repeat"], metric] or 0) > 0
+            ]
             out.setdefault(setting, {})[name] = [v for v in vals if not math.isnan(v)]
     return reference, out
 
@@ -186,10 +196,13 @@ def _timing_row(run_dir: str) -> dict | None:
     if steps.empty:
         return None
     per_source = steps.groupby("instance").agg(samples=("samples", "sum"), busy=("duration_s", "sum"))
-    return {"setting": exp.metadata.labels.get(SETTING_LABEL, exp.name),
-            "repeat": int(exp.metadata.labels.get(REPEAT_LABEL, 1)), "paradigm": exp.spec.paradigm.name,
-            "step_time_s": float(steps["duration_s"].median()),
-            "samples_per_s_per_source": float((per_source["samples"] / per_source["busy"]).median())}
+    return {
+        "setting": exp.metadata.labels.get(SETTING_LABEL, exp.name),
+        "repeat": int(exp.metadata.labels.get(REPEAT_LABEL, 1)),
+        "paradigm": exp.spec.paradigm.name,
+        "step_time_s": float(steps["duration_s"].median()),
+        "samples_per_s_per_source": float((per_source["samples"] / per_source["busy"]).median()),
+    }
 
 
 def _mean_sd(v: list[float]) -> tuple[float, float]:
@@ -215,19 +228,26 @@ def check_timing(measured: dict, base: dict) -> tuple[list[str], list[str]]:
                 continue
             bsd, bn = b.get("std", math.nan), b.get("n", 1)
             if bsd is None or math.isnan(bsd) or bn < 2:
-                lines.append(f"{setting} {name}: {m:.3f}x vs {b['mean']:.3f}x; not checked (the baseline has "
-                             "one repeat, no spread: update it with --repeats 3)")
+                lines.append(
+                    f"{setting} {name}: {m:.3f}x vs {b['mean']:.3f}x; not checked (the baseline has "
+                    "one repeat, no spread: update it with --repeats 3)"
+                )
                 continue
             own = len(values) > 1 and not math.isnan(sd)
             msd = sd if own else bsd  # measured once: assume the baseline's spread
-            vb, vm = bsd ** 2 / bn, msd ** 2 / len(values)
+            vb, vm = bsd**2 / bn, msd**2 / len(values)
             se = math.sqrt(vb + vm)
-            df = ((vb + vm) ** 2 / (vb ** 2 / (bn - 1) + vm ** 2 / (len(values) - 1))  # Welch-Satterthwaite
-                  if own and vb + vm > 0 else bn - 1)
+            df = (
+                (vb + vm) ** 2 / (vb**2 / (bn - 1) + vm**2 / (len(values) - 1))  # Welch-Satterthwaite
+                if own and vb + vm > 0
+                else bn - 1
+            )
             tol = t_quantile(1 - TIMING_ALPHA / 2, max(1.0, df)) * se
             verdict = "within" if abs(m - b["mean"]) <= tol else "BEYOND"
-            line = (f"{setting} {name}: {m:.3f}x vs baseline {b['mean']:.3f}x (tolerance ±{tol:.3f} from the "
-                    f"repeats' spread): {verdict}")
+            line = (
+                f"{setting} {name}: {m:.3f}x vs baseline {b['mean']:.3f}x (tolerance ±{tol:.3f} from the "
+                f"repeats' spread): {verdict}"
+            )
             lines.append(line)
             if verdict == "BEYOND":
                 failures.append(line)
@@ -276,54 +296,99 @@ def run(args) -> int:
             print("regress: not updating, " + "; ".join(problems), file=sys.stderr)
             return 1
         changes = compare(measured, old["bytes"]) if old and "bytes" in old else None
-        timing = {"reference": reference, "quick": bool(args.quick) if suite else None,  # None: runs read, not made
-                  "environment": {f: env.get(f, "unknown") for f in REGRESS_FIELDS},
-                  "ratios": {s: {k: dict(zip(("mean", "std"), _mean_sd(v)), n=len(v)) for k, v in r.items()}
-                             for s, r in ratios.items()}}
+        timing = {
+            "reference": reference,
+            "quick": bool(args.quick) if suite else None,  # None: runs read, not made
+            "environment": {f: env.get(f, "unknown") for f in REGRESS_FIELDS},
+            "ratios": {
+                s: {k: dict(zip(("mean", "std"), _mean_sd(v)), n=len(v)) for k, v in r.items()}
+                for s, r in ratios.items()
+            },
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"suite": name, "unit": "bytes per training sample (per round and device for "
-                                    "weights_per_round_*), exact", "bytes": measured, "timing": timing},
-                                   indent=1, allow_nan=True) + "\n")
+        path.write_text(
+            json.dumps(
+                {
+                    "suite": name,
+                    "unit": "bytes per training sample (per round and device for weights_per_round_*), exact",
+                    "bytes": measured,
+                    "timing": timing,
+                },
+                indent=1,
+                allow_nan=True,
+            )
+            + "\n"
+        )
         if changes is None:
-            print(f"regress: wrote {len(measured)} baselines to {path}; the previous one "
-                  f"{'was in the old format (totals only)' if old else 'did not exist'}: every value is new",
-                  file=out)
+            print(
+                f"regress: wrote {len(measured)} baselines to {path}; the previous one "
+                f"{'was in the old format (totals only)' if old else 'did not exist'}: every value is new",
+                file=out,
+            )
         else:
-            print(f"regress: wrote {len(measured)} baselines to {path}; " + (
-                f"{len(changes)} values changed:\n{change_table(changes)}" if changes else "no byte count changed"),
-                file=out)
+            print(
+                f"regress: wrote {len(measured)} baselines to {path}; "
+                + (f"{len(changes)} values changed:\n{change_table(changes)}" if changes else "no byte count changed"),
+                file=out,
+            )
         if args.format == "json":
-            print(json.dumps({"suite": name, "baseline": str(path), "updated": True, "experiments": len(measured),
-                              "bytes_changed": None if changes is None else [
-                                  {"key": k, "metric": m, "baseline": _num(b), "measured": _num(v)}
-                                  for k, m, b, v in changes]}, indent=1))
+            print(
+                json.dumps(
+                    {
+                        "suite": name,
+                        "baseline": str(path),
+                        "updated": True,
+                        "experiments": len(measured),
+                        "bytes_changed": None
+                        if changes is None
+                        else [
+                            {"key": k, "metric": m, "baseline": _num(b), "measured": _num(v)} for k, m, b, v in changes
+                        ],
+                    },
+                    indent=1,
+                )
+            )
         return 0
     if old is None:
         print(f"regress: no baseline at {path}; create it with --update", file=sys.stderr)
         return 1
     if "bytes" not in old:
-        print(f"regress: {path} is in the old format (growth only, no message kinds); rewrite it with --update",
-              file=sys.stderr)
+        print(
+            f"regress: {path} is in the old format (growth only, no message kinds); rewrite it with --update",
+            file=sys.stderr,
+        )
         return 1
     changes = compare(measured, old["bytes"])
     for line in problems:
         print(f"regress: FAIL: {line}", file=sys.stderr)
     if changes:
-        print(f"regress: FAIL: {len(changes)} byte counts differ from the baseline (any change, up or down, "
-              f"fails; run --update if it is intended):\n{change_table(changes)}", file=sys.stderr)
+        print(
+            f"regress: FAIL: {len(changes)} byte counts differ from the baseline (any change, up or down, "
+            f"fails; run --update if it is intended):\n{change_table(changes)}",
+            file=sys.stderr,
+        )
     timing_failures, checked = [], 0
     base_timing = old.get("timing") or {}
     here = {f: env.get(f, "unknown") for f in REGRESS_FIELDS}
     base_env = base_timing.get("environment", {})
-    why_not = ([f"{f}: {base_env.get(f, 'unknown')} vs {here[f]}" for f in REGRESS_FIELDS
-                if base_env.get(f, "unknown") != here[f]] if base_timing else ["no timing baseline"])
+    why_not = (
+        [
+            f"{f}: {base_env.get(f, 'unknown')} vs {here[f]}"
+            for f in REGRESS_FIELDS
+            if base_env.get(f, "unknown") != here[f]
+        ]
+        if base_timing
+        else ["no timing baseline"]
+    )
     if suite and base_timing.get("quick") is not None and base_timing.get("quick") != bool(args.quick):
         why_not.append(f"baseline quick={base_timing.get('quick')}, this run quick={bool(args.quick)}")
     if base_timing.get("reference") not in (None, reference):
         why_not.append(f"reference {base_timing.get('reference')} vs {reference}")
     if why_not:
-        print(f"regress: timing not compared, the environment differs from the baseline's ({'; '.join(why_not)})",
-              file=out)
+        print(
+            f"regress: timing not compared, the environment differs from the baseline's ({'; '.join(why_not)})",
+            file=out,
+        )
     else:
         timing_failures, lines = check_timing(ratios, base_timing)
         checked = sum(": within" in l or ": BEYOND" in l for l in lines)
@@ -331,14 +396,32 @@ def run(args) -> int:
         for line in lines:
             print(f"  {line}", file=out)
     failed = bool(changes or problems or timing_failures)
-    print(f"regress: {len(measured)} experiments checked against {path}: {'FAILED' if failed else 'ok'} "
-          f"(bytes exact per message kind; {timing_note(why_not, checked, timing_failures)})", file=out)
+    print(
+        f"regress: {len(measured)} experiments checked against {path}: {'FAILED' if failed else 'ok'} "
+        f"(bytes exact per message kind; {timing_note(why_not, checked, timing_failures)})",
+        file=out,
+    )
     if args.format == "json":
-        print(json.dumps({
-            "suite": name, "baseline": str(path), "ok": not failed, "experiments": len(measured),
-            "bytes_changed": [{"key": k, "metric": m, "baseline": _num(b), "measured": _num(v)}
-                              for k, m, b, v in changes],
-            "problems": problems,
-            "timing": {"compared": not why_not, "why_not": why_not, "reference": reference,
-                       "checked": checked, "failures": timing_failures}}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "suite": name,
+                    "baseline": str(path),
+                    "ok": not failed,
+                    "experiments": len(measured),
+                    "bytes_changed": [
+                        {"key": k, "metric": m, "baseline": _num(b), "measured": _num(v)} for k, m, b, v in changes
+                    ],
+                    "problems": problems,
+                    "timing": {
+                        "compared": not why_not,
+                        "why_not": why_not,
+                        "reference": reference,
+                        "checked": checked,
+                        "failures": timing_failures,
+                    },
+                },
+                indent=1,
+            )
+        )
     return 1 if failed else 0

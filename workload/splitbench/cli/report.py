@@ -3,6 +3,7 @@
 Each argument is a run folder or any folder above run folders (runs/, runs/<suite>/);
 --suite takes the title, target accuracy and paper claims from the suite and reads
 runs/<suite name>/."""
+
 from __future__ import annotations
 
 import json
@@ -17,15 +18,26 @@ from .main import UsageError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="build a report from run folders")
-    p.add_argument("runs", nargs="*", help="run folders, or folders holding them (default with --suite: "
-                                           "<--runs-root>/<suite name>)")
+    p.add_argument(
+        "runs",
+        nargs="*",
+        help="run folders, or folders holding them (default with --suite: <--runs-root>/<suite name>)",
+    )
     p.add_argument("--suite", default=None, help="the suite the runs came from (target accuracy, claims)")
     p.add_argument("--runs-root", default="runs", help="with --suite and no folders: where bench wrote them")
     p.add_argument("--out", default="report")
-    p.add_argument("--target", type=float, default=None,
-                   help="target accuracy for time-to-accuracy (default: the suite's, else 0.7)")
-    p.add_argument("--format", choices=["text", "json"], default="text",
-                   help="what to print: a short text summary, or every table as JSON (report.json)")
+    p.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="target accuracy for time-to-accuracy (default: the suite's, else 0.7)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="what to print: a short text summary, or every table as JSON (report.json)",
+    )
     p.set_defaults(func=run)
 
 

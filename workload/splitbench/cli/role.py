@@ -1,5 +1,6 @@
 """splitbench role {source,server,aggregator,link,trainer}: one process of an experiment. Executors
 (local processes, Kubernetes pods) start exactly this."""
+
 from __future__ import annotations
 
 import importlib
@@ -14,14 +15,27 @@ def add_parser(sub) -> None:
     p.add_argument("--bind", default="tcp://127.0.0.1:*", help="address to listen on (server, aggregator, link)")
     p.add_argument("--connect", default=None, help="address of the next hop (source, link)")
     p.add_argument("--aggregator", default=None, help="the aggregator's address, or the link's (fedavg, hfsl)")
-    p.add_argument("--route", action="append", default=[], metavar="ID=ADDRESS",
-                   help="link: forward the peer with this routing id here instead of --connect")
-    p.add_argument("--keys", default=None, metavar="DIR",
-                   help="the experiment's CURVE keys (default: $SPLITBENCH_KEYS, else <run-dir>/keys)")
+    p.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="ID=ADDRESS",
+        help="link: forward the peer with this routing id here instead of --connect",
+    )
+    p.add_argument(
+        "--keys",
+        default=None,
+        metavar="DIR",
+        help="the experiment's CURVE keys (default: $SPLITBENCH_KEYS, else <run-dir>/keys)",
+    )
     p.add_argument("--metrics-port", type=int, default=None)
     p.add_argument("--metrics-addr", default="127.0.0.1")
-    p.add_argument("--cpu-limit", choices=["auto", "cgroup", "throttle", "off"], default="auto",
-                   help="how to enforce the device's CPU quota")
+    p.add_argument(
+        "--cpu-limit",
+        choices=["auto", "cgroup", "throttle", "off"],
+        default="auto",
+        help="how to enforce the device's CPU quota",
+    )
     p.set_defaults(func=run)
 
 

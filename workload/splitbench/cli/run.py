@@ -1,4 +1,5 @@
 """splitbench run SPEC: run one experiment (or every run of a suite) and build its report."""
+
 from __future__ import annotations
 
 import sys
@@ -21,14 +22,22 @@ def add_executor_args(p) -> None:
     from .main import add_input_args
 
     add_input_args(p)
-    p.add_argument("--executor", choices=EXECUTOR_NAMES, default="local",
-                   help="local: processes here; docker: containers (Docker or podman, DOCKER_HOST); "
-                        "kubernetes: an Experiment for the operator")
+    p.add_argument(
+        "--executor",
+        choices=EXECUTOR_NAMES,
+        default="local",
+        help="local: processes here; docker: containers (Docker or podman, DOCKER_HOST); "
+        "kubernetes: an Experiment for the operator",
+    )
     p.add_argument("--runs", default="runs", help="folder for run records")
     p.add_argument("--cpu-limit", choices=["auto", "cgroup", "throttle", "off"], default="auto")
-    p.add_argument("--launch", choices=["forkserver", "spawn"], default=None,
-                   help="local executor: fork the torch roles from one process that imported torch once "
-                        "(forkserver, the default, or $SPLITBENCH_LAUNCH) or start each as its own process (spawn)")
+    p.add_argument(
+        "--launch",
+        choices=["forkserver", "spawn"],
+        default=None,
+        help="local executor: fork the torch roles from one process that imported torch once "
+        "(forkserver, the default, or $SPLITBENCH_LAUNCH) or start each as its own process (spawn)",
+    )
     p.add_argument("--timeout", type=float, default=None, help="give up on one experiment after this many s")
     p.add_argument("--quick", action="store_true", help="1 epoch, a few steps per epoch (smoke runs, CI)")
 
@@ -54,8 +63,9 @@ def quick(exp, steps: int = 4):
         comp.epochs = [1] * len(comp.budgets)
     epochs = len(comp.budgets) if comp is not None else 1
     if getattr(spec.paradigm, "candidates", None):
-        loads = [s.from_round for d in (spec.sources.device, spec.server.device, spec.aggregator.device)
-                 for s in d.load]
+        loads = [
+            s.from_round for d in (spec.sources.device, spec.server.device, spec.aggregator.device) for s in d.load
+        ]
         epochs = (max(loads, default=0) + 2) * spec.paradigm.local_epochs
     spec.training.epochs = epochs
     spec.training.max_steps_per_epoch = steps
@@ -72,7 +82,10 @@ def run(args) -> int:
     failed = 0
     for exp in suite.experiments():
         result = executor.run(quick(exp) if args.quick else exp)
-        print(f"{result.name}: {'FAILED' if not result.finished else result.status}: {result.message} -> "
-              f"{result.run_dir}", file=sys.stderr if not result.ok else sys.stdout)
+        print(
+            f"{result.name}: {'FAILED' if not result.finished else result.status}: {result.message} -> "
+            f"{result.run_dir}",
+            file=sys.stderr if not result.ok else sys.stdout,
+        )
         failed += not result.finished
     return 1 if failed else 0

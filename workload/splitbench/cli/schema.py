@@ -1,4 +1,5 @@
 """splitbench schema [--kind Experiment|Suite]: the JSON schema of the spec (the CRD's source)."""
+
 from __future__ import annotations
 
 import json

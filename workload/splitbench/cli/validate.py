@@ -1,4 +1,5 @@
 """splitbench validate FILE...: check experiment or suite documents, one line per error."""
+
 from __future__ import annotations
 
 import sys

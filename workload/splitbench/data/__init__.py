@@ -1,4 +1,5 @@
 """Datasets as uint8 image tensors, and their partitions across sources."""
+
 from .datasets import DatasetMissing, ImageData, ImageMeta, dataset_meta, load_dataset
 from .partition import partition
 

@@ -11,6 +11,7 @@ runs, and a source only ever reads the rows of its partition (and the test rows 
 torch and torchvision are imported only where they are needed: torchvision only to
 download, or to read CIFAR-10's batches on a cache miss.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -31,8 +32,12 @@ if TYPE_CHECKING:
     import torch
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-_FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_FASHION_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 class DatasetMissing(RuntimeError):
@@ -42,6 +47,7 @@ class DatasetMissing(RuntimeError):
 @dataclass(frozen=True)
 class ImageMeta:
     """What a role needs to run a model on this data without holding the data."""
+
     input_shape: tuple[int, int, int]
     num_classes: int
     mean: tuple[float, ...]
@@ -61,8 +67,9 @@ def dataset_meta(spec: DatasetSpec) -> ImageMeta:
     if info.input_shape is not None:
         return ImageMeta(info.input_shape, info.num_classes, info.mean, info.std)
     c = spec.channels or 1  # synthetic: the spec gives its shape
-    return ImageMeta((c, spec.image_size or 28, spec.image_size or 28), info.num_classes, info.mean[:1] * c,
-                     info.std[:1] * c)
+    return ImageMeta(
+        (c, spec.image_size or 28, spec.image_size or 28), info.num_classes, info.mean[:1] * c, info.std[:1] * c
+    )
 
 
 @dataclass
@@ -139,12 +146,17 @@ def _fashion_mnist(spec: DatasetSpec) -> Arrays:
         raise DatasetMissing(
             f"Fashion-MNIST not found in {given} (need {_FASHION_FILES[0]}[.gz] and its 3 siblings); "
             "install it with 'apt-get install dataset-fashion-mnist', point dataset.root at the files, "
-            "or set dataset.download: true where there is internet")
+            "or set dataset.download: true where there is internet"
+        )
 
     def decode() -> Arrays:
         x, y, tx, ty = (_read_idx(f) for f in files)
-        return {"train_x": x[:, None], "train_y": y.astype(np.int64), "test_x": tx[:, None],
-                "test_y": ty.astype(np.int64)}
+        return {
+            "train_x": x[:, None],
+            "train_y": y.astype(np.int64),
+            "test_x": tx[:, None],
+            "test_y": ty.astype(np.int64),
+        }
 
     return _cached(f"fashion_mnist-{key_of('fashion_mnist', files=files)}", decode)
 
@@ -194,18 +206,22 @@ def _decode_cifar10(root: Path, download: bool) -> Arrays:
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted..."
         raise DatasetMissing(
             f"CIFAR-10 not found in {root} ({err}); set dataset.download: true on a machine with internet, "
-            "or put torchvision's cifar-10-batches-py folder there and set dataset.root") from None
+            "or put torchvision's cifar-10-batches-py folder there and set dataset.root"
+        ) from None
     except OSError as err:
         raise DatasetMissing(f"CIFAR-10 could not be downloaded to {root}: {err}") from None
-    return {"train_x": train.data.transpose(0, 3, 1, 2), "train_y": np.asarray(train.targets, dtype=np.int64),
-            "test_x": test.data.transpose(0, 3, 1, 2), "test_y": np.asarray(test.targets, dtype=np.int64)}
+    return {
+        "train_x": train.data.transpose(0, 3, 1, 2),
+        "train_y": np.asarray(train.targets, dtype=np.int64),
+        "test_x": test.data.transpose(0, 3, 1, 2),
+        "test_y": np.asarray(test.targets, dtype=np.int64),
+    }
 
 
 _SYNTHETIC_VERSION = 1  # raise when synthetic() below draws differently: cached sets are keyed by it
 
 
-def synthetic(meta: ImageMeta, train: int = 4000, test: int = 1000, seed: int = 0,
-              noise: float = 60.0) -> ImageData:
+def synthetic(meta: ImageMeta, train: int = 4000, test: int = 1000, seed: int = 0, noise: float = 60.0) -> ImageData:
     """Each class is a random smooth prototype; samples are noisy, shifted copies.
 
     Learnable in a few hundred steps by any of our models, yet not trivially separable

@@ -1,4 +1,5 @@
 """Split a training set across sources: IID, or label-skewed by a Dirichlet(alpha) draw."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -9,8 +10,9 @@ if TYPE_CHECKING:
     import torch
 
 
-def partition(labels: torch.Tensor, sources: int, kind: str = "iid", alpha: float = 0.5,
-              seed: int = 0, cap: int | None = None) -> list[np.ndarray]:
+def partition(
+    labels: torch.Tensor, sources: int, kind: str = "iid", alpha: float = 0.5, seed: int = 0, cap: int | None = None
+) -> list[np.ndarray]:
     """Indices of the training samples each source holds (disjoint)."""
     rng = np.random.default_rng(seed)
     y = labels.numpy()

@@ -15,6 +15,7 @@ class RunResult:
     """What one run came to. status: ok (every role finished), degraded (it finished without
     some sources: a fault, see the record's source_gone events) or failed (it could not go on).
     ok stays the bool callers have always read: True only for a clean run."""
+
     name: str
     run_dir: Path
     ok: bool
@@ -38,6 +39,7 @@ class RunResult:
 def interrupt_on_sigterm() -> None:
     """SIGTERM (`kill`, make's when it is stopped, a CI timeout) takes Ctrl-C's path: the
     executor stops the experiment in flight, keeps its partial record and marks it interrupted."""
+
     def interrupt(signum, frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 

@@ -8,6 +8,7 @@ role writes its own record there, as on the local executor. Every container and 
 are removed at the end, after a failure and after Ctrl-C too; a role that dies ends the run
 with one line naming it and its last log lines.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,12 +29,12 @@ from ..spec import Experiment
 from .base import RunResult, status_line, uninterrupted
 from .progress import Progress
 
-RUN_DIR = "/var/run/splitbench"          # the run folder, inside every container
+RUN_DIR = "/var/run/splitbench"  # the run folder, inside every container
 SPEC_PATH = f"/etc/splitbench/{SPEC_FILE}"  # the spec, read-only
-KEYS_PATH = "/etc/splitbench-keys"       # the role's own keys, read-only (as on Kubernetes)
+KEYS_PATH = "/etc/splitbench-keys"  # the role's own keys, read-only (as on Kubernetes)
 LABEL = "splitbench.dev/experiment"
 RUN_LABEL = "splitbench.dev/run"
-IMAGE_USER = "10001:10001"               # Dockerfile.edge's numeric non-root user
+IMAGE_USER = "10001:10001"  # Dockerfile.edge's numeric non-root user
 LAST_LINES = 5
 
 
@@ -56,8 +57,10 @@ def engine():
         client.ping()
     except Exception as err:  # the SDK raises several types for "nothing there"
         where = os.environ.get("DOCKER_HOST", "the default Docker socket")
-        raise NoEngine(f"no Docker Engine API at {where} ({type(err).__name__}); start Docker, or podman "
-                       "with `podman system service --time=0 unix:///run/podman/podman.sock` and set DOCKER_HOST")
+        raise NoEngine(
+            f"no Docker Engine API at {where} ({type(err).__name__}); start Docker, or podman "
+            "with `podman system service --time=0 unix:///run/podman/podman.sock` and set DOCKER_HOST"
+        )
     return client
 
 
@@ -83,12 +86,29 @@ def container_args(plan: RolePlan, run: str) -> dict[str, list[str]]:
     def address(name: str) -> str:
         return f"tcp://{container_name(run, by_name[name])}:{PORT}"
 
-    return {r.name: r.args(address, bind=f"tcp://*:{PORT}", spec_path=SPEC_PATH, run_dir=RUN_DIR,
-                           metrics_port=METRICS_PORT, metrics_addr="0.0.0.0") for r in plan}
+    return {
+        r.name: r.args(
+            address,
+            bind=f"tcp://*:{PORT}",
+            spec_path=SPEC_PATH,
+            run_dir=RUN_DIR,
+            metrics_port=METRICS_PORT,
+            metrics_addr="0.0.0.0",
+        )
+        for r in plan
+    }
 
 
-def container_options(role: Role, images: ContainerImages, run: str, exp: Experiment, args: list[str],
-                      run_dir: Path, network: str, keys: Path | None = None) -> dict:
+def container_options(
+    role: Role,
+    images: ContainerImages,
+    run: str,
+    exp: Experiment,
+    args: list[str],
+    run_dir: Path,
+    network: str,
+    keys: Path | None = None,
+) -> dict:
     """The keyword arguments of `containers.create` for one role (pure). `keys`: the role's
     own keys folder (its secret key and every public key), mounted read-only."""
     opts = {
@@ -99,9 +119,11 @@ def container_options(role: Role, images: ContainerImages, run: str, exp: Experi
         "network": network,
         "labels": {LABEL: exp.name, RUN_LABEL: run, "splitbench.dev/role": role.name},
         "environment": {**dict(role.env), **({KEYS_ENV: KEYS_PATH} if keys else {})},
-        "volumes": {str(run_dir): {"bind": RUN_DIR, "mode": "rw"},
-                    str(run_dir / SPEC_FILE): {"bind": SPEC_PATH, "mode": "ro"},
-                    **({str(keys): {"bind": KEYS_PATH, "mode": "ro"}} if keys else {})},
+        "volumes": {
+            str(run_dir): {"bind": RUN_DIR, "mode": "rw"},
+            str(run_dir / SPEC_FILE): {"bind": SPEC_PATH, "mode": "ro"},
+            **({str(keys): {"bind": KEYS_PATH, "mode": "ro"}} if keys else {}),
+        },
         "user": IMAGE_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}",
         "detach": True,
     }
@@ -119,8 +141,15 @@ def container_options(role: Role, images: ContainerImages, run: str, exp: Experi
 
 
 class DockerExecutor:
-    def __init__(self, out_dir: Path = Path("runs"), cpu_limit: str = "auto", metrics: bool = True,
-                 timeout_s: float | None = None, quiet: bool = False, images: ContainerImages | None = None):
+    def __init__(
+        self,
+        out_dir: Path = Path("runs"),
+        cpu_limit: str = "auto",
+        metrics: bool = True,
+        timeout_s: float | None = None,
+        quiet: bool = False,
+        images: ContainerImages | None = None,
+    ):
         self.out_dir = Path(out_dir)
         self.timeout_s = timeout_s  # cpu_limit: the engine's quota (nano_cpus) is the device's quota
         self.quiet = quiet
@@ -145,13 +174,17 @@ class DockerExecutor:
             _chown_tree(run_dir, 10001, 10001)
         keys = tempfile.TemporaryDirectory(prefix=f"sb-{run}-keys-")
         try:
-            role_keys = (per_role_keys(Path(keys.name), role_names(exp.spec))
-                         if exp.spec.transport.auth == "curve" else {})
+            role_keys = (
+                per_role_keys(Path(keys.name), role_names(exp.spec)) if exp.spec.transport.auth == "curve" else {}
+            )
             network = client.networks.create(f"sb-{run}", driver="bridge", labels={LABEL: exp.name, RUN_LABEL: run})
             args = container_args(plan, run)
             for role in plan:
-                c = client.containers.create(**container_options(role, self.images, run, exp, args[role.name],
-                                                                 run_dir, network.name, role_keys.get(role.name)))
+                c = client.containers.create(
+                    **container_options(
+                        role, self.images, run, exp, args[role.name], run_dir, network.name, role_keys.get(role.name)
+                    )
+                )
                 containers[role.name] = c
                 c.start()
             ok, message = self._watch(containers, progress, t0)
@@ -288,5 +321,6 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
 def leftovers(client, experiment: str) -> list[str]:
     """Containers and networks still labelled with the experiment (a test checks none remain)."""
     flt = {"label": f"{LABEL}={experiment}"}
-    return ([c.name for c in client.containers.list(all=True, filters=flt)]
-            + [n.name for n in client.networks.list(filters=flt)])
+    return [c.name for c in client.containers.list(all=True, filters=flt)] + [
+        n.name for n in client.networks.list(filters=flt)
+    ]

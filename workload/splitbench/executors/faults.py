@@ -7,6 +7,7 @@ into the record with the roles'), one at its start (state=start) and one at its 
 state=missed. Cuts are the link emulator's outages (spec.network_with_faults): its `outage`
 events are their start and end. Times count from the first training step, as outages do.
 """
+
 from __future__ import annotations
 
 import time
@@ -49,8 +50,15 @@ def executor_log(exp: Experiment, run_dir) -> ExecutorLog:
 def source_gone(log: ExecutorLog, progress: Progress, instance: str, reason: str, **fields) -> None:
     """Record a source that stopped: when (this event's time), its last step and the samples it trained."""
     progress.poll()  # its last lines first
-    log.write("source_gone", source=instance, last_step=progress.last_step.get(instance),
-              samples_trained=progress.samples.get(instance, 0), reason=reason, noticed_by=EXECUTOR, **fields)
+    log.write(
+        "source_gone",
+        source=instance,
+        last_step=progress.last_step.get(instance),
+        samples_trained=progress.samples.get(instance, 0),
+        reason=reason,
+        noticed_by=EXECUTOR,
+        **fields,
+    )
 
 
 class FaultInjector:
@@ -73,19 +81,29 @@ class FaultInjector:
         now = time.time()
         for f in [f for f in self.pending if self._due(f, progress, now)]:
             self.pending.remove(f)
-            at = {"at_step": progress.done.get(f.role), "t_s": now - progress.first_step
-                  if progress.first_step is not None else None}
+            at = {
+                "at_step": progress.done.get(f.role),
+                "t_s": now - progress.first_step if progress.first_step is not None else None,
+            }
             if f.kind == "kill":
                 alive = kill(f.role)
                 self.killed.append(f.role)
-                self.log.write("fault", kind="kill", target=f.role, state="start", signal="SIGKILL",
-                               enforced="killed" if alive else "already ended", **at)
+                self.log.write(
+                    "fault",
+                    kind="kill",
+                    target=f.role,
+                    state="start",
+                    signal="SIGKILL",
+                    enforced="killed" if alive else "already ended",
+                    **at,
+                )
                 continue
             mechanism = progress.cpu_limit.get(f.role) or "none"
             enforced = change_cpu_limit(mechanism, cpu_cores(f.cpu))
             self.active.append((now + f.for_s, f, mechanism))
-            self.log.write("fault", kind="slow", target=f.role, state="start", cpu_quota=cpu_cores(f.cpu),
-                           cpu_limit=enforced, **at)
+            self.log.write(
+                "fault", kind="slow", target=f.role, state="start", cpu_quota=cpu_cores(f.cpu), cpu_limit=enforced, **at
+            )
         for item in [a for a in self.active if a[0] <= now]:
             self._restore(item)
 
@@ -101,6 +119,11 @@ class FaultInjector:
         for role in self.killed:
             self.log.write("fault", kind="kill", target=role, state="end", note="the role stays gone to the end")
         for f in self.pending:
-            self.log.write("fault", kind=f.kind, target=f.role, state="missed",
-                           note=f"its {'step' if f.at_step is not None else 'time'} never came")
+            self.log.write(
+                "fault",
+                kind=f.kind,
+                target=f.role,
+                state="missed",
+                note=f"its {'step' if f.at_step is not None else 'time'} never came",
+            )
         self.pending = []

@@ -30,6 +30,7 @@ Protocol, one JSON object a line over a socketpair: the executor sends {"argv", 
 in order, and {"exit": pid, "code": c} when a role ends (c as Popen.returncode: -signal if
 killed). The zygote ends when the executor closes its end.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -48,9 +49,18 @@ from pathlib import Path
 
 # What a torch role imports before it trains; the optimizer's first step imports torch._dynamo
 # (and sympy). Nothing here may import torchvision or pandas: a role records what it imported.
-PRELOAD = ("torch", "torch._dynamo", "splitbench.cli.main", "splitbench.cli.role", "splitbench.roles.source",
-           "splitbench.roles.server", "splitbench.roles.aggregator", "splitbench.roles.trainer",
-           "splitbench.paradigms", "splitbench.models.small_cnn")
+PRELOAD = (
+    "torch",
+    "torch._dynamo",
+    "splitbench.cli.main",
+    "splitbench.cli.role",
+    "splitbench.roles.source",
+    "splitbench.roles.server",
+    "splitbench.roles.aggregator",
+    "splitbench.roles.trainer",
+    "splitbench.paradigms",
+    "splitbench.models.small_cnn",
+)
 FORKED_KINDS = ("source", "server", "aggregator", "trainer")  # the relay (link) has no torch: spawned
 _PR_SET_PDEATHSIG = 1
 
@@ -95,12 +105,20 @@ def cmdline_room(argvs: list[list[str]]) -> int:
 
 # --- the executor's side -------------------------------------------------------------------
 
+
 class ForkServer:
     """The zygote, seen from the executor: start() it early (its imports take as long as one
     role's), spawn() each role, close() at the end. Used from one thread."""
 
-    def __init__(self, title: str, room: int, log: Path, env: dict[str, str] | None = None,
-                 preload: tuple[str, ...] = PRELOAD, ready_timeout_s: float = 600):
+    def __init__(
+        self,
+        title: str,
+        room: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+        preload: tuple[str, ...] = PRELOAD,
+        ready_timeout_s: float = 600,
+    ):
         self.title, self.room, self.log_path, self.preload = title, room, Path(log), preload
         self.env = {**os.environ, **(env or {})}
         self.ready_timeout_s = ready_timeout_s
@@ -116,10 +134,23 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log = open(self.log_path, "a")
         try:
-            argv = [sys.executable, "-c", "from splitbench.executors.forkserver import main; main()",
-                    str(theirs.fileno()), self.title, ",".join(self.preload), "." * max(self.room, 1)]
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, pass_fds=(theirs.fileno(),),
-                                         env=self.env, preexec_fn=_prctl_pdeathsig)
+            argv = [
+                sys.executable,
+                "-c",
+                "from splitbench.executors.forkserver import main; main()",
+                str(theirs.fileno()),
+                self.title,
+                ",".join(self.preload),
+                "." * max(self.room, 1),
+            ]
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(theirs.fileno(),),
+                env=self.env,
+                preexec_fn=_prctl_pdeathsig,
+            )
         finally:
             theirs.close()
             log.close()
@@ -275,6 +306,7 @@ def _last_line(path: Path) -> str:
 
 # --- the zygote ----------------------------------------------------------------------------
 
+
 class _RoleDone(BaseException):
     """Raised in a forked child once its role has ended: unwinds the zygote's frames (none of
     which catches it) so the child ends as a `python -m splitbench` process does."""
@@ -297,8 +329,18 @@ def main() -> None:
     gc.freeze()  # the imported objects out of the collector's reach: its passes would dirty their pages
     from ..roles.runtime import memory_mb, process_age_s
 
-    _send(sock, {"ready": {"pid": os.getpid(), "ready_s": process_age_s(), "import_s": round(time.time() - t0, 2),
-                           "preloaded": preload, **{f"{k}_mb": round(v, 1) for k, v in memory_mb().items()}}})
+    _send(
+        sock,
+        {
+            "ready": {
+                "pid": os.getpid(),
+                "ready_s": process_age_s(),
+                "import_s": round(time.time() - t0, 2),
+                "preloaded": preload,
+                **{f"{k}_mb": round(v, 1) for k, v in memory_mb().items()},
+            }
+        },
+    )
     try:
         _serve(sock)
     except _RoleDone as done:  # only ever in a child
@@ -402,7 +444,7 @@ def _child(request: dict, log_fd: int, sock: socket.socket, wake: tuple[int, int
         _reseed()
         from ..cli.main import main as splitbench_main
 
-        args = argv[argv.index("splitbench") + 1:]
+        args = argv[argv.index("splitbench") + 1 :]
         sys.argv = [str(Path(splitbench_main.__code__.co_filename).parent.parent / "__main__.py"), *args]
         code = splitbench_main(args)
     except SystemExit as done:
@@ -423,4 +465,3 @@ def _reseed() -> None:
         sys.modules["numpy"].random.seed()
     if "torch" in sys.modules:
         sys.modules["torch"].seed()
-

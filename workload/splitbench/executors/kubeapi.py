@@ -1,5 +1,6 @@
 """One way to reach the Kubernetes API, for the executor (on the user's machine) and the
 operator (in the cluster): in-cluster credentials where they exist, else the kubeconfig."""
+
 from __future__ import annotations
 
 import os

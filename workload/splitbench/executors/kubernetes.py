@@ -14,6 +14,7 @@ the local executor:
 Needs a reachable cluster (KUBECONFIG or ~/.kube/config) with the chart installed
 (`make deploy`); the namespace is $SPLITBENCH_NAMESPACE or the kubeconfig context's.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,16 @@ READER_S = 120.0  # the records reader pod: pulled, started and done within this
 
 
 class KubernetesExecutor:
-    def __init__(self, out_dir: Path = Path("runs"), cpu_limit: str = "auto", timeout_s: float | None = None,
-                 quiet: bool = False, namespace: str | None = None, keep: bool = False, poll_s: float = 2.0):
+    def __init__(
+        self,
+        out_dir: Path = Path("runs"),
+        cpu_limit: str = "auto",
+        timeout_s: float | None = None,
+        quiet: bool = False,
+        namespace: str | None = None,
+        keep: bool = False,
+        poll_s: float = 2.0,
+    ):
         self.out_dir = Path(out_dir)
         self.timeout_s = timeout_s  # cpu_limit: on a cluster, limits.cpu of the device profile is the quota
         self.quiet, self.keep, self.poll_s = quiet, keep, poll_s
@@ -92,8 +101,10 @@ class KubernetesExecutor:
             custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
         except ApiException as err:
             if err.status == 404:
-                raise RuntimeError(f"the Experiment resource ({PLURAL}.{GROUP}) is not installed in the cluster: "
-                                   "run `make deploy` (helm install of helm/splitbench)") from None
+                raise RuntimeError(
+                    f"the Experiment resource ({PLURAL}.{GROUP}) is not installed in the cluster: "
+                    "run `make deploy` (helm install of helm/splitbench)"
+                ) from None
             raise
 
     @staticmethod
@@ -133,13 +144,19 @@ class KubernetesExecutor:
                 print(f"{line}  {time.time() - t0:6.1f} s", file=sys.stderr, flush=True)
                 last = line
             if phase in TERMINAL:
-                return (phase in FINISHED, f"{phase.lower()} in {time.time() - t0:.1f} s: {status.get('message', '')}",
-                        status)
+                return (
+                    phase in FINISHED,
+                    f"{phase.lower()} in {time.time() - t0:.1f} s: {status.get('message', '')}",
+                    status,
+                )
             if phase is None and time.time() - t0 > NO_OPERATOR_S:
                 return False, f"no operator answered in {NO_OPERATOR_S:.0f} s: is it deployed (make deploy)?", status
             if self.timeout_s and time.time() - t0 > self.timeout_s:
-                return (False, f"timed out after {self.timeout_s:.0f} s ({phase}, {status.get('progress', '?')} sources)",
-                        status)
+                return (
+                    False,
+                    f"timed out after {self.timeout_s:.0f} s ({phase}, {status.get('progress', '?')} sources)",
+                    status,
+                )
             time.sleep(self.poll_s)
 
     def _collect(self, core, ns: str, name: str, run_dir: Path, records: str) -> str:
@@ -148,8 +165,11 @@ class KubernetesExecutor:
         Returns a note for the run's message where the volume could not be read ('' if fine)."""
         from kubernetes.client.exceptions import ApiException
 
-        pods = [p for p in core.list_namespaced_pod(ns, label_selector=f"splitbench.dev/experiment={name}").items
-                if (p.metadata.labels or {}).get("splitbench.dev/experiment") == name]
+        pods = [
+            p
+            for p in core.list_namespaced_pod(ns, label_selector=f"splitbench.dev/experiment={name}").items
+            if (p.metadata.labels or {}).get("splitbench.dev/experiment") == name
+        ]
         roles = [p for p in pods if (p.metadata.labels or {}).get("splitbench.dev/role") != "records"]
         logs = {p.metadata.name: _pod_log(core, ns, p) for p in roles}
         for pod, text in logs.items():
@@ -174,8 +194,11 @@ class KubernetesExecutor:
         once it has succeeded."""
         deadline = time.time() + READER_S
         while True:
-            readers = [p for p in core.list_namespaced_pod(ns, label_selector=f"splitbench.dev/experiment={name}").items
-                       if (p.metadata.labels or {}).get("splitbench.dev/role") == "records"]
+            readers = [
+                p
+                for p in core.list_namespaced_pod(ns, label_selector=f"splitbench.dev/experiment={name}").items
+                if (p.metadata.labels or {}).get("splitbench.dev/role") == "records"
+            ]
             phase = readers[0].status.phase if readers and readers[0].status else None
             if phase == "Succeeded":
                 return core.read_namespaced_pod_log(readers[0].metadata.name, ns)
@@ -192,8 +215,10 @@ def _pod_log(core, ns: str, pod) -> str:
     from kubernetes.client.exceptions import ApiException
 
     parts = []
-    restarted = any((cs.restart_count or 0) > 0 for cs in (pod.status.container_statuses or [])) if pod.status else False
-    for previous in ((True, False) if restarted else (False,)):
+    restarted = (
+        any((cs.restart_count or 0) > 0 for cs in (pod.status.container_statuses or [])) if pod.status else False
+    )
+    for previous in (True, False) if restarted else (False,):
         try:
             parts.append(core.read_namespaced_pod_log(pod.metadata.name, ns, previous=previous))
         except ApiException as err:

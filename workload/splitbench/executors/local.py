@@ -13,6 +13,7 @@ each role as its own `python -m splitbench role ...`. The link emulator (no torc
 spawned. Which ran is `role_processes` in the run's environment.json, and forkserver.json holds
 the fork server's own start-up and memory and which roles were forked.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -84,8 +85,15 @@ def free_port() -> int:
 
 
 class LocalExecutor:
-    def __init__(self, out_dir: Path = Path("runs"), cpu_limit: str = "auto", metrics: bool = True,
-                 timeout_s: float | None = None, quiet: bool = False, launch: str | None = None):
+    def __init__(
+        self,
+        out_dir: Path = Path("runs"),
+        cpu_limit: str = "auto",
+        metrics: bool = True,
+        timeout_s: float | None = None,
+        quiet: bool = False,
+        launch: str | None = None,
+    ):
         self.out_dir = Path(out_dir)
         self.launch = launch or os.environ.get(LAUNCH_ENV) or "forkserver"
         if self.launch not in LAUNCHES:
@@ -102,9 +110,14 @@ class LocalExecutor:
         at = {r.name: f"tcp://127.0.0.1:{free_port()}" for r in plan if r.listens}
         out = []
         for r in plan:
-            argv = r.args(at.__getitem__, bind=at.get(r.name, ""), spec_path=str(run_dir / SPEC_FILE),
-                          run_dir=str(run_dir), metrics_port=free_port() if self.metrics else None,
-                          extra=["--cpu-limit", self.cpu_limit])
+            argv = r.args(
+                at.__getitem__,
+                bind=at.get(r.name, ""),
+                spec_path=str(run_dir / SPEC_FILE),
+                run_dir=str(run_dir),
+                metrics_port=free_port() if self.metrics else None,
+                extra=["--cpu-limit", self.cpu_limit],
+            )
             out.append((r, [sys.executable, "-m", "splitbench", *argv]))
         return out
 
@@ -132,8 +145,12 @@ class LocalExecutor:
             write_targets(run_dir / "targets.json", procs_plan)
             plan = {role.name: (role, argv) for role, argv in procs_plan}
             if self.launch == "forkserver" and any(role.kind in FORKED_KINDS for role, _ in procs_plan):
-                server = ForkServer(str(run_dir), cmdline_room([argv for _, argv in procs_plan]),
-                                    run_dir / "forkserver.log", env={"PYTHONUNBUFFERED": "1"}).start()
+                server = ForkServer(
+                    str(run_dir),
+                    cmdline_room([argv for _, argv in procs_plan]),
+                    run_dir / "forkserver.log",
+                    env={"PYTHONUNBUFFERED": "1"},
+                ).start()
 
             def start(instance: str) -> None:  # a restart appends to the role's log, as to its events
                 role, argv = plan[instance]
@@ -148,14 +165,17 @@ class LocalExecutor:
                         print(f"{exp.name}: {err}; {instance} and later roles spawned", file=sys.stderr, flush=True)
                 log = open(run_dir / f"{instance}.log", "a")
                 logs.append(log)
-                procs[instance] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                                   env=env, preexec_fn=_die_with_parent)
+                procs[instance] = subprocess.Popen(
+                    argv, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+                )
                 launched[instance] = "spawned"
+
             for instance in plan:
                 start(instance)
             kinds = {role.name: role.kind for role, _ in procs_plan}
-            status, message = self._watch(procs, kinds, run_dir, progress, t0, events, faults,
-                                          Restarts(exp.name, run_dir, plan, start))
+            status, message = self._watch(
+                procs, kinds, run_dir, progress, t0, events, faults, Restarts(exp.name, run_dir, plan, start)
+            )
         except KeyboardInterrupt as err:
             interrupted = True
             message = f"stopped by {err or 'Ctrl-C'}: roles stopped, partial record kept"
@@ -181,8 +201,17 @@ class LocalExecutor:
                 write_atomic(run_dir / "status.txt", status_line(status, interrupted, message))
         return RunResult(exp.name, run_dir, status == "ok", message, time.time() - t0, status=status)
 
-    def _watch(self, procs: dict[str, subprocess.Popen], kinds: dict[str, str], run_dir: Path, progress: Progress,
-               t0: float, events, faults: FaultInjector, restarts: "Restarts") -> tuple[str, str]:
+    def _watch(
+        self,
+        procs: dict[str, subprocess.Popen],
+        kinds: dict[str, str],
+        run_dir: Path,
+        progress: Progress,
+        t0: float,
+        events,
+        faults: FaultInjector,
+        restarts: "Restarts",
+    ) -> tuple[str, str]:
         """(status, one line) once the run ends: ok, degraded (it went on without some
         sources) or failed. A dead role with a restart policy is started again first."""
         sources = {n for n, k in kinds.items() if k == "source"}
@@ -202,8 +231,7 @@ class LocalExecutor:
                 if instance not in sources:
                     return "failed", why
                 gone[instance] = why
-                source_gone(events, progress, instance, why, exit_code=code,
-                            fault=instance in faults.killed or None)
+                source_gone(events, progress, instance, why, exit_code=code, fault=instance in faults.killed or None)
                 if sources <= set(gone):
                     return "failed", f"every source gone: {'; '.join(gone[s] for s in sorted(gone))}"
             restarts.start_due()
@@ -211,8 +239,9 @@ class LocalExecutor:
             if not restarts.waiting and all(procs[n].poll() == 0 for n in working):
                 if gone:  # the link emulator would wait for the goodbye of a source that is gone
                     self._stop({n: p for n, p in procs.items() if kinds[n] == "link"})
-                    return "degraded", (f"finished in {time.time() - t0:.1f} s without {', '.join(sorted(gone))} "
-                                        f"({gone[min(gone)]})")
+                    return "degraded", (
+                        f"finished in {time.time() - t0:.1f} s without {', '.join(sorted(gone))} ({gone[min(gone)]})"
+                    )
                 if all(p.poll() == 0 for p in procs.values()):
                     return "ok", f"finished in {time.time() - t0:.1f} s"
             if self.timeout_s and time.time() - t0 > self.timeout_s:
@@ -283,13 +312,17 @@ def write_targets(path: Path, plan: list[tuple[Role, list[str]]]) -> None:
     """The roles' metrics endpoints as a Prometheus file_sd target list, so a Prometheus on
     this machine scrapes local runs as it would the operator's pods (file_sd_configs with
     files: [runs/<suite>/<experiment>/targets.json])."""
-    targets = [{"targets": [f"127.0.0.1:{argv[argv.index('--metrics-port') + 1]}"]}
-               for _, argv in plan if "--metrics-port" in argv]
+    targets = [
+        {"targets": [f"127.0.0.1:{argv[argv.index('--metrics-port') + 1]}"]}
+        for _, argv in plan
+        if "--metrics-port" in argv
+    ]
     write_atomic(path, json.dumps(targets, indent=1))
 
 
-def record_launch(run_dir: Path, launched: dict[str, str], server: ForkServer | None, zygote: dict,
-                  fallback: list[str]) -> None:
+def record_launch(
+    run_dir: Path, launched: dict[str, str], server: ForkServer | None, zygote: dict, fallback: list[str]
+) -> None:
     """How the roles were started: environment.json's role_processes (forkserver: every torch
     role forked; spawn: none; mixed: the fork server failed for some, see forkserver.json), and
     forkserver.json: the fork server's start-up, its memory at the end, who was forked."""
@@ -304,10 +337,17 @@ def record_launch(run_dir: Path, launched: dict[str, str], server: ForkServer | 
     write_atomic(env_path, json.dumps(env, indent=1) + "\n")
     if server is None:
         return
-    info = {"role_processes": mode, "forked": forked,
-            "spawned": sorted(i for i, how in launched.items() if how == "spawned"), "fallback": fallback,
-            "server": {**(server.info or {}), **{f"{k}_end_mb": round(v, 1) for k, v in zygote.items()},
-                       "ended": server.dead}}
+    info = {
+        "role_processes": mode,
+        "forked": forked,
+        "spawned": sorted(i for i, how in launched.items() if how == "spawned"),
+        "fallback": fallback,
+        "server": {
+            **(server.info or {}),
+            **{f"{k}_end_mb": round(v, 1) for k, v in zygote.items()},
+            "ended": server.dead,
+        },
+    }
     write_atomic(run_dir / "forkserver.json", json.dumps(info, indent=1) + "\n")
 
 

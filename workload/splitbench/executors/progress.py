@@ -1,4 +1,5 @@
 """Progress of a running experiment, read from the roles' event files as they grow."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ class Progress:
         self.offsets: dict[Path, int] = {}
         self.planned: dict[str, int] = {}
         self.done: dict[str, int] = {}
-        self.samples: dict[str, int] = {}     # per source: samples trained so far
-        self.last_step: dict[str, int] = {}   # per source: the last step recorded
-        self.cpu_limit: dict[str, str] = {}   # per role: the CPU quota mechanism in force
+        self.samples: dict[str, int] = {}  # per source: samples trained so far
+        self.last_step: dict[str, int] = {}  # per source: the last step recorded
+        self.cpu_limit: dict[str, str] = {}  # per role: the CPU quota mechanism in force
         self.first_step: float | None = None  # wall time training began (the first step's start)
         self.loss = self.acc = None
         self.up = self.down = 0
@@ -59,8 +60,10 @@ class Progress:
         pct = f"{100 * done / planned:5.1f}%" if planned else "  ...."
         loss = f"loss {self.loss:.3f}" if isinstance(self.loss, float) and self.loss == self.loss else "loss  -   "
         acc = f"acc {self.acc:.3f}" if self.acc is not None else "acc   -  "
-        return (f"[{self.name}] {pct} steps {done}/{planned or '?'}  {loss}  {acc}  "
-                f"up {self.up / 1e6:8.2f} MB  down {self.down / 1e6:8.2f} MB  {time.time() - self.started:6.1f} s")
+        return (
+            f"[{self.name}] {pct} steps {done}/{planned or '?'}  {loss}  {acc}  "
+            f"up {self.up / 1e6:8.2f} MB  down {self.down / 1e6:8.2f} MB  {time.time() - self.started:6.1f} s"
+        )
 
     def show(self, force: bool = False) -> None:
         now = time.time()

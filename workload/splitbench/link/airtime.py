@@ -26,6 +26,7 @@ On-air bytes are the bits the interfaces send, over 8: frames with their headers
 (Ethernet) or delimiters (802.11), BlockAcks, TCP ACKs and retransmissions, both directions.
 PHY training fields, gaps and idle slots are time, not bytes: they are in the airtime.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,8 @@ IP_TCP_HEADERS = 20 + 20 + 12  # IPv4, TCP, timestamp option (Linux default)
 @dataclass(frozen=True)
 class OnAir:
     payload_bytes: int
-    onair_bytes: int        # both directions, everything the interfaces sent
-    airtime_s: float        # time the message holds its channel (direction of travel; shared media: both)
+    onair_bytes: int  # both directions, everything the interfaces sent
+    airtime_s: float  # time the message holds its channel (direction of travel; shared media: both)
     reverse_airtime_s: float = 0.0  # ACK time on the other direction of a full-duplex link
 
     @property
@@ -92,20 +93,20 @@ class Ethernet:
 SLOT, SIFS = 9e-6, 16e-6
 AIFS_BE = SIFS + 3 * SLOT
 LEGACY_PREAMBLE = 20e-6  # L-STF + L-LTF + L-SIG
-BASIC_RATE_BPS = 24e6    # control responses (BlockAck) at a mandatory OFDM rate
+BASIC_RATE_BPS = 24e6  # control responses (BlockAck) at a mandatory OFDM rate
 MAC_HEADER, LLC_SNAP, MAC_FCS, DELIMITER = 26, 8, 4, 4
-PPDU_MAX_S = 5.484e-3    # aPPDUMaxTime (HT-mixed / VHT / HE)
+PPDU_MAX_S = 5.484e-3  # aPPDUMaxTime (HT-mixed / VHT / HE)
 
 
 @dataclass(frozen=True)
 class WifiStandard:
     name: str
-    symbol_s: float           # data OFDM symbol with its guard interval
-    preamble_base_s: float    # legacy part and the standard's SIG/STF fields
-    ltf_s: float              # one long training field per spatial stream
-    ba_window: int            # MPDUs one BlockAck acknowledges
+    symbol_s: float  # data OFDM symbol with its guard interval
+    preamble_base_s: float  # legacy part and the standard's SIG/STF fields
+    ltf_s: float  # one long training field per spatial stream
+    ba_window: int  # MPDUs one BlockAck acknowledges
     max_ampdu_bytes: int
-    ba_bytes: int             # compressed BlockAck frame
+    ba_bytes: int  # compressed BlockAck frame
 
     def preamble_s(self, streams: int) -> float:
         return self.preamble_base_s + streams * self.ltf_s
@@ -151,7 +152,7 @@ class Wifi:
     standard: str
     phy_rate_bps: float
     streams: int = 2
-    stations: int = 1          # saturated contenders for Bianchi's model (sources + AP that have traffic)
+    stations: int = 1  # saturated contenders for Bianchi's model (sources + AP that have traffic)
     mtu: int = 1500
     std: WifiStandard = field(init=False, repr=False)
 
@@ -172,15 +173,23 @@ class Wifi:
 
     def ppdu_s(self, nbytes: int) -> float:
         bits_per_symbol = self.phy_rate_bps * self.std.symbol_s
-        return self.std.preamble_s(self.streams) + math.ceil((16 + 8 * nbytes + 6) / bits_per_symbol) * self.std.symbol_s
+        return (
+            self.std.preamble_s(self.streams) + math.ceil((16 + 8 * nbytes + 6) / bits_per_symbol) * self.std.symbol_s
+        )
 
     def block_ack_s(self) -> float:
         return LEGACY_PREAMBLE + math.ceil((16 + 8 * self.std.ba_bytes + 6) / (BASIC_RATE_BPS * 4e-6)) * 4e-6
 
     def per_ampdu(self, mpdu: int) -> int:
         """MPDUs of this size one A-MPDU may carry."""
-        by_time = int((PPDU_MAX_S - self.std.preamble_s(self.streams)) / self.std.symbol_s
-                      * self.phy_rate_bps * self.std.symbol_s / 8 // mpdu)
+        by_time = int(
+            (PPDU_MAX_S - self.std.preamble_s(self.streams))
+            / self.std.symbol_s
+            * self.phy_rate_bps
+            * self.std.symbol_s
+            / 8
+            // mpdu
+        )
         return max(1, min(self.std.ba_window, self.std.max_ampdu_bytes // mpdu, by_time))
 
     def access_s(self, busy_s: float) -> float:
@@ -198,8 +207,8 @@ class Wifi:
         """(channel time, bytes) of sending these MPDUs, aggregated, each with its BlockAck."""
         t, sent, i = 0.0, 0, 0
         while i < len(mpdus):  # bounded: every pass consumes at least one MPDU
-            k = self.per_ampdu(max(mpdus[i:i + self.std.ba_window]))
-            chunk = mpdus[i:i + k]
+            k = self.per_ampdu(max(mpdus[i : i + self.std.ba_window]))
+            chunk = mpdus[i : i + k]
             t += self.access_s(self.ppdu_s(sum(chunk)) + SIFS + self.block_ack_s())
             sent += sum(chunk) + self.std.ba_bytes
             i += k
@@ -215,7 +224,7 @@ class Wifi:
         per = self.per_ampdu(max(mpdus))
         ack_t, ack_b = 0.0, 0
         for start in range(0, len(mpdus), per):
-            acks = delayed_acks(len(mpdus[start:start + per]))
+            acks = delayed_acks(len(mpdus[start : start + per]))
             t, b = self._burst([self.mpdu_bytes(IP_TCP_HEADERS)] * acks)
             ack_t, ack_b = ack_t + t, ack_b + b
         return OnAir(n, data_b + ack_b, data_t + ack_t)
@@ -233,6 +242,11 @@ def medium_model(spec: dict | None, rate_bps: float | None, stations: int = 1):
     if kind == "ethernet":
         return Ethernet(float(spec.get("lineMbit", 0)) * 1e6 or rate_bps, int(spec.get("mtu", 1500)))
     if kind == "wifi":
-        return Wifi(str(spec["standard"]), float(spec["phyMbit"]) * 1e6, int(spec.get("streams", 2)),
-                    max(1, stations), int(spec.get("mtu", 1500)))
+        return Wifi(
+            str(spec["standard"]),
+            float(spec["phyMbit"]) * 1e6,
+            int(spec.get("streams", 2)),
+            max(1, stations),
+            int(spec.get("mtu", 1500)),
+        )
     raise ValueError(f"phy.kind must be ethernet or wifi, got {kind!r}")

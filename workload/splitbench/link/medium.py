@@ -17,6 +17,7 @@ then the line or PHY rate, and a trace or an override scales the airtime by (pro
 rate / current rate). Each Transmission carries its on-air bytes and airtime; without a phy
 block they are the payload and its time at the rate.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -35,11 +36,11 @@ MSS = 1448  # TCP payload per packet, for the loss model
 @dataclass(frozen=True)
 class Transmission:
     arrival: float  # the message reached the link
-    start: float    # its channel became free
-    end: float      # last bit sent
+    start: float  # its channel became free
+    end: float  # last bit sent
     deliver: float  # handed to the receiver
     lost_packets: int
-    onair_bytes: int = 0   # what the interfaces sent for it (link/airtime.py); payload when not modelled
+    onair_bytes: int = 0  # what the interfaces sent for it (link/airtime.py); payload when not modelled
     airtime_s: float = 0.0  # its time on the channel at the nominal rate
 
     @property
@@ -48,8 +49,7 @@ class Transmission:
 
 
 class Medium:
-    def __init__(self, cfg: LinkConfig, seed: int = 0, t0: float = 0.0, stations: int = 1,
-                 phy: dict | None = None):
+    def __init__(self, cfg: LinkConfig, seed: int = 0, t0: float = 0.0, stations: int = 1, phy: dict | None = None):
         """stations: contenders on a shared medium (sources + access point) for Bianchi's
         model; phy: the profile's phy block (default: looked up by the profile's name)."""
         self.cfg = cfg
@@ -57,8 +57,11 @@ class Medium:
             phy = (load_profiles("networks.yaml").get(cfg.name) or {}).get("phy")
         self.phy = phy
         self.model = medium_model(phy, None, stations if cfg.medium == "shared" else 1) if phy else None
-        self.nominal_bps = (self.model.rate_bps if isinstance(self.model, Ethernet)
-                            else self.model.phy_rate_bps) if self.model else None
+        self.nominal_bps = (
+            (self.model.rate_bps if isinstance(self.model, Ethernet) else self.model.phy_rate_bps)
+            if self.model
+            else None
+        )
         self.rng = np.random.default_rng(seed)
         self.t0 = t0  # trace time zero
         self.busy_until: dict[object, float] = {}

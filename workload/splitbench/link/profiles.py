@@ -1,4 +1,5 @@
 """Resolve a NetworkSpec (a profile name, explicit fields, or both) into one LinkConfig."""
+
 from __future__ import annotations
 
 import math
@@ -51,14 +52,19 @@ def trace_dirs() -> list[Path]:
 
 def _locate_trace(path: str | Path) -> Path:
     p, dirs = Path(path), trace_dirs()
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p, benchmarks_dir() / p, *(d / p for d in dirs),
-                                              *(d / p.name for d in dirs)]
+    candidates = (
+        [p]
+        if p.is_absolute()
+        else [Path.cwd() / p, benchmarks_dir() / p, *(d / p for d in dirs), *(d / p.name for d in dirs)]
+    )
     for c in candidates:
         r = c.resolve()  # links resolved first: a link out of an allowed folder is outside it
         if any(r.is_relative_to(d) for d in dirs) and r.is_file():
             return r
-    raise SpecError(f"network.trace: {str(path)[:200]!r} is not a file in {', '.join(map(str, dirs))}; "
-                    "name its folder with --trace-dir")
+    raise SpecError(
+        f"network.trace: {str(path)[:200]!r} is not a file in {', '.join(map(str, dirs))}; "
+        "name its folder with --trace-dir"
+    )
 
 
 def load_trace(path: str | Path) -> tuple[tuple[float, float], ...]:

@@ -5,6 +5,7 @@ so the edge part is a prefix and the server part the rest, sharing the same modu
 The registry (registry.MODELS) names each model's module and builder; a model's module (and whatever it
 imports: torchvision for most, not for small_cnn) is imported only when it is built.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -18,6 +18,7 @@ Everything here trains: f_hat, the encoder and the decoder are parameters that t
 optimizers hold, and f is never detached from the graph (known public code for this paper
 detaches it, so its filter never learns).
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,7 +37,9 @@ class Compressor(nn.Module):
             # BN settings as VCCprune's encodingUnit (momentum 0.03, eps 1e-4)
             self.encoder: nn.Module = nn.Sequential(
                 nn.Conv2d(channels, channels, kernel_size=2 + r, stride=r, padding=r),
-                nn.BatchNorm2d(channels, momentum=0.03, eps=1e-4), nn.Sigmoid())
+                nn.BatchNorm2d(channels, momentum=0.03, eps=1e-4),
+                nn.Sigmoid(),
+            )
         else:
             self.encoder = nn.Identity()
         # f_hat starts at 0 (f = 0.5 everywhere): no channel is preferred before training [ours;
@@ -75,8 +78,9 @@ class Decompressor(nn.Module):
         module = module or ("encoder_decoder" if resolution else "bare_mask")
         if module == "encoder_decoder":
             r = resolution or 1
-            self.decoder: nn.Module | None = nn.ConvTranspose2d(channels, channels, kernel_size=2 + r, stride=r,
-                                                                padding=r)
+            self.decoder: nn.Module | None = nn.ConvTranspose2d(
+                channels, channels, kernel_size=2 + r, stride=r, padding=r
+            )
             self.post: nn.Module = nn.Sequential(nn.BatchNorm2d(channels, momentum=0.03, eps=1e-4), nn.ReLU())
         else:
             self.decoder, self.post = None, nn.Identity()

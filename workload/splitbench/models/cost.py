@@ -1,4 +1,5 @@
 """Per-block cost of a model: parameters, FLOPs (torch's FlopCounterMode) and activation size."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -28,10 +29,16 @@ def profile_model(model: nn.Sequential, input_shape: tuple[int, int, int]) -> li
             counter = FlopCounterMode(display=False)
             with counter:
                 x = block(x)
-            rows.append(BlockProfile(
-                index=i, name=name, params=sum(p.numel() for p in block.parameters()),
-                flops=int(counter.get_total_flops()), out_shape=tuple(x.shape[1:]),
-                out_bytes=x[0].numel() * 4))
+            rows.append(
+                BlockProfile(
+                    index=i,
+                    name=name,
+                    params=sum(p.numel() for p in block.parameters()),
+                    flops=int(counter.get_total_flops()),
+                    out_shape=tuple(x.shape[1:]),
+                    out_bytes=x[0].numel() * 4,
+                )
+            )
     model.train(was_training)
     return rows
 

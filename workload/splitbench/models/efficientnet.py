@@ -8,6 +8,7 @@ the primary maps kept by identity (s = 2). Fig. 2's example (8 maps from 4 prima
 fixes s = 2; the cheap kernel is 3x3 by default [ours: the paper allows 3 to 9]. The
 depthwise kxk of Table 1 and the squeeze-and-excitation stay as in MBConv.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -18,8 +19,15 @@ from torchvision.models import efficientnet_b2 as tv_efficientnet_b2
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
 # Table 1 (and torchvision's B2): (expand ratio, kernel, stride, out channels, layers)
-B2_STAGES = [(1, 3, 1, 16, 2), (6, 3, 2, 24, 3), (6, 5, 2, 48, 3), (6, 3, 2, 88, 4), (6, 5, 1, 120, 4),
-             (6, 5, 2, 208, 5), (6, 3, 1, 352, 2)]
+B2_STAGES = [
+    (1, 3, 1, 16, 2),
+    (6, 3, 2, 24, 3),
+    (6, 5, 2, 48, 3),
+    (6, 3, 2, 88, 4),
+    (6, 5, 1, 120, 4),
+    (6, 5, 2, 208, 5),
+    (6, 3, 1, 352, 2),
+]
 STEM, TOP = 32, 1408
 
 
@@ -36,7 +44,7 @@ class CheapConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.primary(x)
-        return torch.cat([y, self.cheap(y)], dim=1)[:, :self.cout]
+        return torch.cat([y, self.cheap(y)], dim=1)[:, : self.cout]
 
 
 class MBConvS(nn.Module):
@@ -46,9 +54,11 @@ class MBConvS(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(CheapConv(cin, hidden, cheap_kernel))
-        layers += [Conv2dNormActivation(hidden, hidden, kernel, stride=stride, groups=hidden, activation_layer=nn.SiLU),
-                   SqueezeExcitation(hidden, max(1, cin // 4), activation=nn.SiLU),
-                   CheapConv(hidden, cout, cheap_kernel, activation=None)]
+        layers += [
+            Conv2dNormActivation(hidden, hidden, kernel, stride=stride, groups=hidden, activation_layer=nn.SiLU),
+            SqueezeExcitation(hidden, max(1, cin // 4), activation=nn.SiLU),
+            CheapConv(hidden, cout, cheap_kernel, activation=None),
+        ]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
@@ -67,7 +77,8 @@ def _letters(n: int) -> str:
 
 def efficientnet_b2s(num_classes: int = 10, in_channels: int = 3, image_size: int = 224) -> nn.Sequential:
     blocks: list[tuple[str, nn.Module]] = [
-        ("stem", Conv2dNormActivation(in_channels, STEM, 3, stride=2, activation_layer=nn.SiLU))]
+        ("stem", Conv2dNormActivation(in_channels, STEM, 3, stride=2, activation_layer=nn.SiLU))
+    ]
     cin = STEM
     for stage, (expand, kernel, stride, cout, layers) in enumerate(B2_STAGES, start=1):
         for i, letter in enumerate(_letters(layers)):
@@ -104,11 +115,9 @@ def _init(model: nn.Module) -> None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            bound = 1.0 / m.out_features ** 0.5
+            bound = 1.0 / m.out_features**0.5
             nn.init.uniform_(m.weight, -bound, bound)
             nn.init.zeros_(m.bias)
-
-
 
 
 def operation_counts(model: nn.Module, image_size: int, in_channels: int = 3) -> dict[str, int]:
@@ -132,8 +141,11 @@ def operation_counts(model: nn.Module, image_size: int, in_channels: int = 3) ->
         counts["elementwise"] += out.numel()
 
     hooks = [m.register_forward_hook(conv_linear) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    hooks += [m.register_forward_hook(elementwise) for m in model.modules()
-              if isinstance(m, (nn.BatchNorm2d, nn.SiLU, nn.Sigmoid, nn.ReLU))]
+    hooks += [
+        m.register_forward_hook(elementwise)
+        for m in model.modules()
+        if isinstance(m, (nn.BatchNorm2d, nn.SiLU, nn.Sigmoid, nn.ReLU))
+    ]
     was = model.training
     model.eval()
     try:

@@ -1,4 +1,5 @@
 """MobileNetV2 from torchvision, with a stride-1 stem for 32x32 inputs (CIFAR variant)."""
+
 from collections import OrderedDict
 
 from torch import nn

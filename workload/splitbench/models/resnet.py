@@ -2,6 +2,7 @@
 torchvision's ImageNet stem (7x7 stride-2 conv, 3x3 stride-2 max-pool). The stem sets every
 cut's size: at 32x32 the CIFAR stem's features are larger than the raw image at every
 cut, the ImageNet stem's are 16x smaller (the early-exit method note, sec. 2 and 5)."""
+
 from collections import OrderedDict
 
 from torch import nn
@@ -15,13 +16,14 @@ def _downsample(cin: int, cout: int, stride: int) -> nn.Module | None:
     return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
 
-def resnet18(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
-             stem: str = "cifar") -> nn.Sequential:
+def resnet18(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, stem: str = "cifar") -> nn.Sequential:
     if stem == "cifar":
         first: nn.Module = Conv2dNormActivation(in_channels, 64, kernel_size=3)
     else:
-        first = nn.Sequential(Conv2dNormActivation(in_channels, 64, kernel_size=7, stride=2),
-                              nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+        first = nn.Sequential(
+            Conv2dNormActivation(in_channels, 64, kernel_size=7, stride=2),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        )
     blocks: list[tuple[str, nn.Module]] = [("stem", first)]
     cin = 64
     for stage, (cout, stride) in enumerate([(64, 1), (128, 2), (256, 2), (512, 2)], start=1):

@@ -3,6 +3,7 @@
 Each conv-bn-relu is one block and each max-pool is its own block, so VGG11-BN cut after
 block 4 (its second pooling stage) sends 128 x 8 x 8 activations for a 32x32 input.
 """
+
 from collections import OrderedDict
 
 from torch import nn

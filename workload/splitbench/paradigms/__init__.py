@@ -1,5 +1,6 @@
 """Training paradigms: registry.PARADIGMS names each one's class (one module each), imported
 only when a role runs it."""
+
 from __future__ import annotations
 
 from ..registry import PARADIGMS as REGISTRY

@@ -4,6 +4,7 @@ A paradigm gives a SourceWorker (runs on each data source) and a ServerWorker (r
 the server). The role runtimes own sockets, timing, accounting and logging; workers only
 compute and say what crosses the wire.
 """
+
 from __future__ import annotations
 
 import time
@@ -112,8 +113,9 @@ def correct_count(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.argmax(1) == y).sum())
 
 
-def train_on_server(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor | tuple, y: torch.Tensor,
-                    reply: Message | None = None) -> ServerOutcome:
+def train_on_server(
+    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor | tuple, y: torch.Tensor, reply: Message | None = None
+) -> ServerOutcome:
     """One timed server step: forward and loss, then backward and optimizer step.
     x is the model's input, or a tuple of its inputs."""
     t0 = time.perf_counter()
@@ -124,8 +126,9 @@ def train_on_server(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tenso
     loss.backward()
     opt.step()
     t2 = time.perf_counter()
-    return ServerOutcome(reply or Message(Kind.TRAIN_REPLY), float(loss.detach()), correct_count(out, y),
-                         t1 - t0, t2 - t1)
+    return ServerOutcome(
+        reply or Message(Kind.TRAIN_REPLY), float(loss.detach()), correct_count(out, y), t1 - t0, t2 - t1
+    )
 
 
 def evaluation_reply(model: nn.Module, x: torch.Tensor | tuple, y: torch.Tensor) -> ServerOutcome:
@@ -133,8 +136,9 @@ def evaluation_reply(model: nn.Module, x: torch.Tensor | tuple, y: torch.Tensor)
     model.eval()
     with torch.no_grad():
         out = model(*x) if isinstance(x, tuple) else model(x)
-        result = torch.tensor([float(F.cross_entropy(out, y, reduction="sum")), correct_count(out, y)],
-                              dtype=torch.float64)
+        result = torch.tensor(
+            [float(F.cross_entropy(out, y, reduction="sum")), correct_count(out, y)], dtype=torch.float64
+        )
     model.train()
     return ServerOutcome(Message(Kind.EVAL_REPLY).add("result", result, Traffic.EVAL))
 
@@ -148,8 +152,9 @@ def ask_evaluation(call: Call, msg: Message) -> tuple[float, int]:
 
 class SourceWorker(ABC):
     @abstractmethod
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int,
-                   ids: torch.Tensor | None = None) -> StepOutcome:
+    def train_step(
+        self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int, ids: torch.Tensor | None = None
+    ) -> StepOutcome:
         """x: uint8 images as captured; y: int64 labels; ids: the samples' dataset indices."""
 
     @abstractmethod
@@ -221,8 +226,9 @@ class Paradigm(ABC):
         return self.setup.spec.server_count if self.uses_server else 0
 
     @abstractmethod
-    def source(self, call: Call, send: Callable[[Message], None] | None = None,
-               aggregate: Call | None = None) -> SourceWorker:
+    def source(
+        self, call: Call, send: Callable[[Message], None] | None = None, aggregate: Call | None = None
+    ) -> SourceWorker:
         """`call` sends and waits for the reply; `send` only sends (for paradigms that never
         wait); `aggregate` is a call to the aggregator (paradigms that average weights)."""
 

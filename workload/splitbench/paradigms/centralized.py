@@ -1,5 +1,6 @@
 """Centralized reference: the whole model trained in one process on all the data. No
 network, no server; the trainer role runs it (see roles/trainer.py)."""
+
 from __future__ import annotations
 
 from .base import Paradigm

@@ -30,6 +30,7 @@ the lr by gamma for l_k epochs after each change) and prune (algorithm 3: from t
 budget down, resetprune between budgets). Each budget stage ends with a checkpoint of both
 parts: one model per budget, in <run>/models/.
 """
+
 from __future__ import annotations
 
 import time
@@ -44,8 +45,20 @@ from ..models.compression import Compressor, Decompressor, encoded_hw, prune_los
 from ..spec import CompressionSpec, TrainingSpec
 from ..transport import Kind, Message, Traffic
 from .base import (
-    Paradigm, ServerOutcome, ServerWorker, Setup, SourceWorker, StepOutcome, ask_evaluation, evaluation_reply,
-    label_dtype, lr_at, make_optimizer, set_lr, train_on_server, whole_model,
+    Paradigm,
+    ServerOutcome,
+    ServerWorker,
+    Setup,
+    SourceWorker,
+    StepOutcome,
+    ask_evaluation,
+    evaluation_reply,
+    label_dtype,
+    lr_at,
+    make_optimizer,
+    set_lr,
+    train_on_server,
+    whole_model,
 )
 
 
@@ -82,8 +95,10 @@ def cut_shape(setup: Setup, edge: nn.Module) -> tuple[int, int, int]:
         shape = tuple(edge(torch.zeros(1, *setup.meta.input_shape)).shape[1:])
     edge.train(was)
     if len(shape) != 3:
-        raise ValueError(f"compressed_split needs feature maps (C, H, W) at the cut, got shape {list(shape)}: "
-                         "cut before the classifier")
+        raise ValueError(
+            f"compressed_split needs feature maps (C, H, W) at the cut, got shape {list(shape)}: "
+            "cut before the classifier"
+        )
     return shape  # type: ignore[return-value]
 
 
@@ -148,8 +163,9 @@ class CompressedSplitSource(SourceWorker):
         self.compressor = Compressor(channels, self.comp_spec.resolution, self.comp_spec.module)
         self.opt = make_optimizer([*self.edge.parameters(), *self.compressor.parameters()], setup.spec.training)
         self.schedule = BudgetSchedule(self.comp_spec, setup.spec.training)
-        self.stages = _Stages(setup, self.schedule, setup.instance or "source",
-                              {"edge": self.edge, "compressor": self.compressor})
+        self.stages = _Stages(
+            setup, self.schedule, setup.instance or "source", {"edge": self.edge, "compressor": self.compressor}
+        )
         self.ydtype = label_dtype(setup.meta.num_classes)
         self.resets = 0
         # the last training batches (inputs as captured, labels), for batch-norm recalibration
@@ -222,14 +238,19 @@ class CompressedSplitSource(SourceWorker):
             sent = lc.index_select(1, idx)
         self.edge.train()
         self.compressor.train()
-        msg = Message(Kind.EVAL, epoch=epoch).add("act", sent, Traffic.EVAL).add("idx", idx.to(torch.int16),
-                                                                                   Traffic.EVAL)
+        msg = (
+            Message(Kind.EVAL, epoch=epoch).add("act", sent, Traffic.EVAL).add("idx", idx.to(torch.int16), Traffic.EVAL)
+        )
         msg.add("y", y.to(self.ydtype), Traffic.EVAL)
         return ask_evaluation(self.call, msg)
 
     def tags(self, epoch):
-        return {"budget": self.schedule.budget(epoch), "stage": self.schedule.stage(epoch),
-                "kept_soft": float(self.compressor.filter.detach().sum()), "filter_resets": self.resets}
+        return {
+            "budget": self.schedule.budget(epoch),
+            "stage": self.schedule.stage(epoch),
+            "kept_soft": float(self.compressor.filter.detach().sum()),
+            "filter_resets": self.resets,
+        }
 
     def finish(self):
         self.stages.save(self.stages.current)
@@ -265,8 +286,10 @@ class CompressedSplitServer(ServerWorker):
     def _inputs(self, msg: Message) -> tuple[torch.Tensor, torch.Tensor]:
         kept, idx = msg.tensors["act"], msg.tensors["idx"].long()
         if kept.dim() != 4 or tuple(kept.shape[2:]) != self.expected_hw or kept.shape[1] != idx.numel():
-            raise ValueError(f"expected (N, {idx.numel()}, {self.expected_hw[0]}, {self.expected_hw[1]}) channels "
-                             f"for {idx.numel()} indices, got {list(kept.shape)}")
+            raise ValueError(
+                f"expected (N, {idx.numel()}, {self.expected_hw[0]}, {self.expected_hw[1]}) channels "
+                f"for {idx.numel()} indices, got {list(kept.shape)}"
+            )
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.channels):
             raise ValueError(f"channel indices must lie in 0..{self.channels - 1}")
         return kept, idx

@@ -11,6 +11,7 @@ received features as leaves [inferred]. Nothing comes back during training [pape
 The early-exit head is ours (the paper's is not known): a 3x3 conv with batch norm and ReLU
 at the cut's width, global average pooling and one linear layer.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,17 +23,33 @@ from torch import nn
 from ..models import split
 from ..transport import Kind, Message, Traffic
 from .base import (
-    Paradigm, ServerOutcome, ServerWorker, SourceWorker, StepOutcome, ask_evaluation, correct_count,
-    evaluation_reply, follow_schedule, label_dtype, make_optimizer, train_on_server, whole_model,
+    Paradigm,
+    ServerOutcome,
+    ServerWorker,
+    SourceWorker,
+    StepOutcome,
+    ask_evaluation,
+    correct_count,
+    evaluation_reply,
+    follow_schedule,
+    label_dtype,
+    make_optimizer,
+    train_on_server,
+    whole_model,
 )
 from .compressed_split import cut_shape
 
 
 def early_exit_head(channels: int, num_classes: int) -> nn.Sequential:
     """[ours] BranchyNet-like: conv3x3-BN-ReLU, global average pooling, linear."""
-    return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-                         nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(channels, num_classes))
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(channels, num_classes),
+    )
 
 
 class EarlyExitSource(SourceWorker):
@@ -62,8 +79,12 @@ class EarlyExitSource(SourceWorker):
         loss.backward()
         self.opt.step()
         t3 = time.perf_counter()
-        return StepOutcome(float(loss.detach()), correct_count(logits, y), len(y),
-                           {"edge_forward": t1 - t0, "send": t2 - t1, "edge_backward": t3 - t2})
+        return StepOutcome(
+            float(loss.detach()),
+            correct_count(logits, y),
+            len(y),
+            {"edge_forward": t1 - t0, "send": t2 - t1, "edge_backward": t3 - t2},
+        )
 
     def _features(self, x):
         self.edge.eval()

@@ -3,6 +3,7 @@ localEpochs; then every source sends its weights to the aggregator, which averag
 weighted by sample count and sends the average back (bytes: weights up and down, once per
 round). Sources start every round from the global model with a fresh optimizer [ours: the
 survey and the HFSL paper do not say what happens to momentum between rounds]."""
+
 from __future__ import annotations
 
 import time
@@ -31,14 +32,19 @@ class FedAvgSource(SourceWorker):
         loss.backward()
         self.opt.step()
         self.samples += len(y)
-        return StepOutcome(float(loss.detach()), correct_count(out, y), len(y),
-                           {"forward": t1 - t0, "backward": time.perf_counter() - t1})
+        return StepOutcome(
+            float(loss.detach()),
+            correct_count(out, y),
+            len(y),
+            {"forward": t1 - t0, "backward": time.perf_counter() - t1},
+        )
 
     def after_epoch(self, epoch):
         if not round_ends(self.setup, epoch):
             return None
-        phases, reply = exchange(self.aggregate, self.model, "whole", self.samples,
-                                 epoch // self.setup.spec.paradigm.local_epochs)
+        phases, reply = exchange(
+            self.aggregate, self.model, "whole", self.samples, epoch // self.setup.spec.paradigm.local_epochs
+        )
         load_flat(self.model, reply.tensors["w_whole"])
         self.samples = 0
         self.opt = make_optimizer(self.model.parameters(), self.setup.spec.training)

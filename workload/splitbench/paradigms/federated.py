@@ -1,5 +1,6 @@
 """What federated paradigms share: a model's state as one flat tensor on the wire, the
 weighted average (FedAvg: n_k / n), and one round's exchange with the aggregator."""
+
 from __future__ import annotations
 
 import time
@@ -26,12 +27,14 @@ def load_flat(module: nn.Module, flat: torch.Tensor) -> None:
     tensors = state_tensors(module)
     expected = sum(t.numel() for t in tensors)
     if flat.dtype != torch.float32 or flat.ndim != 1 or flat.numel() != expected:
-        raise ValueError(f"aggregated weights: expected {expected} float32 values, got {flat.numel()} "
-                         f"{flat.dtype} in {flat.ndim} dimension(s)")
+        raise ValueError(
+            f"aggregated weights: expected {expected} float32 values, got {flat.numel()} "
+            f"{flat.dtype} in {flat.ndim} dimension(s)"
+        )
     offset = 0
     with torch.no_grad():
         for t in tensors:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
 
 
@@ -48,8 +51,9 @@ def weighted_average(vectors: list[torch.Tensor], samples: list[int]) -> torch.T
     return out.float()
 
 
-def exchange(aggregate: Call, module: nn.Module, partition: str, samples: int, round_: int,
-             power: float | None = None) -> tuple[dict[str, float], Message]:
+def exchange(
+    aggregate: Call, module: nn.Module, partition: str, samples: int, round_: int, power: float | None = None
+) -> tuple[dict[str, float], Message]:
     """Send this round's weights of one partition with the samples behind them (and, for a
     split that may move, the device's remaining computational power); return the round's
     phases in seconds and the aggregator's reply (the average, and the cut it chose)."""

@@ -9,6 +9,7 @@ works. ZeroMQ queues what the link has not carried yet.
 How inputs travel is the spec's inputEncoding: uint8 pixels as captured (1 byte per pixel
 value) or normalized float32 (4 bytes). It decides which paradigm wins on bytes.
 """
+
 from __future__ import annotations
 
 import time
@@ -17,8 +18,17 @@ import torch
 
 from ..transport import Kind, Message, Traffic
 from .base import (
-    Paradigm, ServerWorker, SourceWorker, StepOutcome, ask_evaluation, evaluation_reply, label_dtype,
-    follow_schedule, make_optimizer, train_on_server, whole_model,
+    Paradigm,
+    ServerWorker,
+    SourceWorker,
+    StepOutcome,
+    ask_evaluation,
+    evaluation_reply,
+    label_dtype,
+    follow_schedule,
+    make_optimizer,
+    train_on_server,
+    whole_model,
 )
 
 
@@ -59,8 +69,9 @@ class FullOffloadSource(SourceWorker):
 
     def eval_batch(self, x, y, epoch):
         msg = Message(Kind.EVAL, epoch=epoch)
-        msg.add("x", self._inputs(x), Traffic.EVAL).add("y", y.to(label_dtype(self.p.setup.meta.num_classes)),
-                                                        Traffic.EVAL)
+        msg.add("x", self._inputs(x), Traffic.EVAL).add(
+            "y", y.to(label_dtype(self.p.setup.meta.num_classes)), Traffic.EVAL
+        )
         return ask_evaluation(self.call, msg)
 
 
@@ -84,8 +95,10 @@ class FullOffloadServer(ServerWorker):
             raise ValueError(f"{len(new)} samples are new to the server but {0 if x is None else len(x)} inputs came")
         for k, i in enumerate(new):  # copies: the received frames are not kept
             self.cache[i] = (x[k].clone(), y[k].clone())
-        return (self._normalized(torch.stack([self.cache[i][0] for i in ids])),
-                torch.stack([self.cache[i][1] for i in ids]).long())
+        return (
+            self._normalized(torch.stack([self.cache[i][0] for i in ids])),
+            torch.stack([self.cache[i][1] for i in ids]).long(),
+        )
 
     def train(self, msg):
         x, y = self._batch(msg)

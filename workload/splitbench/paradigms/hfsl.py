@@ -18,6 +18,7 @@ schedule and its profile's gflops); the aggregator's Q-learning agent picks the 
 its reply carries the partition at that cut. A device whose cut moved rebuilds its part
 of the model from the averaged weights.
 """
+
 from __future__ import annotations
 
 import torch

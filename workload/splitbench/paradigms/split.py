@@ -5,6 +5,7 @@ source finishes backpropagation and steps its optimizer.
 Each source keeps its own edge part; the server part is shared and serves requests in
 arrival order (split learning with several clients and one server model).
 """
+
 from __future__ import annotations
 
 import time
@@ -14,8 +15,17 @@ import torch
 from ..models import split
 from ..transport import Kind, Message, Traffic
 from .base import (
-    Paradigm, ServerWorker, SourceWorker, StepOutcome, ask_evaluation, evaluation_reply, label_dtype,
-    follow_schedule, make_optimizer, train_on_server, whole_model,
+    Paradigm,
+    ServerWorker,
+    SourceWorker,
+    StepOutcome,
+    ask_evaluation,
+    evaluation_reply,
+    label_dtype,
+    follow_schedule,
+    make_optimizer,
+    train_on_server,
+    whole_model,
 )
 
 

@@ -7,6 +7,7 @@ scaled by the edge's CPU quota; cloud times with all threads. A shared medium (W
 divided among the sources, and so is the one cloud server: each source's batch cycle is
 at least the cloud's work for every source's batch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,13 +20,13 @@ HEADER = 140  # bytes of header and framing per message, about (transport/wire.p
 
 @dataclass(frozen=True)
 class Inputs:
-    edge_fwd: list[float]      # per block, per batch, on the edge device
+    edge_fwd: list[float]  # per block, per batch, on the edge device
     edge_bwd: list[float]
-    cloud_fwd: list[float]     # per block, per batch, on the cloud
+    cloud_fwd: list[float]  # per block, per batch, on the cloud
     cloud_bwd: list[float]
-    out_numel: list[int]       # per block, per sample
-    params: list[int]          # per block
-    head_fwd: list[float]      # early-exit head at each cut, on the edge
+    out_numel: list[int]  # per block, per sample
+    params: list[int]  # per block
+    head_fwd: list[float]  # early-exit head at each cut, on the edge
     head_bwd: list[float]
     head_params: list[int]
     input_numel: int
@@ -40,12 +41,12 @@ class Inputs:
 @dataclass(frozen=True)
 class CutPrediction:
     cut: int
-    feature_bytes: int          # per sample
+    feature_bytes: int  # per sample
     edge_params: int
     edge_memory_bytes: int
-    hierarchical_s: float       # per epoch, phases of a batch in sequence (Fig. 1 literally)
+    hierarchical_s: float  # per epoch, phases of a batch in sequence (Fig. 1 literally)
     hierarchical_pipelined_s: float
-    split_s: float              # per epoch, standard split learning
+    split_s: float  # per epoch, standard split learning
 
 
 def _up_s(inputs: Inputs, nbytes: float) -> float:
@@ -82,10 +83,24 @@ def predict(inputs: Inputs, cut: int) -> CutPrediction:
     cloud_share = inputs.sources * (c_f + c_b)  # the server trains every source's batch
     hier = max(e_f + max(e_b, u + c_f) + c_b, cloud_share)
     pipe = max(e_f + e_b, u, cloud_share)
-    sl = max(sum(inputs.edge_fwd[:i]) + u + c_f + c_b + _down_s(inputs, inputs.batch * feat + HEADER)
-             + sum(inputs.edge_bwd[:i]), cloud_share)
-    return CutPrediction(cut, feat, sum(inputs.params[:i]) + inputs.head_params[i - 1], edge_memory(inputs, cut),
-                         nb * hier, nb * pipe + hier, nb * sl)
+    sl = max(
+        sum(inputs.edge_fwd[:i])
+        + u
+        + c_f
+        + c_b
+        + _down_s(inputs, inputs.batch * feat + HEADER)
+        + sum(inputs.edge_bwd[:i]),
+        cloud_share,
+    )
+    return CutPrediction(
+        cut,
+        feat,
+        sum(inputs.params[:i]) + inputs.head_params[i - 1],
+        edge_memory(inputs, cut),
+        nb * hier,
+        nb * pipe + hier,
+        nb * sl,
+    )
 
 
 def full_cloud_s(inputs: Inputs, input_bytes_per_value: int, resend_every_epoch: bool) -> float:

@@ -24,6 +24,7 @@
    difference: with gamma 0.9 and a constant rate, 2 of 6 seeds picked the worse cut in
    states where the rewards differ by 20%; with these, 6 of 6 pick the better one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,12 +39,12 @@ from ..models.cost import profile_model
 
 @dataclass(frozen=True)
 class Candidate:
-    cut: int             # blocks in W_l
-    name: str            # the block after which the model is cut
-    importance: float    # the CUI curve's value there (normalized to the curve's maximum)
-    low_gflop: float     # forward GFLOP per sample of W_l
+    cut: int  # blocks in W_l
+    name: str  # the block after which the model is cut
+    importance: float  # the CUI curve's value there (normalized to the curve's maximum)
+    low_gflop: float  # forward GFLOP per sample of W_l
     medium_gflop: float  # ... of W_m
-    out_bytes: int       # the cut tensor per sample, float32
+    out_bytes: int  # the cut tensor per sample, float32
 
 
 def block_importance(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -72,7 +73,7 @@ def block_importance(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> 
         if out.dim() != 4 or out.grad is None:
             curve.append(float("nan"))
             continue
-        alpha = out.grad.mean(dim=(2, 3), keepdim=True)            # eq. 4
+        alpha = out.grad.mean(dim=(2, 3), keepdim=True)  # eq. 4
         cam = F.relu((alpha * out).sum(dim=1)).mean(dim=(1, 2)).detach()  # eq. 5, then its mean per sample
         per_class = [cam[y == c].mean() for c in torch.unique(y)]
         curve.append(float(torch.stack(per_class).mean()))
@@ -83,25 +84,39 @@ def local_maxima(curve: list[float]) -> list[int]:
     """1-based cuts where the curve has a local maximum (the last block, the classifier, is
     never a cut). A curve without one yields its global maximum."""
     v = [c if c == c else -np.inf for c in curve[:-1]]
-    peaks = [i + 1 for i in range(len(v)) if v[i] > -np.inf and (i == 0 or v[i] > v[i - 1])
-             and (i == len(v) - 1 or v[i] >= v[i + 1])]
+    peaks = [
+        i + 1
+        for i in range(len(v))
+        if v[i] > -np.inf and (i == 0 or v[i] > v[i - 1]) and (i == len(v) - 1 or v[i] >= v[i + 1])
+    ]
     return peaks or [int(np.argmax(v)) + 1]
 
 
-def candidate_costs(model: nn.Sequential, input_shape, cuts: list[int],
-                    importance: list[float] | None = None) -> list[Candidate]:
+def candidate_costs(
+    model: nn.Sequential, input_shape, cuts: list[int], importance: list[float] | None = None
+) -> list[Candidate]:
     """Each cut's computation on either side and its tensor, from the model's profile."""
     prof = profile_model(model, tuple(input_shape))
     total = sum(r.flops for r in prof)
     out = []
     for cut in cuts:
         low = sum(r.flops for r in prof[:cut])
-        out.append(Candidate(cut, prof[cut - 1].name, importance[cut - 1] if importance else float("nan"),
-                             low / 1e9, (total - low) / 1e9, prof[cut - 1].out_bytes))
+        out.append(
+            Candidate(
+                cut,
+                prof[cut - 1].name,
+                importance[cut - 1] if importance else float("nan"),
+                low / 1e9,
+                (total - low) / 1e9,
+                prof[cut - 1].out_bytes,
+            )
+        )
     return out
 
 
-def candidates(model: nn.Sequential, input_shape, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[Candidate]]:
+def candidates(
+    model: nn.Sequential, input_shape, x: torch.Tensor, y: torch.Tensor
+) -> tuple[list[float], list[Candidate]]:
     curve = block_importance(model, x, y)
     top = max(c for c in curve if c == c) or 1.0
     curve = [c / top for c in curve]
@@ -111,11 +126,11 @@ def candidates(model: nn.Sequential, input_shape, x: torch.Tensor, y: torch.Tens
 @dataclass
 class QAgent:
     cands: list[Candidate]
-    rate_bytes_s: float = 6.25e6          # eq. 7's V: the paper's 50 Mbit/s Ethernet
+    rate_bytes_s: float = 6.25e6  # eq. 7's V: the paper's 50 Mbit/s Ethernet
     k: tuple[float, float, float] = (1.0, 0.5, 0.5)
-    beta: float = 0.01                    # eq. 8's learning rate, reached as 1/n(s, a) decays to it
-    gamma: float = 0.5                    # eq. 8's discount (value ours: see the module's note)
-    low_range: tuple[float, float] = (0.0, 1.0)    # GFLOPS, the low tier
+    beta: float = 0.01  # eq. 8's learning rate, reached as 1/n(s, a) decays to it
+    gamma: float = 0.5  # eq. 8's discount (value ours: see the module's note)
+    low_range: tuple[float, float] = (0.0, 1.0)  # GFLOPS, the low tier
     medium_range: tuple[float, float] = (0.0, 10.0)
     bins: int = 10
     seed: int = 0
@@ -134,8 +149,9 @@ class QAgent:
 
     def times(self, a_low: float, a_medium: float) -> np.ndarray:
         """Eq. 7 for every candidate: inference on both devices plus transmission (s/sample)."""
-        return np.array([c.low_gflop / a_low + c.medium_gflop / a_medium + c.out_bytes / self.rate_bytes_s
-                         for c in self.cands])
+        return np.array(
+            [c.low_gflop / a_low + c.medium_gflop / a_medium + c.out_bytes / self.rate_bytes_s for c in self.cands]
+        )
 
     def rewards(self, a_low: float, a_medium: float) -> np.ndarray:
         t = self.times(a_low, a_medium)
@@ -146,9 +162,11 @@ class QAgent:
 
     def _draw(self, rng: np.random.Generator) -> tuple[float, float]:
         """Remaining power, exponentially distributed and clipped to each tier's range (sec. 4.3)."""
+
         def one(lo_hi):
             lo, hi = lo_hi
             return float(np.clip(rng.exponential((hi - lo) / 3), lo + (hi - lo) * 0.01, hi))
+
         return one(self.low_range), one(self.medium_range)
 
     def train(self, steps: int = 5000) -> "QAgent":

@@ -1,5 +1,6 @@
 """Build the runtime model's inputs for an experiment: block timings measured here, the
 edge's quota, the link, and how many batches an epoch has."""
+
 from __future__ import annotations
 
 import functools
@@ -29,8 +30,9 @@ def batches_per_epoch(exp: Experiment) -> int:
 
 
 @functools.lru_cache(maxsize=32)
-def _measured(model_name: str, num_classes: int, input_shape: tuple, batch: int, quota: float | None,
-              seed: int, repeats: int) -> dict:
+def _measured(
+    model_name: str, num_classes: int, input_shape: tuple, batch: int, quota: float | None, seed: int, repeats: int
+) -> dict:
     """Block and early-exit-head timings: the slow part, shared by experiments that differ
     only in network or paradigm (a report predicts many runs of one model)."""
     torch.manual_seed(seed)
@@ -44,16 +46,24 @@ def _measured(model_name: str, num_classes: int, input_shape: tuple, batch: int,
         if len(r.out_shape) == 3:
             head = early_exit_head(r.out_shape[0], num_classes)
         else:
-            head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(torch.tensor(r.out_shape).prod()),
-                                                                           num_classes))
+            head = torch.nn.Sequential(
+                torch.nn.Flatten(), torch.nn.Linear(int(torch.tensor(r.out_shape).prod()), num_classes)
+            )
         f, bw = time_head(head, r.out_shape, batch, num_classes, threads=1, repeats=repeats)
         head_fwd.append(f * scale)
         head_bwd.append(bw * scale)
         head_params.append(sum(p.numel() for p in head.parameters()))
-    return dict(edge_fwd=[t.forward_s * scale for t in edge], edge_bwd=[t.backward_s * scale for t in edge],
-                cloud_fwd=[t.forward_s for t in cloud], cloud_bwd=[t.backward_s for t in cloud],
-                out_numel=[t.out_numel for t in edge], params=[r.params for r in prof],
-                head_fwd=head_fwd, head_bwd=head_bwd, head_params=head_params)
+    return dict(
+        edge_fwd=[t.forward_s * scale for t in edge],
+        edge_bwd=[t.backward_s * scale for t in edge],
+        cloud_fwd=[t.forward_s for t in cloud],
+        cloud_bwd=[t.backward_s for t in cloud],
+        out_numel=[t.out_numel for t in edge],
+        params=[r.params for r in prof],
+        head_fwd=head_fwd,
+        head_bwd=head_bwd,
+        head_params=head_params,
+    )
 
 
 def build_inputs(exp: Experiment, repeats: int = 3) -> Inputs:
@@ -63,9 +73,22 @@ def build_inputs(exp: Experiment, repeats: int = 3) -> Inputs:
     if plan.network is None:
         raise SpecError(f"{exp.name}: {spec.paradigm.name} uses no network: there is nothing to plan")
     quota = plan.device("source").cpu
-    measured = _measured(spec.model.name, spec.model.num_classes, tuple(meta.input_shape), spec.training.batch_size,
-                         quota, spec.seed, repeats)
-    return Inputs(**measured, input_numel=int(torch.tensor(meta.input_shape).prod()), batch=spec.training.batch_size,
-                  batches_per_epoch=batches_per_epoch(exp), epochs=spec.training.epochs,
-                  label_bytes=torch.empty((), dtype=label_dtype(spec.model.num_classes)).element_size(),
-                  link=plan.network, sources=spec.sources.replicas)
+    measured = _measured(
+        spec.model.name,
+        spec.model.num_classes,
+        tuple(meta.input_shape),
+        spec.training.batch_size,
+        quota,
+        spec.seed,
+        repeats,
+    )
+    return Inputs(
+        **measured,
+        input_numel=int(torch.tensor(meta.input_shape).prod()),
+        batch=spec.training.batch_size,
+        batches_per_epoch=batches_per_epoch(exp),
+        epochs=spec.training.epochs,
+        label_bytes=torch.empty((), dtype=label_dtype(spec.model.num_classes)).element_size(),
+        link=plan.network,
+        sources=spec.sources.replicas,
+    )

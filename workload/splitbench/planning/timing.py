@@ -1,4 +1,5 @@
 """Forward and backward time of each block of a model, measured on this machine."""
+
 from __future__ import annotations
 
 import time
@@ -12,9 +13,9 @@ from torch import nn
 @dataclass(frozen=True)
 class BlockTiming:
     name: str
-    forward_s: float   # per batch
+    forward_s: float  # per batch
     backward_s: float  # per batch, the optimizer step excluded
-    out_numel: int     # per sample
+    out_numel: int  # per sample
 
 
 def _median(xs: list[float]) -> float:
@@ -22,8 +23,9 @@ def _median(xs: list[float]) -> float:
     return xs[len(xs) // 2]
 
 
-def time_blocks(model: nn.Sequential, input_shape: tuple[int, ...], batch: int, threads: int = 1,
-                repeats: int = 3) -> list[BlockTiming]:
+def time_blocks(
+    model: nn.Sequential, input_shape: tuple[int, ...], batch: int, threads: int = 1, repeats: int = 3
+) -> list[BlockTiming]:
     """Median of `repeats` timed passes per block, each block fed its real input."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -49,8 +51,9 @@ def time_blocks(model: nn.Sequential, input_shape: tuple[int, ...], batch: int, 
         torch.set_num_threads(saved)
 
 
-def time_head(head: nn.Module, feature_shape: tuple[int, ...], batch: int, num_classes: int,
-              threads: int = 1, repeats: int = 3) -> tuple[float, float]:
+def time_head(
+    head: nn.Module, feature_shape: tuple[int, ...], batch: int, num_classes: int, threads: int = 1, repeats: int = 3
+) -> tuple[float, float]:
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -22,6 +22,7 @@ round's samples, weights have the size the current cut gives, a round is contrib
 and never after it closed, and at most two rounds per partition are open at once. A refused
 message is counted and answered with ERROR; the aggregator goes on.
 """
+
 from __future__ import annotations
 
 import math
@@ -80,16 +81,24 @@ class Aggregator:
         rt, ep, security = self.rt, self.ep, self.security
         for d, n in ep.transport.items():
             rt.metrics.transport_bytes.labels(**rt.metrics.base, direction=d, auth=security.mode).inc(n)
-        rt.log.write("session", status="aggregated", auth=security.mode, transport_rx_bytes=ep.transport["rx"],
-                     transport_tx_bytes=ep.transport["tx"], rejected=self.rejections.total,
-                     gone=",".join(sorted(self.gone)) or None, duplicates_dropped=self.duplicates)
+        rt.log.write(
+            "session",
+            status="aggregated",
+            auth=security.mode,
+            transport_rx_bytes=ep.transport["rx"],
+            transport_tx_bytes=ep.transport["tx"],
+            rejected=self.rejections.total,
+            gone=",".join(sorted(self.gone)) or None,
+            duplicates_dropped=self.duplicates,
+        )
 
     def setup(self) -> None:
         rt, spec = self.rt, self.spec
         self.security = role_security(rt, on_denied=lambda text: self.rejections("?", "auth", text))
         rt.limit(rt.plan.device("aggregator"))
-        self.paradigm = paradigm = get_paradigm(Setup(rt.experiment, dataset_meta(spec.dataset), rt.run_dir,
-                                                      rt.instance))
+        self.paradigm = paradigm = get_paradigm(
+            Setup(rt.experiment, dataset_meta(spec.dataset), rt.run_dir, rt.instance)
+        )
         k = spec.sources.replicas
         self.expected = {p: k for p in paradigm.aggregates}  # contributors per partition and round
         self.peers = sum(self.expected.values())
@@ -100,25 +109,43 @@ class Aggregator:
         self.members = {p: set(who) for p, who in self.trains.items()}  # whom each partition's round waits for
         self.devices = set().union(*self.trains.values())
         self.limits = Limits(rt.experiment)
-        self.ep = Endpoint(zmq.Context.instance(), zmq.ROUTER, self.args.bind, bind=True, security=self.security,
-                           max_msg_bytes=message_cap(spec),
-                           on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "rx" else "down", t.label, n))
-        rt.log.write("session", status="listening", address=self.ep.address, partitions=",".join(self.expected),
-                     auth=self.security.mode)
+        self.ep = Endpoint(
+            zmq.Context.instance(),
+            zmq.ROUTER,
+            self.args.bind,
+            bind=True,
+            security=self.security,
+            max_msg_bytes=message_cap(spec),
+            on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "rx" else "down", t.label, n),
+        )
+        rt.log.write(
+            "session",
+            status="listening",
+            address=self.ep.address,
+            partitions=",".join(self.expected),
+            auth=self.security.mode,
+        )
         self.block_sizes = [sum(t.numel() for t in state_tensors(block)) for block in whole_model(paradigm.setup)]
         self.mover = SplitMover(rt, paradigm) if getattr(spec.paradigm, "candidates", None) else None
         self.ckpt = Checkpointer(rt, spec.checkpoint.every)
         self.resume(self.ckpt.load())
         if rt.restarted:  # tell every device: a contribution sent to the aggregator that died may be lost
             second = paradigm.uses_server
-            peers = {n: routing_id(n, "aggregator" if second or n in self.servers else None).encode()
-                     for n in sorted(self.sources | self.servers)}
+            peers = {
+                n: routing_id(n, "aggregator" if second or n in self.servers else None).encode()
+                for n in sorted(self.sources | self.servers)
+            }
             self.notices = Notices(peers, self.reply, spec.training.reply_timeout_s)
 
     def state(self) -> dict:
-        return {"closed": dict(self.closed), "byes": sorted(self.byes), "rounds": self.rounds,
-                "last": {p: dict(v) for p, v in self.last.items()}, "cut": self.mover.cut if self.mover else None,
-                "gone": sorted(self.gone)}
+        return {
+            "closed": dict(self.closed),
+            "byes": sorted(self.byes),
+            "rounds": self.rounds,
+            "last": {p: dict(v) for p, v in self.last.items()},
+            "cut": self.mover.cut if self.mover else None,
+            "gone": sorted(self.gone),
+        }
 
     def resume(self, state: dict | None) -> None:
         if state is None:
@@ -169,10 +196,17 @@ class Aggregator:
         except ValueError as err:  # checked contributions cannot get here; if they do, say so and stop
             raise RoleFailed(f"{part} round {round_}: {err}", code=4) from None
         powers = [p for _, _, p in contributions.values() if p is not None]
-        self.rt.log.write("aggregate", partition=part, round=round_, contributors=len(contributions),
-                          samples=sum(n for _, n, _ in contributions.values()), values=int(avg.numel()),
-                          wait_s=time.time() - since, average_s=time.perf_counter() - t0,
-                          power_min=min(powers) if powers else None)
+        self.rt.log.write(
+            "aggregate",
+            partition=part,
+            round=round_,
+            contributors=len(contributions),
+            samples=sum(n for _, n, _ in contributions.values()),
+            values=int(avg.numel()),
+            wait_s=time.time() - since,
+            average_s=time.perf_counter() - t0,
+            power_min=min(powers) if powers else None,
+        )
         return contributions, avg, min(powers) if powers else None
 
     def send_round(self, round_: int, parts: dict) -> None:
@@ -181,8 +215,12 @@ class Aggregator:
         if self.mover:
             averages, cut = self.mover.resplit(round_, averages, {p: power for p, (_, _, power) in parts.items()})
         for p in parts:
-            self.last[p] = {"round": round_, "avg": averages[p], "cut": cut,
-                            "contributors": sorted(self.closed_by.pop((p, round_), ()))}
+            self.last[p] = {
+                "round": round_,
+                "avg": averages[p],
+                "cut": cut,
+                "contributors": sorted(self.closed_by.pop((p, round_), ())),
+            }
         self.rounds += 1
         self.save()
         for p, (contributions, _, _) in parts.items():
@@ -200,8 +238,9 @@ class Aggregator:
             if self.notices is not None:
                 self.notices.tick()
             try:
-                sender, msg, _ = self.ep.recv(max(0.01, min(last_heard + idle, due, time.time() + NOTICE_EVERY_S)
-                                                  - time.time()))
+                sender, msg, _ = self.ep.recv(
+                    max(0.01, min(last_heard + idle, due, time.time() + NOTICE_EVERY_S) - time.time())
+                )
                 user = self.ep.last_user
             except PeerTimeout:
                 for key in [k for k, t in self.opened.items() if t + deadline <= time.time()]:
@@ -211,10 +250,14 @@ class Aggregator:
                     continue
                 if time.time() - last_heard < idle:
                     continue
-                waiting = "; ".join(f"{p} round {r}: {len(c)}/{len(self.members[p])} in"
-                                    for (p, r), c in self.pending.items())
-                raise RoleFailed(f"no message for {idle:.0f} s; {len(self.byes)}/{self.peers} devices finished"
-                                 + (f"; waiting for {waiting}" if waiting else ""), code=3) from None
+                waiting = "; ".join(
+                    f"{p} round {r}: {len(c)}/{len(self.members[p])} in" for (p, r), c in self.pending.items()
+                )
+                raise RoleFailed(
+                    f"no message for {idle:.0f} s; {len(self.byes)}/{self.peers} devices finished"
+                    + (f"; waiting for {waiting}" if waiting else ""),
+                    code=3,
+                ) from None
             except WireError as err:
                 sender, user, msg = getattr(err, "sender", None), getattr(err, "user", None), err
             last_heard = time.time()
@@ -227,8 +270,12 @@ class Aggregator:
     def drop_silent(self) -> None:
         for who in sorted(self.devices - self.gone - self.byes):
             self.gone.add(who)
-            self.rt.log.write("source_gone", source=who, noticed_by=self.rt.instance,
-                              reason=f"no goodbye within {self.spec.sources.deadline:g} s of the others' end")
+            self.rt.log.write(
+                "source_gone",
+                source=who,
+                noticed_by=self.rt.instance,
+                reason=f"no goodbye within {self.spec.sources.deadline:g} s of the others' end",
+            )
 
     def close_late(self, key: tuple[str, int]) -> None:
         """The round's deadline passed: the devices that sent nothing are gone; average what came."""
@@ -236,9 +283,14 @@ class Aggregator:
         for who in sorted(self.members[part] - self.whos.get(key, set())):
             self.members[part].discard(who)
             self.gone.add(who)
-            self.rt.log.write("source_gone", source=who, partition=part, round=round_, noticed_by=self.rt.instance,
-                              reason=f"no {part} update for round {round_} within {self.spec.sources.deadline:g} s "
-                                     "of the first")
+            self.rt.log.write(
+                "source_gone",
+                source=who,
+                partition=part,
+                round=round_,
+                noticed_by=self.rt.instance,
+                reason=f"no {part} update for round {round_} within {self.spec.sources.deadline:g} s of the first",
+            )
         self.close(part, round_)
 
     def check(self, sender: bytes | None, user, msg) -> tuple[str, str | None, str | None]:
@@ -254,8 +306,9 @@ class Aggregator:
         common(self.limits, who, msg)
         part = None
         if msg.kind == Kind.TRAIN:
-            part = check_contribution(self.limits, self.trains, self.sizes(), who, msg, len(self.pending),
-                                      2 * len(self.expected))
+            part = check_contribution(
+                self.limits, self.trains, self.sizes(), who, msg, len(self.pending), 2 * len(self.expected)
+            )
             if who in self.whos.get((part, msg.epoch), set()):
                 kept = self.pending.get((part, msg.epoch), {}).get(sender)
                 w, n = msg.tensors[f"w_{part}"], int(msg.tensors["n"][0])
@@ -343,16 +396,18 @@ class SplitMover:
         link = rt.plan.network
         cands = candidate_costs(model, meta.input_shape, sorted(spec.paradigm.candidates))
         self.agent = QAgent(cands, rate_bytes_s=(link.up.rate_bps or 50e6) / 8, seed=spec.seed).train(20000)
-        rt.log.write("session", status="agent", candidates=",".join(map(str, spec.paradigm.candidates)),
-                     start_cut=self.cut)
+        rt.log.write(
+            "session", status="agent", candidates=",".join(map(str, spec.paradigm.candidates)), start_cut=self.cut
+        )
 
     def resplit(self, round_: int, averages: dict, powers: dict) -> tuple[dict, int]:
         a_low, a_medium = powers["low"], powers["medium"]
         cut = self.agent.choose(a_low, a_medium).cut
         whole = torch.cat([averages["low"], averages["medium"]])
         if cut != self.cut:
-            self.rt.log.write("resplit", round=round_, from_cut=self.cut, to_cut=cut, power_low=a_low,
-                              power_medium=a_medium)
+            self.rt.log.write(
+                "resplit", round=round_, from_cut=self.cut, to_cut=cut, power_low=a_low, power_medium=a_medium
+            )
             self.cut = cut
         boundary = sum(self.sizes[:cut])
         return {"low": whole[:boundary].clone(), "medium": whole[boundary:].clone()}, cut

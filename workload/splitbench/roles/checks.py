@@ -12,6 +12,7 @@ fails is a Rejected(reason, text): the role counts it
 (splitbench_rejected_messages_total{role,reason}), logs one rate-limited line naming the
 sender and the reason, answers ERROR where it can, and goes on.
 """
+
 from __future__ import annotations
 
 import functools
@@ -79,8 +80,14 @@ class Rejections:
             self.quiet[reason] = self.quiet.get(reason, 0) + 1
             return
         self.last[reason] = now
-        self.rt.log.write("session", status="rejected", reason=reason, sender=sender or "?",
-                          error=text[:300], suppressed=self.quiet.pop(reason, 0))
+        self.rt.log.write(
+            "session",
+            status="rejected",
+            reason=reason,
+            sender=sender or "?",
+            error=text[:300],
+            suppressed=self.quiet.pop(reason, 0),
+        )
 
 
 @functools.lru_cache(maxsize=8)
@@ -116,6 +123,7 @@ class Limits:
         comp = getattr(spec.paradigm, "compression", None)
         if comp is not None:
             from ..paradigms.compressed_split import BudgetSchedule
+
             self.budget = BudgetSchedule(comp, spec.training)
 
 
@@ -123,8 +131,10 @@ def common(limits: Limits, who: str, msg: Message) -> None:
     import torch
 
     if msg.experiment != limits.experiment:
-        raise Rejected("experiment", f"message for experiment id {msg.experiment[:64]!r}, this is {limits.name!r} "
-                                     f"({limits.experiment})")
+        raise Rejected(
+            "experiment",
+            f"message for experiment id {msg.experiment[:64]!r}, this is {limits.name!r} ({limits.experiment})",
+        )
     if msg.sender and msg.sender != who:
         raise Rejected("identity", f"{who} claims to be {msg.sender[:64]!r}")
     for name, t in msg.tensors.items():
@@ -208,8 +218,9 @@ def check_server_message(limits: Limits, sources: set[str], stream: SourceStream
             raise Rejected("shape", f"{name} of shape {list(t.shape)[:8]} for {n} labels")
         if name == "act" and t.dtype not in _FLOATS:
             raise Rejected("dtype", f"act is {t.dtype}, not floating point")
-        if name == "x" and (t.dtype not in (torch.uint8, torch.float32)
-                            or tuple(t.shape[1:]) != tuple(_input_shape(limits))):
+        if name == "x" and (
+            t.dtype not in (torch.uint8, torch.float32) or tuple(t.shape[1:]) != tuple(_input_shape(limits))
+        ):
             raise Rejected("shape", f"x is {t.dtype} {list(t.shape)[:8]}, not (N, {_input_shape(limits)})")
     ids = msg.tensors.get("ids")
     if ids is not None:
@@ -222,31 +233,43 @@ def check_server_message(limits: Limits, sources: set[str], stream: SourceStream
         if idx.dtype not in _INTS or idx.dim() != 1:
             raise Rejected("shape", "idx must be integers")
         if limits.budget is not None and len(idx) != limits.budget.budget(msg.epoch):
-            raise Rejected("budget", f"{len(idx)} channels at epoch {msg.epoch}, the schedule's budget is "
-                                     f"{limits.budget.budget(msg.epoch)}")
+            raise Rejected(
+                "budget",
+                f"{len(idx)} channels at epoch {msg.epoch}, the schedule's budget is {limits.budget.budget(msg.epoch)}",
+            )
     if "round_end" in msg.tensors and tuple(msg.tensors["round_end"].shape) != (1,):
         raise Rejected("shape", "round_end must be one value")
     bn_pass = msg.tensors.get("bn_pass")  # compressed split's batch-norm recalibration: (pass, passes)
-    if bn_pass is not None and (bn_pass.dtype not in _INTS or tuple(bn_pass.shape) != (2,)
-                                or not 0 <= int(bn_pass[0]) < int(bn_pass[1]) <= 64):
+    if bn_pass is not None and (
+        bn_pass.dtype not in _INTS or tuple(bn_pass.shape) != (2,) or not 0 <= int(bn_pass[0]) < int(bn_pass[1]) <= 64
+    ):
         raise Rejected("shape", "bn_pass must be two integers (pass, passes), 0 <= pass < passes <= 64")
 
 
 def _input_shape(limits: Limits) -> tuple[int, ...]:
     from ..data import dataset_meta
+
     return tuple(dataset_meta(limits.spec.dataset).input_shape)
 
 
-def check_contribution(limits: Limits, partitions: dict[str, set[str]], sizes: dict[str, int], who: str,
-                       msg: Message, rounds_open: int, max_open: int) -> str:
+def check_contribution(
+    limits: Limits,
+    partitions: dict[str, set[str]],
+    sizes: dict[str, int],
+    who: str,
+    msg: Message,
+    rounds_open: int,
+    max_open: int,
+) -> str:
     """A FedAvg contribution at the aggregator; returns its partition."""
     import torch
 
     names = [n for n in msg.tensors if n.startswith("w_")]
     part = names[0][2:] if len(names) == 1 else None
     if part not in partitions:
-        raise Rejected("shape", f"a contribution needs one w_<partition> tensor "
-                                f"({', '.join('w_' + p for p in partitions)}) and n")
+        raise Rejected(
+            "shape", f"a contribution needs one w_<partition> tensor ({', '.join('w_' + p for p in partitions)}) and n"
+        )
     if who not in partitions[part]:
         raise Rejected("sender", f"{who} does not train partition {part}")
     extra = set(msg.tensors) - {f"w_{part}", "n", "power"}
@@ -274,6 +297,7 @@ def _cap(model: str, num_classes: int, input_shape: tuple, batch: int) -> int:
     import torch
 
     from ..models import build_model
+
     net = build_model(model, num_classes, input_shape).eval()
     weights = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
     largest = math.prod(input_shape)
@@ -292,6 +316,7 @@ def message_cap(spec, torch_free: bool = False) -> int:
     torch_free (the link emulator): the model is built by a short-lived child process, so
     this one never holds torch, and the figure is kept in the cache for the next run."""
     from ..data import dataset_meta
+
     meta = dataset_meta(spec.dataset)
     args = (spec.model.name, spec.model.num_classes, tuple(meta.input_shape), max(spec.training.batch_size, EVAL_BATCH))
     if not torch_free:
@@ -304,8 +329,10 @@ def message_cap(spec, torch_free: bool = False) -> int:
         return int(path.read_text())
     except (OSError, ValueError):
         pass
-    code = ("import sys; from splitbench.roles.checks import _cap; m, k, shape, b = sys.argv[1:]; "
-            "print(_cap(m, int(k), tuple(int(v) for v in shape.split(',')), int(b)))")
+    code = (
+        "import sys; from splitbench.roles.checks import _cap; m, k, shape, b = sys.argv[1:]; "
+        "print(_cap(m, int(k), tuple(int(v) for v in shape.split(',')), int(b)))"
+    )
     argv = [args[0], str(args[1]), ",".join(map(str, args[2])), str(args[3])]
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=600)
     if done.returncode:

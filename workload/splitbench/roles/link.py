@@ -17,6 +17,7 @@ or aggregator therefore believes a routing id only when the connection's key is 
 (roles/checks.py identity_of). Bounds: at most PENDING_MAX messages / PENDING_BYTES_MAX bytes
 in flight, one back socket per routed id, an idle timeout of twice the reply timeout.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -61,7 +62,7 @@ def _kind(frames) -> int:
     return peek_kind(frames[0].buffer)
 
 
-PENDING_MAX = 1024             # messages in flight on the emulated link
+PENDING_MAX = 1024  # messages in flight on the emulated link
 PENDING_BYTES_MAX = 256 << 20  # and their bytes; beyond either the relay stops reading sources
 _UP_KINDS = (Kind.HELLO, Kind.TRAIN, Kind.EVAL, Kind.BYE)
 
@@ -126,15 +127,23 @@ class Relay:
         self.medium = Medium(cfg, seed=spec.seed, t0=time.monotonic(), stations=spec.sources.replicas + 1)
         self.ctx = zmq.Context.instance()
         # the relay never blocks on a send: a peer that stopped reading loses what it did not read
-        self.front = bound_socket(self.ctx, zmq.ROUTER, bind=True, security=self.security, max_msg_bytes=self.cap,
-                                  sndtimeo_s=0)
+        self.front = bound_socket(
+            self.ctx, zmq.ROUTER, bind=True, security=self.security, max_msg_bytes=self.cap, sndtimeo_s=0
+        )
         self.front.bind(args.bind)
         self.poller = zmq.Poller()
         self.poller.register(self.front, zmq.POLLIN)
         # every peer says BYE through here once: the sources and every other routed identity
         self.expected = len(self.allowed)
-        rt.log.write("session", status="listening", address=self.front.getsockopt_string(zmq.LAST_ENDPOINT),
-                     medium=cfg.medium, profile=cfg.name, auth=self.security.mode, **footprint())
+        rt.log.write(
+            "session",
+            status="listening",
+            address=self.front.getsockopt_string(zmq.LAST_ENDPOINT),
+            medium=cfg.medium,
+            profile=cfg.name,
+            auth=self.security.mode,
+            **footprint(),
+        )
 
     def admit(self, source: bytes, direction: str, frames) -> None:
         medium, now = self.medium, time.monotonic()
@@ -163,14 +172,16 @@ class Relay:
             if room != reading:  # full: stop reading sources; their sockets' high-water marks hold them back
                 (self.poller.register(self.front, zmq.POLLIN) if room else self.poller.unregister(self.front))
                 reading = room
-            due = min(([self.pending[0][0]] if self.pending else []) + [b[0] for b in self.boundaries[:1]],
-                      default=None)
+            due = min(
+                ([self.pending[0][0]] if self.pending else []) + [b[0] for b in self.boundaries[:1]], default=None
+            )
             events = dict(self.poller.poll(_timeout_ms(due)))
             if events:
                 last_heard = time.monotonic()
             elif not self.pending and time.monotonic() - last_heard > idle_s:
-                raise RoleFailed(f"no message for {idle_s:.0f} s; {self.byes}/{self.expected} peers said goodbye",
-                                 code=3)
+                raise RoleFailed(
+                    f"no message for {idle_s:.0f} s; {self.byes}/{self.expected} peers said goodbye", code=3
+                )
             if self.front in events:
                 self.read_front()
             for sock in [s for s in events if s is not self.front]:
@@ -192,9 +203,16 @@ class Relay:
                 self.send(self.front, [source, *encode(error_message(str(err), rt.experiment.name, rt.instance))])
                 continue
             if source not in self.backs:
-                back = bound_socket(self.ctx, zmq.DEALER, bind=False, security=security, identity=source,
-                                    peer=route_target(self.spec, rid), max_msg_bytes=self.cap,
-                                    sndtimeo_s=self.spec.training.reply_timeout_s)
+                back = bound_socket(
+                    self.ctx,
+                    zmq.DEALER,
+                    bind=False,
+                    security=security,
+                    identity=source,
+                    peer=route_target(self.spec, rid),
+                    max_msg_bytes=self.cap,
+                    sndtimeo_s=self.spec.training.reply_timeout_s,
+                )
                 back.connect(self.routes.get(rid, self.args.connect))
                 self.backs[source], self.by_sock[back] = back, source
                 self.poller.register(back, zmq.POLLIN)
@@ -213,18 +231,30 @@ class Relay:
                 try:
                     self.backs[source].send_multipart(frames, copy=False)
                 except zmq.Again:
-                    raise RoleFailed(f"cannot forward to {source.decode(errors='replace')}'s peer: gone or not "
-                                     f"reading for {self.spec.training.reply_timeout_s:.0f} s", code=3) from None
+                    raise RoleFailed(
+                        f"cannot forward to {source.decode(errors='replace')}'s peer: gone or not "
+                        f"reading for {self.spec.training.reply_timeout_s:.0f} s",
+                        code=3,
+                    ) from None
             else:
                 self.send(self.front, [source, *frames])
                 if _kind(frames) == Kind.BYE:
                     self.byes += 1
             rt.metrics.add_bytes(direction, "all", n)
             rt.metrics.link_queue.labels(**rt.metrics.base, direction=direction).observe(tx.queue_s)
-            rt.log.write("link", source=source.decode(errors="replace"), direction=direction, bytes=n,
-                         queue_s=tx.queue_s, transmit_s=tx.end - tx.start, latency_s=now - tx.arrival,
-                         lost_packets=tx.lost_packets, msg_kind=_kind(frames), onair_bytes=tx.onair_bytes,
-                         airtime_s=tx.airtime_s)
+            rt.log.write(
+                "link",
+                source=source.decode(errors="replace"),
+                direction=direction,
+                bytes=n,
+                queue_s=tx.queue_s,
+                transmit_s=tx.end - tx.start,
+                latency_s=now - tx.arrival,
+                lost_packets=tx.lost_packets,
+                msg_kind=_kind(frames),
+                onair_bytes=tx.onair_bytes,
+                airtime_s=tx.airtime_s,
+            )
 
 
 def run(args) -> int:

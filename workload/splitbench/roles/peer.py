@@ -1,6 +1,7 @@
 """A role's side of a conversation with one peer (a server, or the aggregator): one request,
 one reply, timed and counted into the role's metrics. Also what every role needs to speak
 at all: its transport security (role_security) and the instances whose keys it expects."""
+
 from __future__ import annotations
 
 import time
@@ -9,7 +10,16 @@ import zmq
 
 from ..roleplan import routing_id
 from ..transport import (
-    Endpoint, Kind, KeysMissing, Message, PeerGone, PeerTimeout, Security, Traffic, keys_dir_for, load_keyring,
+    Endpoint,
+    Kind,
+    KeysMissing,
+    Message,
+    PeerGone,
+    PeerTimeout,
+    Security,
+    Traffic,
+    keys_dir_for,
+    load_keyring,
 )
 from .runtime import RoleFailed, Runtime
 
@@ -45,6 +55,7 @@ class PeerLink:
 
     def __init__(self, rt: Runtime, address: str, peer: str, second: bool = False):
         from .checks import message_cap  # late: checks imports models
+
         self.rt = rt
         self.ctx = zmq.Context.instance()
         self.peer = peer
@@ -52,10 +63,18 @@ class PeerLink:
         self.timeout = rt.spec.training.reply_timeout_s
         if peer == "aggregator":  # it may hold a round open for sources.deadline, waiting for stragglers
             self.timeout += rt.spec.sources.deadline
-        self.ep = Endpoint(self.ctx, zmq.DEALER, address, bind=False, identity=identity,
-                           on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "tx" else "down", t.label, n),
-                           security=role_security(rt), peer=rt.plan.first_hop(rt.instance, peer if second else None),
-                           max_msg_bytes=message_cap(rt.spec), sndtimeo_s=self.timeout)
+        self.ep = Endpoint(
+            self.ctx,
+            zmq.DEALER,
+            address,
+            bind=False,
+            identity=identity,
+            on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "tx" else "down", t.label, n),
+            security=role_security(rt),
+            peer=rt.plan.first_hop(rt.instance, peer if second else None),
+            max_msg_bytes=message_cap(rt.spec),
+            sndtimeo_s=self.timeout,
+        )
         self.last: dict[str, float] = {}
         self.resends = 0
         self.seen_restart: float | None = None  # the peer restart last acted on
@@ -79,15 +98,24 @@ class PeerLink:
             try:
                 _, reply, _ = self.ep.recv(max(0.0, deadline - time.monotonic()))
             except PeerTimeout:
-                raise RoleFailed(f"no reply from the {self.peer} ({self.ep.address}) to {msg.kind.name} of step "
-                                 f"{msg.step} within {self.timeout:.0f} s: {self.peer} or link down", code=3) from None
+                raise RoleFailed(
+                    f"no reply from the {self.peer} ({self.ep.address}) to {msg.kind.name} of step "
+                    f"{msg.step} within {self.timeout:.0f} s: {self.peer} or link down",
+                    code=3,
+                ) from None
             if reply.kind == Kind.WELCOME and RESTARTED in reply.tensors:
                 restarted = float(reply.tensors[RESTARTED][0])
                 if restarted != self.seen_restart and t_send < restarted + CLOCK_SKEW_S:
                     self.seen_restart = restarted
                     self.resends += 1
-                    self.rt.log.write("resend", peer=self.peer, kind=msg.kind.name, epoch=msg.epoch, step=msg.step,
-                                      peer_restarted=restarted)
+                    self.rt.log.write(
+                        "resend",
+                        peer=self.peer,
+                        kind=msg.kind.name,
+                        epoch=msg.epoch,
+                        step=msg.step,
+                        peer_restarted=restarted,
+                    )
                     t_send = time.time()
                     self._send(msg)
                     deadline = time.monotonic() + self.timeout
@@ -114,9 +142,13 @@ class PeerLink:
         s = self.last
         if "t_arrival" not in s:
             return {}
-        return {"uplink": max(0.0, s["t_arrival"] - s["t_send"]), "server_wait": s["t_start"] - s["t_arrival"],
-                "server_forward": s["forward_s"], "server_backward": s["backward_s"],
-                "downlink": max(0.0, s["t_recv"] - s["t_reply"])}
+        return {
+            "uplink": max(0.0, s["t_arrival"] - s["t_send"]),
+            "server_wait": s["t_start"] - s["t_arrival"],
+            "server_forward": s["forward_s"],
+            "server_backward": s["backward_s"],
+            "downlink": max(0.0, s["t_recv"] - s["t_reply"]),
+        }
 
 
 def restart_notice() -> Message:

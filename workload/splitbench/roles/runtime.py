@@ -1,5 +1,6 @@
 """What every role process has: its experiment, event log, metrics, CPU limit, and a
 clean end (on success, on an error, or on SIGTERM/SIGINT) that keeps what was recorded."""
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,11 @@ def memory_mb(pid: int | str = "self") -> dict[str, float]:
         value = rest.split()
         if value and value[0].isdigit():
             kb[name] = int(value[0])
-    return {"rss": kb.get("Rss", 0) / 1024, "pss": kb.get("Pss", 0) / 1024,
-            "uss": (kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)) / 1024}
+    return {
+        "rss": kb.get("Rss", 0) / 1024,
+        "pss": kb.get("Pss", 0) / 1024,
+        "uss": (kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)) / 1024,
+    }
 
 
 HEAVY_MODULES = ("torch", "torchvision", "pandas", "pyarrow", "matplotlib", "scipy")
@@ -84,8 +88,7 @@ def footprint() -> dict[str, float | None]:
     """What the record says of a role's cost when it is ready (and at its end): seconds since
     the process started, peak RSS, and RSS/PSS/USS now."""
     now = memory_mb()
-    return {"ready_s": process_age_s(), "rss_mb": peak_rss_mb(),
-            **{f"{k}_now_mb": round(v, 1) for k, v in now.items()}}
+    return {"ready_s": process_age_s(), "rss_mb": peak_rss_mb(), **{f"{k}_now_mb": round(v, 1) for k, v in now.items()}}
 
 
 class Runtime:
@@ -111,8 +114,9 @@ class Runtime:
     def limit(self, device: Device) -> None:
         """Enforce the device's CPU quota from here on (call it once setup is done: a real
         device already holds its data, so loading it is not part of what we measure)."""
-        mechanism = apply_cpu_limit(device.cpu, f"{self.experiment.name}-{self.instance}",
-                                    getattr(self.args, "cpu_limit", "auto") or "auto")
+        mechanism = apply_cpu_limit(
+            device.cpu, f"{self.experiment.name}-{self.instance}", getattr(self.args, "cpu_limit", "auto") or "auto"
+        )
         threads = set_torch_threads(device.cpu)
         import torch  # here, not at import: the link emulator has a Runtime and no torch
 
@@ -120,19 +124,28 @@ class Runtime:
             torch.set_num_interop_threads(1)
         except RuntimeError:
             pass  # torch allows it only before its first parallel work; intra-op threads matter here
-        self.limits = {"cpu_quota": device.cpu, "cpu_limit": mechanism, "torch_threads": threads,
-                       "device_profile": device.profile}
+        self.limits = {
+            "cpu_quota": device.cpu,
+            "cpu_limit": mechanism,
+            "torch_threads": threads,
+            "device_profile": device.profile,
+        }
         self.device, self.busy = device, 0.0
         self.log.write("session", status="limited", **footprint(), **self.limits)
 
     def power_meter(self, load):
         """round -> this device's remaining computational power (GFLOPS): its profile's
         gflops times the share its load schedule leaves free (applying that schedule)."""
+
         def power(round_: int) -> float:
             if not self.device.gflops:
-                raise RoleFailed(f"{self.instance}: a moving hfsl split needs the device's computational power; "
-                                 "use a device profile with gflops (low, medium, high)", code=2)
+                raise RoleFailed(
+                    f"{self.instance}: a moving hfsl split needs the device's computational power; "
+                    "use a device profile with gflops (low, medium, high)",
+                    code=2,
+                )
             return self.load_for_round(load, round_) * self.device.gflops
+
         return power
 
     def load_for_round(self, load, round_: int) -> float:
@@ -144,8 +157,9 @@ class Runtime:
             enforced = "no quota to shrink"
             if self.device.cpu:
                 enforced = change_cpu_limit(self.limits["cpu_limit"], self.device.cpu * (1 - busy))
-            self.log.write("load", round=round_, busy=busy, cpu_quota=(self.device.cpu or 0) * (1 - busy),
-                           cpu_limit=enforced)
+            self.log.write(
+                "load", round=round_, busy=busy, cpu_quota=(self.device.cpu or 0) * (1 - busy), cpu_limit=enforced
+            )
         return 1 - busy
 
     def run(self, body) -> int:
@@ -166,9 +180,16 @@ class Runtime:
         # A second Ctrl-C or the executor's SIGTERM must not cut the final record short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        self.log.write("session", status=status, error=error, duration_s=time.time() - self.started,
-                       rss_peak_mb=peak_rss_mb(), **{f"{k}_end_mb": round(v, 1) for k, v in memory_mb().items()},
-                       imports=",".join(heavy_modules()), **self.limits)
+        self.log.write(
+            "session",
+            status=status,
+            error=error,
+            duration_s=time.time() - self.started,
+            rss_peak_mb=peak_rss_mb(),
+            **{f"{k}_end_mb": round(v, 1) for k, v in memory_mb().items()},
+            imports=",".join(heavy_modules()),
+            **self.limits,
+        )
         self.metrics.dump(self.run_dir / f"{self.instance}.prom")
         self.log.close()
         if error and status == "failed":

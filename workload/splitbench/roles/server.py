@@ -10,6 +10,7 @@ splitbench_rejected_messages_total{reason} and a rate-limited log line; serving 
 The inbox is bounded (INBOX_MAX): when it is full the I/O thread stops reading and the
 socket's high-water mark holds the senders back.
 """
+
 from __future__ import annotations
 
 import collections
@@ -41,8 +42,15 @@ class ServerIO(threading.Thread):
         self.rt = rt
         self.ctx = zmq.Context.instance()
         # replies to a peer that stopped reading are dropped by the ROUTER, never block it
-        self.ep = Endpoint(self.ctx, zmq.ROUTER, address, bind=True, security=security, max_msg_bytes=max_msg_bytes,
-                           on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "rx" else "down", t.label, n))
+        self.ep = Endpoint(
+            self.ctx,
+            zmq.ROUTER,
+            address,
+            bind=True,
+            security=security,
+            max_msg_bytes=max_msg_bytes,
+            on_bytes=lambda d, t, n: rt.metrics.add_bytes("up" if d == "rx" else "down", t.label, n),
+        )
         self.inbox: queue.Queue = queue.Queue(maxsize=INBOX_MAX)
         self.outbox: collections.deque = collections.deque()
         wake_addr = f"inproc://wake-{id(self)}"
@@ -154,8 +162,9 @@ class Server:
         self.ckpt_epoch = 0
         self.resume(self.ckpt.load())
         if rt.restarted:  # tell every source: what it sent the server that died may be lost
-            self.notices = Notices({name: routing_id(name).encode() for name in self.mine}, self.notify,
-                                   spec.training.reply_timeout_s)
+            self.notices = Notices(
+                {name: routing_id(name).encode() for name in self.mine}, self.notify, spec.training.reply_timeout_s
+            )
 
     def notify(self, to: bytes, msg: Message) -> None:
         msg.experiment, msg.sender = self.rt.experiment.name, self.rt.instance
@@ -164,11 +173,22 @@ class Server:
     def state(self) -> dict:
         """What a restarted server needs: its worker, whom it has served up to which step,
         the replies it may have to send again, and who has left."""
-        return {"worker": worker_state(self.worker), "served": self.served, "said_bye": sorted(self.said_bye),
-                "stream_step": dict(self.stream.step), "stream_epoch": dict(self.stream.epoch),
-                "replies": {who: {"epoch": m.epoch, "step": m.step, "tensors": dict(m.tensors),
-                                  "traffic": {k: int(t) for k, t in m.traffic.items()}}
-                            for who, m in self.replies.items()}}
+        return {
+            "worker": worker_state(self.worker),
+            "served": self.served,
+            "said_bye": sorted(self.said_bye),
+            "stream_step": dict(self.stream.step),
+            "stream_epoch": dict(self.stream.epoch),
+            "replies": {
+                who: {
+                    "epoch": m.epoch,
+                    "step": m.step,
+                    "tensors": dict(m.tensors),
+                    "traffic": {k: int(t) for k, t in m.traffic.items()},
+                }
+                for who, m in self.replies.items()
+            },
+        }
 
     def resume(self, state: dict | None) -> None:
         if state is None:
@@ -179,9 +199,15 @@ class Server:
         self.stream.step, self.stream.epoch = dict(state["stream_step"]), dict(state["stream_epoch"])
         self.ckpt_epoch = max(self.stream.epoch.values(), default=0)
         for who, r in state["replies"].items():
-            self.replies[who] = Message(Kind.TRAIN_REPLY, self.rt.experiment.name, self.rt.instance, r["epoch"],
-                                        r["step"], dict(r["tensors"]),
-                                        {k: Traffic(t) for k, t in r["traffic"].items()})
+            self.replies[who] = Message(
+                Kind.TRAIN_REPLY,
+                self.rt.experiment.name,
+                self.rt.instance,
+                r["epoch"],
+                r["step"],
+                dict(r["tensors"]),
+                {k: Traffic(t) for k, t in r["traffic"].items()},
+            )
         self.resumed = dict(self.stream.step)
         self.rt.log.write("session", status="checkpoint", served=self.served, sources_done=len(self.said_bye))
 
@@ -215,8 +241,11 @@ class Server:
                     self.drop(waiting, deadline)
                     return
                 if now - last_heard > idle_limit:
-                    raise RoleFailed(f"no message from any source for {idle_limit:.0f} s; "
-                                     f"{len(self.said_bye)}/{len(self.mine)} sources finished", code=3) from None
+                    raise RoleFailed(
+                        f"no message from any source for {idle_limit:.0f} s; "
+                        f"{len(self.said_bye)}/{len(self.mine)} sources finished",
+                        code=3,
+                    ) from None
                 continue
             self.answer(sender, user, msg, t_arrival)
             last_heard = time.time()
@@ -225,19 +254,29 @@ class Server:
         """Record the sources that are gone; with none left at all, the run cannot go on."""
         now = time.time()
         for who in sorted(waiting):
-            self.rt.log.write("source_gone", source=who, last_step=self.last_step.get(who),
-                              silent_s=now - self.heard[who] if who in self.heard else None,
-                              noticed_by=self.rt.instance, reason=f"silent for more than {deadline:g} s")
+            self.rt.log.write(
+                "source_gone",
+                source=who,
+                last_step=self.last_step.get(who),
+                silent_s=now - self.heard[who] if who in self.heard else None,
+                noticed_by=self.rt.instance,
+                reason=f"silent for more than {deadline:g} s",
+            )
         if not self.said_bye and self.paradigm_servers == 1:
-            raise RoleFailed(f"every source gone: {', '.join(sorted(waiting))} silent for more than {deadline:g} s",
-                             code=3)
+            raise RoleFailed(
+                f"every source gone: {', '.join(sorted(waiting))} silent for more than {deadline:g} s", code=3
+            )
 
     def duplicate(self, sender: bytes, who: str, msg: Message) -> bool:
         """A training step this server has already answered (re-sent after a restart notice,
         or its reply was lost): answered again from the kept reply, never trained twice."""
         kept = self.replies.get(who)
-        if (msg.kind != Kind.TRAIN or kept is None or (kept.epoch, kept.step) != (msg.epoch, msg.step)
-                or msg.experiment != self.limits.experiment):
+        if (
+            msg.kind != Kind.TRAIN
+            or kept is None
+            or (kept.epoch, kept.step) != (msg.epoch, msg.step)
+            or msg.experiment != self.limits.experiment
+        ):
             return False
         self.duplicates += 1
         self.rt.metrics.duplicates.labels(**self.rt.metrics.base).inc()
@@ -288,8 +327,16 @@ class Server:
                 self.notices_done.add(who)  # its first step since the restart: did the server lose updates?
                 lost = msg.step - self.resumed.get(who, -1) - 1
                 rt.log.write("resume", source=who, epoch=msg.epoch, step=msg.step, lost_updates=max(0, lost))
-            rt.log.write("server", source=who, epoch=msg.epoch, step=msg.step, loss=loss,
-                         wait_s=t_start - t_arrival, phase_server_forward_s=fwd, phase_server_backward_s=bwd)
+            rt.log.write(
+                "server",
+                source=who,
+                epoch=msg.epoch,
+                step=msg.step,
+                loss=loss,
+                wait_s=t_start - t_arrival,
+                phase_server_forward_s=fwd,
+                phase_server_backward_s=bwd,
+            )
             if self.agg is not None:
                 exchange_round(rt, self.worker, self.agg, msg, who)
             self.served += 1
@@ -310,11 +357,19 @@ class Server:
         wire = io.ep.transport + (agg.ep.transport if agg is not None else collections.Counter())
         for d, n in wire.items():
             rt.metrics.transport_bytes.labels(**rt.metrics.base, direction=d, auth=self.security.mode).inc(n)
-        rt.log.write("session", status="served", sources=len(self.said_bye), auth=self.security.mode,
-                     gone=",".join(sorted(self.mine - self.said_bye)) or None,
-                     up_bytes=sum(io.ep.rx.values()), down_bytes=sum(io.ep.tx.values()),
-                     transport_rx_bytes=wire["rx"], transport_tx_bytes=wire["tx"], rejected=self.rejections.total,
-                     duplicates_dropped=self.duplicates)
+        rt.log.write(
+            "session",
+            status="served",
+            sources=len(self.said_bye),
+            auth=self.security.mode,
+            gone=",".join(sorted(self.mine - self.said_bye)) or None,
+            up_bytes=sum(io.ep.rx.values()),
+            down_bytes=sum(io.ep.tx.values()),
+            transport_rx_bytes=wire["rx"],
+            transport_tx_bytes=wire["tx"],
+            rejected=self.rejections.total,
+            duplicates_dropped=self.duplicates,
+        )
 
 
 def run(args) -> int:
@@ -331,9 +386,16 @@ def exchange_round(rt: Runtime, worker, agg: PeerLink, msg: Message, who: str) -
     except ValueError as err:
         raise RoleFailed(f"round after step {msg.step}: {err}", code=4) from None
     if phases is not None:
-        rt.log.write("round", source=who, epoch=msg.epoch, step=msg.step,
-                     duration_s=time.perf_counter() - t0, **{f"phase_{k}_s": v for k, v in phases.items()},
-                     **worker.tags(msg.epoch), **byte_fields(agg.ep.tx - up0, agg.ep.rx - down0))
+        rt.log.write(
+            "round",
+            source=who,
+            epoch=msg.epoch,
+            step=msg.step,
+            duration_s=time.perf_counter() - t0,
+            **{f"phase_{k}_s": v for k, v in phases.items()},
+            **worker.tags(msg.epoch),
+            **byte_fields(agg.ep.tx - up0, agg.ep.rx - down0),
+        )
         rt.load_for_round(rt.spec.server.device.load, msg.epoch // rt.spec.paradigm.local_epochs + 1)
 
 

@@ -1,6 +1,7 @@
 """A data source: holds its partition, runs the paradigm's edge work, talks to the server
 and/or the aggregator (through the link emulator when there is one) and records every
 step, every round's weight exchange, and every evaluation."""
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,9 @@ class Source:
             self.steps = steps_per_epoch(len(self.mine), spec)
         except ValueError as err:
             raise RoleFailed(f"{rt.instance}: {err}", code=2) from None
-        paradigm = get_paradigm(Setup(rt.experiment, self.data.meta, rt.run_dir, rt.instance,
-                                      steps_per_epoch=self.steps))
+        paradigm = get_paradigm(
+            Setup(rt.experiment, self.data.meta, rt.run_dir, rt.instance, steps_per_epoch=self.steps)
+        )
         rt.limit(rt.plan.device("source"))
         self.load = spec.sources.device.load
         rt.load_for_round(self.load, 0)
@@ -73,8 +75,13 @@ class Source:
         self.worker = paradigm.source(self.link.call, send=self.link.send, aggregate=aggregate)
         self.evaluates = paradigm.evaluators == "all" or index == 0
         self.test_x, self.test_y = test_subset(spec, self.data)
-        rt.log.write("plan", planned_steps=self.steps * spec.training.epochs, samples=len(self.mine),
-                     epochs=spec.training.epochs, edge_blocks=paradigm.edge_blocks())
+        rt.log.write(
+            "plan",
+            planned_steps=self.steps * spec.training.epochs,
+            samples=len(self.mine),
+            epochs=spec.training.epochs,
+            edge_blocks=paradigm.edge_blocks(),
+        )
         self.start_tx, self.start_rx = self.moved()  # HELLO/WELCOME so far
         self.ckpt = Checkpointer(rt, spec.checkpoint.every)
         self.cursor = (0, 0, 0)  # (epoch, step in epoch, step) to train next
@@ -92,8 +99,9 @@ class Source:
         self.rt.log.write("session", status="checkpoint", epoch=state["epoch"], step=state["step"])
 
     def save(self, epoch: int, next_: int, step: int) -> None:
-        self.ckpt.save({"worker": worker_state(self.worker), "epoch": epoch, "next": next_, "step": step},
-                       epoch=epoch, step=step)
+        self.ckpt.save(
+            {"worker": worker_state(self.worker), "epoch": epoch, "next": next_, "step": step}, epoch=epoch, step=step
+        )
 
     def moved(self) -> tuple[Counter, Counter]:
         return sum((p.ep.tx for p in self.links), Counter()), sum((p.ep.rx for p in self.links), Counter())
@@ -119,11 +127,19 @@ class Source:
                 if first_time:
                     rt.metrics.step(out.samples, phases, None if math.isnan(loss) else loss)
                 up1, down1 = self.moved()
-                rt.log.write("step" if first_time else "redo", epoch=epoch, step=step, samples=out.samples, loss=loss,
-                             **worker.tags(epoch),
-                             accuracy=correct / out.samples, duration_s=duration, **lr_field(worker),
-                             **{f"phase_{k}_s": v for k, v in phases.items()},
-                             **byte_fields(up1 - up0, down1 - down0))
+                rt.log.write(
+                    "step" if first_time else "redo",
+                    epoch=epoch,
+                    step=step,
+                    samples=out.samples,
+                    loss=loss,
+                    **worker.tags(epoch),
+                    accuracy=correct / out.samples,
+                    duration_s=duration,
+                    **lr_field(worker),
+                    **{f"phase_{k}_s": v for k, v in phases.items()},
+                    **byte_fields(up1 - up0, down1 - down0),
+                )
                 step += 1
                 if self.ckpt.due(step, False):
                     self.save(epoch, s + 1, step)
@@ -132,9 +148,14 @@ class Source:
             round_phases = worker.after_epoch(epoch)
             if round_phases is not None:
                 up1, down1 = self.moved()
-                rt.log.write("round", epoch=epoch, step=step, duration_s=time.perf_counter() - t0,
-                             **{f"phase_{k}_s": v for k, v in round_phases.items()},
-                             **byte_fields(up1 - up0, down1 - down0))
+                rt.log.write(
+                    "round",
+                    epoch=epoch,
+                    step=step,
+                    duration_s=time.perf_counter() - t0,
+                    **{f"phase_{k}_s": v for k, v in round_phases.items()},
+                    **byte_fields(up1 - up0, down1 - down0),
+                )
             if self.evaluates and evaluation_due(spec, epoch):
                 evaluate(rt, worker, link, self.test_x, self.test_y, epoch, step)
             # at an epoch's end, and after every round's exchange: a resumed source never sends a round twice
@@ -149,12 +170,18 @@ class Source:
             peer.call(Message(Kind.BYE))
         # bytes of the session messages, so that the record's totals equal the counters'
         after_tx, after_rx = self.moved()
-        self.rt.log.write("control", **byte_fields(self.start_tx + (after_tx - end_tx),
-                                                    self.start_rx + (after_rx - end_rx)))
+        self.rt.log.write(
+            "control", **byte_fields(self.start_tx + (after_tx - end_tx), self.start_rx + (after_rx - end_rx))
+        )
         # what the wire carried besides the payload (framing; CURVE's per-frame overhead)
         wire = sum((p.ep.transport for p in self.links), Counter())
-        self.rt.log.write("session", status="transport", auth=self.spec.transport.auth,
-                          transport_tx_bytes=wire["tx"], transport_rx_bytes=wire["rx"])
+        self.rt.log.write(
+            "session",
+            status="transport",
+            auth=self.spec.transport.auth,
+            transport_tx_bytes=wire["tx"],
+            transport_rx_bytes=wire["rx"],
+        )
 
 
 def lr_field(worker) -> dict:
@@ -170,22 +197,39 @@ def evaluate(rt: Runtime, worker, link: PeerLink, x, y, epoch: int, step: int) -
     """The source's own exit first (it needs no link, so it is recorded even while the
     link is down), then the final exit."""
     t0 = time.perf_counter()
-    local = [worker.eval_local(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]) for i in range(0, len(y), EVAL_BATCH)]
+    local = [worker.eval_local(x[i : i + EVAL_BATCH], y[i : i + EVAL_BATCH]) for i in range(0, len(y), EVAL_BATCH)]
     if local[0] is not None:  # an exit on the source itself: no bytes on the wire
         acc = sum(c for _, c in local) / len(y)
         rt.metrics.accuracy.labels(**rt.metrics.base, exit="early").set(acc)
-        rt.log.write("eval", epoch=epoch, step=step, samples=len(y), loss=sum(l for l, _ in local) / len(y),
-                     accuracy=acc, exit="early", duration_s=time.perf_counter() - t0, **worker.tags(epoch))
+        rt.log.write(
+            "eval",
+            epoch=epoch,
+            step=step,
+            samples=len(y),
+            loss=sum(l for l, _ in local) / len(y),
+            accuracy=acc,
+            exit="early",
+            duration_s=time.perf_counter() - t0,
+            **worker.tags(epoch),
+        )
     t0 = time.perf_counter()
     up0, down0 = link.ep.tx.copy(), link.ep.rx.copy()
     loss_sum, correct = 0.0, 0
     for i in range(0, len(y), EVAL_BATCH):
-        l, c = worker.eval_batch(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH], epoch)
+        l, c = worker.eval_batch(x[i : i + EVAL_BATCH], y[i : i + EVAL_BATCH], epoch)
         loss_sum += l
         correct += c
     acc = correct / len(y)
     rt.metrics.accuracy.labels(**rt.metrics.base, exit="final").set(acc)
-    rt.log.write("eval", epoch=epoch, step=step, samples=len(y), loss=loss_sum / len(y), accuracy=acc,
-                 **worker.tags(epoch),
-                 exit="final", duration_s=time.perf_counter() - t0,
-                 **byte_fields(link.ep.tx - up0, link.ep.rx - down0))
+    rt.log.write(
+        "eval",
+        epoch=epoch,
+        step=step,
+        samples=len(y),
+        loss=loss_sum / len(y),
+        accuracy=acc,
+        **worker.tags(epoch),
+        exit="final",
+        duration_s=time.perf_counter() - t0,
+        **byte_fields(link.ep.tx - up0, link.ep.rx - down0),
+    )

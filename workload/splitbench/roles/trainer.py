@@ -1,4 +1,5 @@
 """Centralized reference: the whole model, all sources' data, one process, no network."""
+
 from __future__ import annotations
 
 import time
@@ -41,8 +42,13 @@ class Trainer:
         model = whole_model(setup)
         opt = make_optimizer(model.parameters(), spec.training)
         test_x, test_y = test_subset(spec, data)
-        rt.log.write("plan", planned_steps=steps * spec.training.epochs, samples=len(everything),
-                     epochs=spec.training.epochs, edge_blocks=None)
+        rt.log.write(
+            "plan",
+            planned_steps=steps * spec.training.epochs,
+            samples=len(everything),
+            epochs=spec.training.epochs,
+            edge_blocks=None,
+        )
         step = 0
         for epoch in range(spec.training.epochs):
             rt.metrics.epoch.labels(**rt.metrics.base).set(epoch)
@@ -52,8 +58,17 @@ class Trainer:
                 o = train_on_server(model, opt, x, y)
                 phases = {"forward": o.forward_s, "backward": o.backward_s}
                 rt.metrics.step(len(y), phases, o.loss)
-                rt.log.write("step", epoch=epoch, step=step, samples=len(y), loss=o.loss, accuracy=o.correct / len(y),
-                             lr=opt.param_groups[0]["lr"], duration_s=o.forward_s + o.backward_s, **{f"phase_{k}_s": v for k, v in phases.items()})
+                rt.log.write(
+                    "step",
+                    epoch=epoch,
+                    step=step,
+                    samples=len(y),
+                    loss=o.loss,
+                    accuracy=o.correct / len(y),
+                    lr=opt.param_groups[0]["lr"],
+                    duration_s=o.forward_s + o.backward_s,
+                    **{f"phase_{k}_s": v for k, v in phases.items()},
+                )
                 step += 1
             if not evaluation_due(spec, epoch):
                 continue
@@ -65,8 +80,16 @@ class Trainer:
                 loss = float(F.cross_entropy(out, test_y))
             model.train()
             rt.metrics.accuracy.labels(**rt.metrics.base, exit="final").set(acc)
-            rt.log.write("eval", epoch=epoch, step=step, samples=len(test_y), loss=loss, accuracy=acc,
-                         exit="final", duration_s=time.perf_counter() - t0)
+            rt.log.write(
+                "eval",
+                epoch=epoch,
+                step=step,
+                samples=len(test_y),
+                loss=loss,
+                accuracy=acc,
+                exit="final",
+                duration_s=time.perf_counter() - t0,
+            )
 
 
 def run(args) -> int:

@@ -11,6 +11,7 @@ client by the instance its key belongs to. That name reaches each received messa
 frame property "User-Id" (Endpoint.last_user). Every socket is bounded: MAXMSGSIZE,
 send/receive high-water marks and a send timeout (PeerGone when it expires).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -26,7 +27,7 @@ from .wire import Layout, Message, Traffic, WireError, decode_layout, encode_lay
 ByteHook = Callable[[str, Traffic, int], None]  # (direction "tx"|"rx", traffic, bytes)
 
 _SNDMORE = zmq.SNDMORE
-DEFAULT_HWM = 64          # messages queued per peer and direction before senders wait
+DEFAULT_HWM = 64  # messages queued per peer and direction before senders wait
 DEFAULT_SNDTIMEO_S = 30.0
 
 
@@ -53,8 +54,13 @@ class _KeyAuthenticator(ThreadAuthenticator):
 class Security:
     """The transport security of one role process: 'curve' (with its keyring) or 'none'."""
 
-    def __init__(self, mode: str = "none", keyring: Keyring | None = None, domain: str = "",
-                 on_denied: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        mode: str = "none",
+        keyring: Keyring | None = None,
+        domain: str = "",
+        on_denied: Callable[[str], None] | None = None,
+    ):
         if mode == "curve" and keyring is None:
             raise ValueError("transport.auth curve needs a keyring")
         self.mode, self.keyring, self.domain = mode, keyring, domain or "splitbench"
@@ -110,9 +116,18 @@ class Security:
 NO_SECURITY = Security()
 
 
-def bound_socket(ctx: zmq.Context, kind: int, *, bind: bool, security: Security = NO_SECURITY,
-                 peer: str | None = None, identity: bytes | None = None, max_msg_bytes: int | None = None,
-                 hwm: int = DEFAULT_HWM, sndtimeo_s: float | None = DEFAULT_SNDTIMEO_S) -> zmq.Socket:
+def bound_socket(
+    ctx: zmq.Context,
+    kind: int,
+    *,
+    bind: bool,
+    security: Security = NO_SECURITY,
+    peer: str | None = None,
+    identity: bytes | None = None,
+    max_msg_bytes: int | None = None,
+    hwm: int = DEFAULT_HWM,
+    sndtimeo_s: float | None = DEFAULT_SNDTIMEO_S,
+) -> zmq.Socket:
     """A socket with every bound this project sets: linger, message size, queues, send timeout,
     and the role's CURVE keys (set before bind/connect, as ZeroMQ requires)."""
     sock = ctx.socket(kind)
@@ -139,14 +154,33 @@ def user_id(frame) -> str | None:
 
 
 class Endpoint:
-    def __init__(self, ctx: zmq.Context, kind: int, address: str, *, bind: bool, identity: str | None = None,
-                 on_bytes: ByteHook | None = None, security: Security = NO_SECURITY, peer: str | None = None,
-                 max_msg_bytes: int | None = None, hwm: int = DEFAULT_HWM,
-                 sndtimeo_s: float | None = DEFAULT_SNDTIMEO_S):
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        kind: int,
+        address: str,
+        *,
+        bind: bool,
+        identity: str | None = None,
+        on_bytes: ByteHook | None = None,
+        security: Security = NO_SECURITY,
+        peer: str | None = None,
+        max_msg_bytes: int | None = None,
+        hwm: int = DEFAULT_HWM,
+        sndtimeo_s: float | None = DEFAULT_SNDTIMEO_S,
+    ):
         self.security = security
-        self.sock = bound_socket(ctx, kind, bind=bind, security=security, peer=peer,
-                                 identity=identity.encode() if identity else None, max_msg_bytes=max_msg_bytes,
-                                 hwm=hwm, sndtimeo_s=sndtimeo_s)
+        self.sock = bound_socket(
+            ctx,
+            kind,
+            bind=bind,
+            security=security,
+            peer=peer,
+            identity=identity.encode() if identity else None,
+            max_msg_bytes=max_msg_bytes,
+            hwm=hwm,
+            sndtimeo_s=sndtimeo_s,
+        )
         (self.sock.bind if bind else self.sock.connect)(address)
         self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT) if bind else address
         self.router = kind == zmq.ROUTER
@@ -171,8 +205,10 @@ class Endpoint:
         return them (read-only: shared by every message of the layout)."""
         wire = layout.transport
         if wire is None:
-            wire = layout.transport = (sum(n + zmtp_overhead(n) for n in layout.lengths),
-                                       curve_wire_bytes(layout.lengths))
+            wire = layout.transport = (
+                sum(n + zmtp_overhead(n) for n in layout.lengths),
+                curve_wire_bytes(layout.lengths),
+            )
         self.transport[direction] += wire[1] if self.security.curve else wire[0]
         total = self.tx if direction == "tx" else self.rx
         hook = self.on_bytes
@@ -194,8 +230,10 @@ class Endpoint:
                 send(f, _SNDMORE, copy=False)
             send(frames[-1], 0, copy=False)
         except zmq.Again:
-            raise PeerGone(f"cannot send {msg.kind.name} to {self.address}: the peer is gone or has not read "
-                           f"for {self.sndtimeo_s:.0f} s") from None
+            raise PeerGone(
+                f"cannot send {msg.kind.name} to {self.address}: the peer is gone or has not read "
+                f"for {self.sndtimeo_s:.0f} s"
+            ) from None
         return self._count("tx", layout)
 
     def recv(self, timeout_s: float | None = None) -> tuple[bytes | None, Message, Mapping[Traffic, int]]:

@@ -8,6 +8,7 @@ A role finds the folder from `--keys DIR`, else $SPLITBENCH_KEYS, else <run-dir>
 
 Keys are never written into the record, logs, spec.yaml or report: only this folder holds them.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ class KeysMissing(RuntimeError):
 @dataclass
 class Keyring:
     """What one role needs: its own keypair and the public keys of its experiment's roles."""
+
     instance: str
     public: bytes
     secret: bytes
@@ -82,8 +84,10 @@ def keys_dir_for(args, run_dir: Path) -> Path:
 def load_keyring(keys_dir: Path, instance: str) -> Keyring:
     keys_dir = Path(keys_dir)
     if not keys_dir.is_dir():
-        raise KeysMissing(f"no keys folder at {keys_dir} (transport.auth is curve: the executor makes one; "
-                          f"or pass --keys DIR / set {KEYS_ENV})")
+        raise KeysMissing(
+            f"no keys folder at {keys_dir} (transport.auth is curve: the executor makes one; "
+            f"or pass --keys DIR / set {KEYS_ENV})"
+        )
     publics = {}
     for path in sorted(keys_dir.glob("*.pub")):
         key = path.read_bytes().strip()

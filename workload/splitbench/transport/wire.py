@@ -12,6 +12,7 @@ sample is deterministic and can be regressed in CI. The experiment travels as a 
 (the first 16 bytes of SHA-256 of its name), so renaming an experiment does not change its
 bytes; a decoded message's `experiment` is that id in hex.
 """
+
 from __future__ import annotations
 
 import functools
@@ -59,22 +60,25 @@ def experiment_id(experiment: str) -> bytes:
         except ValueError:
             pass
     return hashlib.sha256(experiment.encode("utf-8")).digest()[:ID_BYTES]
+
+
 _TENSOR = struct.Struct("<BBBBQ")
 
 
 class Kind(IntEnum):
-    HELLO = 1        # source -> server: I am here, with my sample count
-    WELCOME = 2      # server -> source
-    TRAIN = 3        # one training step's payload
+    HELLO = 1  # source -> server: I am here, with my sample count
+    WELCOME = 2  # server -> source
+    TRAIN = 3  # one training step's payload
     TRAIN_REPLY = 4  # gradient and/or step statistics
-    EVAL = 5         # held-out samples for accuracy (accounted apart from training)
+    EVAL = 5  # held-out samples for accuracy (accounted apart from training)
     EVAL_REPLY = 6
     BYE = 7
-    ERROR = 8        # the peer sent something we could not use; text in tensor "error"
+    ERROR = 8  # the peer sent something we could not use; text in tensor "error"
 
 
 class Traffic(IntEnum):
     """What the bytes are, for accounting (DESIGN.md's kinds, plus eval)."""
+
     INPUT = 0
     ACTIVATION = 1
     GRADIENT = 2
@@ -104,6 +108,8 @@ def _torch_dtypes() -> tuple[list, dict]:
 
     dtypes = [getattr(torch, n) for n in _DTYPE_NAMES]
     return dtypes, {d: i for i, d in enumerate(dtypes)}
+
+
 # Lookups instead of Enum(...) calls: this runs for every message, both ways.
 _KINDS = {int(k): k for k in Kind}
 _TRAFFICS = {int(t): t for t in Traffic}
@@ -138,12 +144,14 @@ def error_message(text: str, experiment: str = "", sender: str = "") -> Message:
     data = np.frombuffer(text.encode("utf-8")[:4096] or b"?", dtype=np.uint8)  # no torch: the relay sends these
     return Message(Kind.ERROR, experiment, sender).add("error", data, Traffic.CONTROL)
 
+
 class Layout:
     """What one header says, checked: the message's kind, experiment and sender, per tensor
     its name, dtype code, traffic kind, shape and size, its frames' lengths and the bytes it
     puts on the wire by traffic kind. All of it but the epoch and step is the same for every
     message of one step's shape, so layouts are kept by the header's other bytes: a header
     seen before is not parsed and checked again (its checks depend on those bytes alone)."""
+
     __slots__ = ("kind", "experiment", "sender", "tensors", "traffic", "lengths", "counts", "transport")
 
     def __init__(self, kind: Kind, experiment: str, sender: str, tensors: tuple, header_len: int):
@@ -230,8 +238,12 @@ def _encode_general(msg: Message) -> tuple[list, Layout]:
     if len(tensors) > MAX_TENSORS:
         raise WireError(f"{len(tensors)} tensors, at most {MAX_TENSORS}")
     snd = _short(msg.sender, "sender")
-    parts = [_FIXED.pack(MAGIC, VERSION, msg.kind, msg.epoch, msg.step, len(tensors), len(snd),
-                         experiment_id(msg.experiment)), snd]
+    parts = [
+        _FIXED.pack(
+            MAGIC, VERSION, msg.kind, msg.epoch, msg.step, len(tensors), len(snd), experiment_id(msg.experiment)
+        ),
+        snd,
+    ]
     frames: list = [b""]
     traffic = msg.traffic
     for name, t in tensors.items():
@@ -264,8 +276,11 @@ def _encode_general(msg: Message) -> tuple[list, Layout]:
         ndim = len(shape)
         if ndim > MAX_NDIM:
             raise WireError(f"tensor {name}: {ndim} dimensions, at most {MAX_NDIM}")
-        parts += (_TENSOR.pack(len(nb), code, traffic.get(name, Traffic.CONTROL), ndim, nbytes), nb,
-                  _SHAPES[ndim].pack(*shape))
+        parts += (
+            _TENSOR.pack(len(nb), code, traffic.get(name, Traffic.CONTROL), ndim, nbytes),
+            nb,
+            _SHAPES[ndim].pack(*shape),
+        )
         frames.append(buf)
     header = frames[0] = b"".join(parts)
     key = header[:4] + header[16:]
@@ -320,6 +335,7 @@ _torch = None
 def _import_torch():
     global _torch
     import torch
+
     _torch = torch
     return torch
 
@@ -382,7 +398,7 @@ def _text(header: memoryview, pos: int, length: int, what: str) -> tuple[str, in
     if pos + length > len(header):
         raise WireError(f"header truncated in {what}")
     try:
-        return bytes(header[pos:pos + length]).decode("utf-8"), pos + length
+        return bytes(header[pos : pos + length]).decode("utf-8"), pos + length
     except UnicodeDecodeError:
         raise WireError(f"{what} is not UTF-8") from None
 
@@ -438,5 +454,6 @@ def _counts(kind: Kind, lengths: Sequence[int], traffics: Sequence[Traffic]) -> 
 def wire_bytes(frames: Sequence, msg: Message) -> dict[Traffic, int]:
     """Bytes this message puts on the wire, by traffic kind. Header and framing are control;
     everything in an EVAL/EVAL_REPLY is eval."""
-    return _counts(msg.kind, [frame_len(f) for f in frames],
-                   [msg.traffic.get(name, Traffic.CONTROL) for name in msg.tensors])
+    return _counts(
+        msg.kind, [frame_len(f) for f in frames], [msg.traffic.get(name, Traffic.CONTROL) for name in msg.tensors]
+    )
