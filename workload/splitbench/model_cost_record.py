@@ -125,3 +125,53 @@ def predicted_epoch_s(cost: dict | None) -> float:
     pred = (cost or {}).get("predicted") or {}
     s = pred.get("epoch_s")
     return float(s) if s is not None else math.nan
+
+
+# A suite's model-definition claims (parameters, operations per sample at a stated input size)
+# name models that no run may train: `splitbench bench` computes their figures when it plans the
+# suite and records them in the suite's runs folder, so the report's claims table reads a file.
+FIGURES_FILE = "model_figures.json"
+FIGURES_MISSING = "model figure not recorded: run `splitbench bench` on the suite (it records them when it plans)"
+
+
+def figure_key(model: str, input_size: int | None, metric: str) -> str:
+    return f"{model}@{input_size or 224}:{metric}"
+
+
+def model_figures(claims) -> dict[str, float]:
+    """The figure of each `model_*` claim: parameters, or operations per sample at the claim's
+    input size under its counting convention (models/efficientnet.py: operation_counts)."""
+    from .models import build_model
+    from .models.efficientnet import operation_counts
+
+    figures: dict[str, float] = {}
+    for c in claims:
+        if not c.metric.startswith("model_"):
+            continue
+        size = c.input_size or 224
+        model = build_model(c.model, 1000, (3, size, size))
+        if c.metric == "model_params":
+            value = sum(p.numel() for p in model.parameters())
+        else:
+            value = operation_counts(model, size)["mult_adds" if c.metric == "model_mult_adds" else "with_elementwise"]
+        figures[figure_key(c.model, size, c.metric)] = float(value)
+    return figures
+
+
+def write_model_figures(claims, folder: Path) -> None:
+    """Record the claims' model figures in `folder` (nothing when the suite has none)."""
+    figures = model_figures(claims or [])
+    if figures:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(folder) / FIGURES_FILE, json.dumps({"version": VERSION, "figures": figures}, indent=1))
+
+
+def read_model_figures(folders) -> dict[str, float]:
+    """The recorded model figures found in any of `folders` (a suite's runs folder); {} if none."""
+    figures: dict[str, float] = {}
+    for folder in folders:
+        try:
+            figures.update(json.loads((Path(folder) / FIGURES_FILE).read_text())["figures"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return figures

@@ -112,12 +112,19 @@ def test_a_claim_states_its_tolerance_and_its_source():
         claim(paper=5, metric="speedup_vs_scratch", numerator="a", denominator="b")
 
 
-def test_model_claims_count_the_definition_at_the_stated_resolution():
-    table = claims_table(pd.DataFrame(), [
+def test_model_claims_count_the_definition_at_the_stated_resolution(tmp_path):
+    from splitbench.model_cost_record import read_model_figures, write_model_figures
+
+    claims = [
         claim(paper=6.424e6, metric="model_params", model="efficientnet_b2s", tolerance=0.001),
         claim(paper=0.421e9, metric="model_ops_with_elementwise", model="efficientnet_b2s", inputSize=224,
-              tolerance=0.01)])
+              tolerance=0.01)]
+    write_model_figures(claims, tmp_path)  # as splitbench bench does when it plans the suite
+    table = claims_table(pd.DataFrame(), claims, figures=read_model_figures([tmp_path]))
     assert list(table["verdict"]) == ["agrees", "agrees"]
+    unrecorded = claims_table(pd.DataFrame(), claims, figures={})  # the report builds no model for them
+    assert list(unrecorded["verdict"]) == ["not measured"] * 2
+    assert unrecorded["explanation"].str.contains("model figure not recorded").all()
     assert table["metric"].iloc[1] == "model_ops_with_elementwise: efficientnet_b2s at 224x224"
     with pytest.raises(ValueError, match="needs a model"):
         claim(paper=1, metric="model_mult_adds", model="efficientnet_b2s")

@@ -78,3 +78,24 @@ def test_the_reference_models_file_matches_the_models():
     for m in figures.reference_models():
         assert m == model_blocks(m["model"], m["num_classes"], tuple(m["input_shape"]))
 
+
+
+def test_a_suites_model_claims_are_read_from_the_record_not_computed(tmp_path):
+    """A model-definition claim (EfficientNet-B2s' parameters) is judged from the figures the
+    suite's plan recorded beside its runs; building the report still imports no torch."""
+    from splitbench.model_cost_record import write_model_figures
+    from splitbench.spec import PaperClaim
+
+    doc = {"claim": "B2s parameters", "source": "HFSL paper, table 2", "paper": 6.424598e6, "tolerance": 0.001,
+           "toleranceSource": "a parameter count is exact",
+           "metric": "model_params", "model": "efficientnet_b2s"}
+    dirs = [fake_run(tmp_path / "runs", "mf-split", 1, 0.1, 0.8)]
+    write_model_figures([PaperClaim.model_validate(doc)], tmp_path / "runs")
+    got = _no_torch("from pathlib import Path\nfrom splitbench.report.build import build_report\n"
+                    "from splitbench.spec import PaperClaim\n"
+                    f"build_report([Path({str(dirs[0])!r})], Path({str(tmp_path / 'out')!r}), "
+                    f"claims=[PaperClaim.model_validate({doc!r})])")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.strip().splitlines()[-1] == "False"
+    table = pd.read_csv(tmp_path / "out" / "paper_vs_measured.csv")
+    assert table.loc[0, "verdict"] == "agrees" and table.loc[0, "measured"] == 6424598

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..executors.base import RunResult, interrupt_on_sigterm
+from ..model_cost_record import write_model_figures
 from ..record import read_environment, read_run, run_status
 from ..report import build_report
 from ..spec import Experiment, load_experiment, load_suite
@@ -79,6 +80,7 @@ def run(args) -> int:
     suite = load_suite(args.suite, args.overrides)
     exps = [quick(e) if args.quick else e for e in suite.runs(args.repeats)]
     args.runs = str(Path(args.runs) / suite.metadata.name)
+    write_model_figures(suite.spec.report.paper_claims, Path(args.runs))  # what the claims' report reads
     executor = make_executor(args)
     t0 = time.time()
     print(

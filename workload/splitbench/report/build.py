@@ -21,7 +21,7 @@ import pandas as pd
 from .. import registry
 from ..environment import timing_key
 from ..atomic import write_atomic
-from ..model_cost_record import MISSING_NOTE, read_model_cost
+from ..model_cost_record import MISSING_NOTE, read_model_cost, read_model_figures
 from ..record import read_environment, read_run, run_status
 from ..spec import Experiment, PaperClaim, SpecError, load_experiment
 from . import figures, units
@@ -294,7 +294,8 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
             tables[key] = df
             sections.insert(0, (heading, f"<p>{html.escape(intro)}</p>" + _plain_table(df)))
     if claims:
-        table = claims_table(runs, claims, budgets=budgets)  # per run: the spread comes from the repeats
+        model_figs = read_model_figures({Path(d).resolve().parent for d in run_dirs})  # the suite's runs folder
+        table = claims_table(runs, claims, budgets=budgets, figures=model_figs)  # per run: spread from the repeats
         tables["paper_vs_measured"] = table
         sections.insert(0, ("Paper vs measured",
                             "<p>Each headline figure of the paper beside ours (means over repeats; speedups: medians). Nothing is "

@@ -20,6 +20,7 @@ import re
 
 import pandas as pd
 
+from ..model_cost_record import FIGURES_MISSING, figure_key
 from ..spec import PaperClaim
 
 VERDICTS = ("agrees", "differs", "not measured")
@@ -113,19 +114,6 @@ def _speedup(budgets: pd.DataFrame | None, c: PaperClaim) -> tuple[float, float,
     return float(median), spread, note
 
 
-def _model_figure(c: PaperClaim) -> float:
-    """A model-definition claim: parameters, or operations per sample at the claim's input size
-    under the claim's counting convention (models/efficientnet.py: operation_counts)."""
-    from ..models import build_model
-    from ..models.efficientnet import operation_counts
-    size = c.input_size or 224
-    model = build_model(c.model, 1000, (3, size, size))
-    if c.metric == "model_params":
-        return float(sum(p.numel() for p in model.parameters()))
-    counts = operation_counts(model, size)
-    return float(counts["mult_adds" if c.metric == "model_mult_adds" else "with_elementwise"])
-
-
 def judge(measured: float, paper: float, tolerance: float) -> str:
     if math.isnan(measured):
         return "not measured"
@@ -133,10 +121,11 @@ def judge(measured: float, paper: float, tolerance: float) -> str:
 
 
 def claims_table(summary: pd.DataFrame, claims: list[PaperClaim], budgets: pd.DataFrame | None = None,
-                 onair: dict[str, float] | None = None) -> pd.DataFrame:
+                 onair: dict[str, float] | None = None, figures: dict[str, float] | None = None) -> pd.DataFrame:
     """`onair`: experiment -> on-air bytes per payload byte of its training messages
     (report/onair.py); when None, it is taken from budgets.attrs['onair'] if the budget table
-    carries it (budget_table computes it from the records)."""
+    carries it (budget_table computes it from the records). `figures`: the model-definition
+    figures recorded when the suite was planned (model_cost_record.read_model_figures)."""
     if onair is None and budgets is not None:
         onair = budgets.attrs.get("onair")
     onair = onair or {}
@@ -146,8 +135,9 @@ def claims_table(summary: pd.DataFrame, claims: list[PaperClaim], budgets: pd.Da
         den_rows, den_out = _usable(_matches(summary, c.denominator))
         excluded = num_out + den_out
         measured, spread, why = math.nan, math.nan, ""
-        if c.metric.startswith("model_"):
-            measured = _model_figure(c)
+        if c.metric.startswith("model_"):  # recorded when the suite was planned (model_cost_record)
+            measured = (figures or {}).get(figure_key(c.model, c.input_size, c.metric), math.nan)
+            why = FIGURES_MISSING if math.isnan(measured) else ""
         elif c.metric == "speedup_vs_scratch":
             if not num_out:
                 measured, spread, why = _speedup(budgets, c)
