@@ -101,10 +101,11 @@ def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.C
 
 
 @pytest.mark.skipif(
-    not shutil.which("podman") or os.geteuid() != 0,
-    reason="podman kube play as root is needed (the keys are handed to the pods' user, uid 10001)",
+    os.geteuid() != 0, reason="podman kube play as root is needed (the keys are handed to the pods' user, uid 10001)"
 )
 def test_the_operators_pods_run_under_podman_kube_play(container_engine, tmp_path):
+    if not shutil.which("podman"):  # checked here: the container_engine fixture installs podman where it can
+        pytest.skip("podman kube play is needed; this engine is not podman")
     doc = experiment_doc(name="kubeplay", network={"profile": "wifi6"})
     doc["spec"]["training"]["maxStepsPerEpoch"] = 3
     exp = Experiment.model_validate(doc)
