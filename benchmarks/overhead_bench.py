@@ -32,6 +32,7 @@ import pandas as pd
 
 from splitbench.data.datasets import DEBIAN_FASHION_MNIST
 from splitbench.executors import LocalExecutor
+from splitbench.report.stats import median_ci
 from splitbench.spec import Experiment
 
 WARMUP = 3  # first steps of each run dropped (allocators, caches, lazy init)
@@ -58,24 +59,6 @@ def experiment(name: str, model: str, dataset: dict, paradigm: dict, steps: int)
             },
         }
     )
-
-
-def median_ci(values, conf: float = 0.95) -> tuple[float, float, float]:
-    """(median, low, high): a distribution-free interval for the median (order statistics)."""
-    xs = sorted(values)
-    n = len(xs)
-    med = statistics.median(xs)
-    if n < 6:
-        return med, xs[0], xs[-1]
-    alpha, cdf, j = (1 - conf) / 2, 0.0, -1
-    while True:
-        p = math.comb(n, j + 1) / 2**n
-        if cdf + p > alpha:
-            break
-        cdf += p
-        j += 1
-    j = max(j, 0)
-    return med, xs[j], xs[n - 1 - j]
 
 
 def ratio_ci(num: list[float], den: list[float], conf: float = 0.95) -> tuple[float, float, float]:

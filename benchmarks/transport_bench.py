@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 import zmq
 
+from splitbench.report.stats import median_ci
 from splitbench.transport import Endpoint, Kind, Message, Traffic, make_keys
 
 MODES = ("echo", "raw", "ours", "curve")
@@ -131,25 +132,6 @@ def block(mode: str, data: torch.Tensor, n: int, socks) -> tuple[float, float]:
     wall = (time.perf_counter() - t0) / n
     cpu = time.process_time() - c0
     return wall, (cpu + peer_cpu(mode, socks) - p0) / n
-
-
-def median_ci(values: list[float], conf: float = 0.95) -> tuple[float, float, float]:
-    """(median, low, high): the sample median and a distribution-free interval for the true
-    median from order statistics (the number of values below it is Binomial(n, 1/2))."""
-    xs = sorted(values)
-    n = len(xs)
-    med = statistics.median(xs)
-    if n < 6:
-        return med, xs[0], xs[-1]
-    alpha, cdf, j = (1 - conf) / 2, 0.0, -1
-    while True:  # j: the largest count with P(X <= j) <= alpha
-        p = math.comb(n, j + 1) / 2**n
-        if cdf + p > alpha:
-            break
-        cdf += p
-        j += 1
-    j = max(j, 0)
-    return med, xs[j], xs[n - 1 - j]
 
 
 def measure_size(size: int, seconds: float, socks, modes: tuple[str, ...]) -> dict:

@@ -50,3 +50,11 @@ def test_exact_byte_counts_tie_only_when_equal():
     assert welch_p([10.0] * 3, [10.0] * 3) == 1.0 and welch_p([10.0] * 3, [11.0] * 3) == 0.0
     ranks = [r for _, r, _ in tie_groups({"x": [10.0] * 3, "y": [10.0] * 3, "z": [11.0] * 3}, False)]
     assert ranks == [1, 1, 3]
+
+
+def test_median_interval_is_the_order_statistics_one():
+    from splitbench.report.stats import median_ci
+
+    xs = list(range(1, 21))  # n = 20: P(Binomial(20, 1/2) <= 5) = 0.021 <= 0.025 < P(<= 6) = 0.058
+    assert median_ci(xs) == (10.5, 6, 15)  # the 6th and 15th values, as tabulated for n = 20
+    assert median_ci([3, 1, 2]) == (2, 1, 3)  # too few values for 95%: the range

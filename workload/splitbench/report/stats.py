@@ -7,6 +7,7 @@ assume equal variances, and a bootstrap of 3 values has only 10 distinct resampl
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,3 +121,22 @@ def tie_groups(samples: dict[str, list[float]], higher_is_better: bool) -> list[
         else:
             out.append((name, rank, p))
     return out
+
+
+def median_ci(values: list[float], conf: float = 0.95) -> tuple[float, float, float]:
+    """(median, low, high): the sample median and a distribution-free interval for the true
+    median from order statistics (the number of values below it is Binomial(n, 1/2))."""
+    xs = sorted(values)
+    n = len(xs)
+    med = statistics.median(xs)
+    if n < 6:
+        return med, xs[0], xs[-1]
+    alpha, cdf, j = (1 - conf) / 2, 0.0, -1
+    while True:  # j: the largest count with P(X <= j) <= alpha
+        p = math.comb(n, j + 1) / 2**n
+        if cdf + p > alpha:
+            break
+        cdf += p
+        j += 1
+    j = max(j, 0)
+    return med, xs[j], xs[n - 1 - j]
