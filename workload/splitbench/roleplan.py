@@ -34,6 +34,14 @@ KINDS = ("source", "server", "aggregator", "link", "trainer")
 # source's pod is retried by its Job (backoffLimitPerIndex; past it the run goes on without it)
 RESTART_LIMIT = 3
 RESTARTS_IN_PLACE = "OnFailure"
+# Every role's environment (all executors: processes, the fork server, containers, pods).
+# OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads sleep at a barrier instead of spinning. Roles
+# share cores (a source and its server on one host, or many sources): a spinning thread holds a
+# core its peer needs, and a 2-thread role descheduled mid-barrier spins for its whole slice.
+# Measured (benchmarks/omp_wait_bench.py, 2 cores, 4 rounds): a split step's edge part 4.3x
+# [1.9, 6.3] slower spinning than passive beside two busy processes, 1.2x [0.9, 1.3] on an
+# idle machine. The whole-model baseline (trainer role) runs under the same policy.
+ROLE_ENV: tuple[tuple[str, str], ...] = (("PYTHONUNBUFFERED", "1"), ("OMP_WAIT_POLICY", "PASSIVE"))
 
 
 def role_name(kind: str, index: int = 0) -> str:
@@ -73,7 +81,7 @@ class Role:
     memory: str | None = None  # Kubernetes quantity, e.g. "1Gi": the limit
     memory_request: str | None = None  # what to reserve (the limit where the device states one)
     gpu: int = 0
-    env: tuple[tuple[str, str], ...] = (("PYTHONUNBUFFERED", "1"),)
+    env: tuple[tuple[str, str], ...] = ROLE_ENV
     volumes: tuple[Volume, ...] = VOLUMES
     restart: str = "Never"  # Kubernetes restartPolicy: RESTARTS_IN_PLACE or Never
     restart_limit: int = 0  # restarts before its failure fails the run

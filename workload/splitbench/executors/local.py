@@ -32,7 +32,7 @@ from ..atomic import write_atomic
 from ..model_cost_record import write_model_cost
 from ..devices import remove_cgroups
 from ..record import EventLog, merge
-from ..roleplan import KEYS_DIR, SPEC_FILE, Role, plan_roles, role_names
+from ..roleplan import KEYS_DIR, ROLE_ENV, SPEC_FILE, Role, plan_roles, role_names
 from ..transport import make_keys
 from ..spec import Experiment
 from .base import RunResult, status_line, uninterrupted
@@ -149,7 +149,7 @@ class LocalExecutor:
                     str(run_dir),
                     cmdline_room([argv for _, argv in procs_plan]),
                     run_dir / "forkserver.log",
-                    env={"PYTHONUNBUFFERED": "1"},
+                    env=dict(ROLE_ENV),  # before its torch import: OpenMP reads its policy then
                 ).start()
 
             def start(instance: str) -> None:  # a restart appends to the role's log, as to its events
