@@ -52,6 +52,8 @@ def role_of(pid: int) -> str | None:
     if "role" not in argv:
         return None
     kind = argv[argv.index("role") + 1]
+    if "--group" in argv:  # a source group's process
+        return f"{kind}-group-{argv[argv.index('--group') + 1]}"
     index = argv[argv.index("--index") + 1] if "--index" in argv else "0"
     return f"{kind}-{index}"
 

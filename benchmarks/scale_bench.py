@@ -1,9 +1,14 @@
-"""How many sources one machine holds: split learning of `small_cnn` over `ethernet-1g`, one
-server, N sources of 100m CPU each (one process per source), a few steps per source.
+"""How many sources one machine holds: split learning of `small_cnn` over `ethernet-1g` (or
+--network, e.g. wifi6: one shared medium through the link relay), one server, N sources of 100m
+CPU each, a few steps per source.
 
 The roles are forked from one fork server that imported torch once (the local executor's
 default, --launch forkserver) or each started as its own Python process (--launch spawn); the
-table says which ran (`mode`, from the run's environment.json).
+table says which ran (`mode`, from the run's environment.json). Each source is its own process,
+or with --group K past the process budget K sources share one process (a source group, each
+with its own socket, identity, key and partition, the K sharing a quota of K x 100m);
+`source_processes` says which ran, from the record (`processes`, or `groups of K`), and
+`source_process_rss_mb_max` is the largest source process's peak (a whole group's).
 
 For each N: server throughput (samples/s the server trained, first to last request), each
 source's step time p50 and p99, resident memory per role kind (the largest over the role's
@@ -20,6 +25,7 @@ guard stops the run's roles before the kernel's OOM killer would pick someone el
 when MemAvailable falls below --memory-floor-mb, the run ends failed, saying so.
 
     python benchmarks/scale_bench.py [--sizes 1,4,16,32,64] [--steps 3] [--launch forkserver] [--out build/scale]
+    python benchmarks/scale_bench.py --sizes 1000 --group 50 --network wifi6 --steps 2
 """
 
 from __future__ import annotations
@@ -43,14 +49,14 @@ from splitbench.executors import LocalExecutor
 from splitbench.spec import Experiment
 
 
-def experiment(n: int, steps: int) -> Experiment:
+def experiment(n: int, steps: int, group: int = 1, network: str = "ethernet-1g") -> Experiment:
     # the synthetic training set holds max(2000, 16 x samplesPerSource) samples, split among the
     # sources: past 16 sources samplesPerSource grows so that each still has `steps` full batches
     # (before, 32 sources trained one step each and 64 had 31 samples, less than a batch)
     per_source = 32 * steps * max(1, math.ceil(n / 16))
     return Experiment.model_validate(
         {
-            "metadata": {"name": f"scale-{n}"},
+            "metadata": {"name": f"scale-{n}" + (f"-g{group}" if group > 1 else "")},
             "spec": {
                 "model": {"name": "small_cnn"},
                 "dataset": {"name": "synthetic", "samplesPerSource": per_source, "testSamples": 32},
@@ -63,8 +69,8 @@ def experiment(n: int, steps: int) -> Experiment:
                     "evaluate": "end",
                     "replyTimeoutS": 600,
                 },
-                "network": {"profile": "ethernet-1g"},
-                "sources": {"replicas": n, "device": {"cpu": "100m"}},
+                "network": {"profile": network},
+                "sources": {"replicas": n, "groupSize": min(group, n), "device": {"cpu": "100m"}},
             },
         }
     )
@@ -100,9 +106,16 @@ def guard(floor_mb: float, stop: threading.Event, tripped: list, total: dict | N
 
 
 def measure(
-    n: int, steps: int, runs: Path, timeout_s: float, memory_floor_mb: float = 2048, launch: str | None = None
+    n: int,
+    steps: int,
+    runs: Path,
+    timeout_s: float,
+    memory_floor_mb: float = 2048,
+    launch: str | None = None,
+    group: int = 1,
+    network: str = "ethernet-1g",
 ) -> dict:
-    exp = experiment(n, steps)
+    exp = experiment(n, steps, group, network)
     stop, tripped, total = threading.Event(), [], {}
     watcher = threading.Thread(target=guard, args=(memory_floor_mb, stop, tripped, total), daemon=True)
     watcher.start()
@@ -116,6 +129,8 @@ def measure(
         "sources": n,
         "ok": result.ok and not tripped,
         "mode": _read_json(result.run_dir / "environment.json").get("role_processes", "unknown"),
+        "source_processes": "processes",
+        "network": network,
         "wall_s": round(time.time() - t0, 1),
         "message": "" if result.ok else result.message,
     }
@@ -145,6 +160,11 @@ def measure(
         row["step_p50_s"] = round(steps_rec["duration_s"].quantile(0.5), 3)
         row["step_p99_s"] = round(steps_rec["duration_s"].quantile(0.99), 3)
     sessions = rec[rec["event"] == "session"]
+    plans = rec[(rec["event"] == "plan") & (rec["role"] == "source")]
+    if "group_size" in plans and plans["group_size"].notna().any():
+        row["source_processes"] = f"groups of {int(plans['group_size'].max())}"
+        ends = sessions[(sessions["role"] == "source") & sessions["group"].notna()]
+        row["source_process_rss_mb_max"] = round(ends.groupby("group")["rss_peak_mb"].max().max(), 0)
     for kind in ("source", "server", "link"):
         mine = sessions[sessions["role"] == kind]
         if "rss_peak_mb" in mine:
@@ -177,6 +197,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1,4,16,32,64", help="source counts, in increasing order")
     ap.add_argument("--steps", type=int, default=3, help="training steps per source")
+    ap.add_argument("--group", type=int, default=1, help="sources per process (sources.groupSize; 1: a process each)")
+    ap.add_argument("--network", default="ethernet-1g", help="network profile (wifi6: one shared medium)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
     ap.add_argument("--out", default="build/scale", help="folder for scale.csv and scale.png")
     ap.add_argument(
@@ -198,7 +220,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             print(f"scale: {n} sources ...", file=sys.stderr, flush=True)
-            row = measure(n, args.steps, Path(tmp), args.timeout, args.memory_floor_mb, args.launch)
+            row = measure(
+                n, args.steps, Path(tmp), args.timeout, args.memory_floor_mb, args.launch, args.group, args.network
+            )
             rows.append(row)
             print(pd.DataFrame([row]).to_string(index=False), flush=True)
             if not row["ok"]:
@@ -235,7 +259,12 @@ def _plot(table: pd.DataFrame, path: Path) -> None:
         if len(cols) > 1:
             ax.legend(fontsize=7)
     modes = ", ".join(sorted(set(table["mode"].astype(str)))) if "mode" in table else "unknown"
-    fig.suptitle(f"split small_cnn over ethernet-1g, 100m CPU per source; role processes: {modes}", fontsize=9)
+    sources = ", ".join(sorted(set(table["source_processes"].astype(str)))) if "source_processes" in table else "?"
+    network = ", ".join(sorted(set(table["network"].astype(str)))) if "network" in table else "?"
+    fig.suptitle(
+        f"split small_cnn over {network}, 100m CPU per source; role processes: {modes}; sources in {sources}",
+        fontsize=9,
+    )
     fig.savefig(path, dpi=100)
 
 

@@ -22,7 +22,16 @@ from dataclasses import dataclass
 import yaml
 
 from splitbench.record import EVENT_PREFIX
-from splitbench.roleplan import METRICS_PORT, PORT, RESTART_LIMIT, SPEC_FILE, Role, plan_roles, role_names
+from splitbench.roleplan import (
+    METRICS_PORT,
+    PORT,
+    RESTART_LIMIT,
+    SPEC_FILE,
+    Role,
+    one_process_per_source,
+    plan_roles,
+    role_names,
+)
 from splitbench.spec import API_VERSION, Experiment
 
 from . import security
@@ -291,6 +300,7 @@ def build(
 ) -> list[dict]:
     """Every object of the experiment's run, in creation order: the records volume where
     there is one, the role plan, each listener behind a Service, the sources as one Indexed Job."""
+    one_process_per_source(exp.spec, "kubernetes")
     plan = plan_roles(exp)
     by_name = {r.name: r for r in plan}
 

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 from .devices import Device, resolve_device
 from .link.profiles import LinkConfig, resolve_network
 from .registry import PARADIGMS
-from .spec import Experiment, ExperimentSpec
+from .spec import Experiment, ExperimentSpec, SpecError
 
 PORT = 5555  # the experiment port, in a container or pod (local runs pick free ports)
 METRICS_PORT = 9100  # the metrics port, likewise
@@ -47,6 +47,26 @@ ROLE_ENV: tuple[tuple[str, str], ...] = (("PYTHONUNBUFFERED", "1"), ("OMP_WAIT_P
 def role_name(kind: str, index: int = 0) -> str:
     """A role's instance name: `source-3`, `server-0`, `aggregator-0`, `link-0`, `trainer-0`."""
     return f"{kind}-{index}"
+
+
+def group_name(index: int) -> str:
+    """A source group's process name: `source-group-2` (its sources keep their own names)."""
+    return f"source-group-{index}"
+
+
+def source_groups(spec: ExperimentSpec) -> list[tuple[int, ...]]:
+    """The source indices each source process hosts: one each, or sources.groupSize in a row."""
+    n, k = spec.sources.replicas, spec.sources.group_size
+    return [tuple(range(first, min(first + k, n))) for first in range(0, n, k)]
+
+
+def one_process_per_source(spec: ExperimentSpec, executor: str) -> None:
+    """Executors that run a source per container or pod do not host source groups (yet)."""
+    if spec.sources.group_size > 1:
+        raise SpecError(
+            f"sources.groupSize {spec.sources.group_size}: source groups run on the local executor only; "
+            f"the {executor} executor runs one source per container (set groupSize 1)"
+        )
 
 
 def routing_id(instance: str, peer: str | None = None) -> str:
@@ -86,6 +106,7 @@ class Role:
     restart: str = "Never"  # Kubernetes restartPolicy: RESTARTS_IN_PLACE or Never
     restart_limit: int = 0  # restarts before its failure fails the run
     backoff_s: float = 10.0  # delay before the first restart, doubling (a kubelet's)
+    members: tuple[int, ...] = ()  # a source group: the source indices it hosts (threads, one socket each)
 
     def args(
         self,
@@ -100,7 +121,9 @@ class Role:
     ) -> list[str]:
         """The `splitbench ...` arguments of this role, with peers rendered by `address`."""
         out = ["role", self.kind]
-        if self.kind in ("source", "server"):
+        if self.members:
+            out += ["--group", str(self.index)]
+        elif self.kind in ("source", "server"):
             out += ["--index", str(self.index)]
         if self.listens:
             out += ["--bind", bind]
@@ -207,8 +230,12 @@ def plan_roles(exp: Experiment) -> RolePlan:
 
 
 def role_names(spec: ExperimentSpec) -> list[str]:
-    """Every role instance of an experiment (one CURVE keypair each)."""
-    return [r.name for r in _roles(spec, resolve_profiles(spec))]
+    """Every role instance of an experiment (one CURVE keypair each: a group's sources each
+    have their own, the group process none)."""
+    out: list[str] = []
+    for r in _roles(spec, resolve_profiles(spec)):
+        out += [role_name("source", i) for i in r.members] if r.members else [r.name]
+    return out
 
 
 def route_target(spec: ExperimentSpec, rid: str) -> str:
@@ -242,7 +269,6 @@ def _roles(spec: ExperimentSpec, profiles: Profiles) -> list[Role]:
             )
         ]
     servers, agg, second_peer = _shape_of(spec)
-    k = spec.sources.replicas
     gpu_image = "gpu" if spec.server.gpu else "edge"
     relay = role_name("link") if profiles.emulated else None
     roles: list[Role] = []
@@ -299,20 +325,23 @@ def _roles(spec: ExperimentSpec, profiles: Profiles) -> list[Role]:
                 **resume,
             )
         )
-    for i in range(k):
-        name = role_name("source", i)
+    grouped = spec.sources.group_size > 1
+    for g, members in enumerate(source_groups(spec)):
+        # a group's sources share their first hop (hfsl, a server per source, is not grouped)
+        name = role_name("source", members[0])
         roles.append(
             Role(
-                name,
+                group_name(g) if grouped else name,
                 "source",
-                i,
+                g,
                 "edge",
                 False,
                 connect=relay or direct[name],
                 aggregator=(relay or agg) if second_peer else None,
-                cpu=sources.cpu,
+                cpu=sources.cpu * len(members) if sources.cpu and grouped else sources.cpu,
                 memory=sources.memory or DEFAULT_MEMORY,
                 memory_request=sources.memory or MEMORY_REQUEST,
+                members=members if grouped else (),
             )
         )
     return roles

@@ -358,8 +358,27 @@ class DeviceSpec(_Model):
         return v
 
 
+MAX_SOURCES = 4096  # sources of one experiment (in groups: one process per source stops at MAX_PROCESSES)
+MAX_PROCESSES = 256  # source processes of one experiment
+
+
 class SourcesSpec(_Model):
-    replicas: int = Field(1, ge=1, le=256)
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=MAX_SOURCES,
+        description=f"at most {MAX_PROCESSES} with one process per source; more in groups (groupSize)",
+    )
+    group_size: int = Field(
+        1,
+        ge=1,
+        le=MAX_SOURCES,
+        description=(
+            "sources hosted in one process (a source group, local executor only): each keeps its own socket, "
+            "identity, key, partition and record, and the group shares one CPU quota of groupSize times "
+            "device.cpu; 1: one process per source"
+        ),
+    )
     device: DeviceSpec = DeviceSpec()
     deadline: float = Field(
         30.0,
@@ -375,6 +394,20 @@ class SourcesSpec(_Model):
             "beyond training.replyTimeoutS"
         ),
     )
+
+    @model_validator(mode="after")
+    def _groups(self) -> "SourcesSpec":
+        if self.group_size > self.replicas:
+            raise ValueError(f"sources.groupSize {self.group_size} exceeds sources.replicas {self.replicas}")
+        if -(-self.replicas // self.group_size) > MAX_PROCESSES:
+            raise ValueError(
+                f"sources.replicas {self.replicas} in groups of {self.group_size} is "
+                f"{-(-self.replicas // self.group_size)} source processes, more than {MAX_PROCESSES}; "
+                f"raise sources.groupSize to at least {-(-self.replicas // MAX_PROCESSES)}"
+            )
+        if self.group_size > 1 and self.device.load:
+            raise ValueError("sources.device.load needs one process per source (groupSize 1): a group shares one quota")
+        return self
 
 
 class ServerSpec(_Model):
@@ -524,6 +557,10 @@ class ExperimentSpec(_Model):
             match = FAULT_ROLE.match(f.role)
             assert match is not None  # FaultSpec checked it
             kind, index = match.groups()
+            if kind == "source" and self.sources.group_size > 1:
+                raise ValueError(
+                    f"fault role {f.role}: {f.kind} faults act on a source's own process; use sources.groupSize 1"
+                )
             count = {
                 "source": self.sources.replicas if self.uses_network else 0,
                 "server": self.server_count if self.paradigm.name not in ("centralized", "fedavg") else 0,
@@ -535,6 +572,12 @@ class ExperimentSpec(_Model):
                     f"has {count} {kind} role(s)"
                 )
         self.network_with_faults()  # cuts must not overlap the network's outages
+        return self
+
+    @model_validator(mode="after")
+    def _groups_share_a_hop(self) -> "ExperimentSpec":
+        if self.sources.group_size > 1 and self.paradigm.name == "hfsl":
+            raise ValueError("sources.groupSize: hfsl gives each source its own server; use groupSize 1")
         return self
 
     @model_validator(mode="after")

@@ -12,6 +12,9 @@ def add_parser(sub) -> None:
     p.add_argument("--spec", required=True, help="the Experiment YAML")
     p.add_argument("--run-dir", required=True, help="where events, logs and metrics dumps go")
     p.add_argument("--index", type=int, default=0, help="source or server index")
+    p.add_argument(
+        "--group", type=int, default=None, help="source: host source group G's sources (sources.groupSize) in threads"
+    )
     p.add_argument("--bind", default="tcp://127.0.0.1:*", help="address to listen on (server, aggregator, link)")
     p.add_argument("--connect", default=None, help="address of the next hop (source, link)")
     p.add_argument("--aggregator", default=None, help="the aggregator's address, or the link's (fedavg, hfsl)")

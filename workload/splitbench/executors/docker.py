@@ -22,7 +22,7 @@ from pathlib import Path
 from ..atomic import write_atomic
 from ..model_cost_record import write_model_cost
 from ..record import merge
-from ..roleplan import METRICS_PORT, PORT, SPEC_FILE, Role, RolePlan, plan_roles, role_names
+from ..roleplan import METRICS_PORT, PORT, SPEC_FILE, Role, RolePlan, one_process_per_source, plan_roles, role_names
 from ..transport import make_keys
 from ..transport.keys import KEYS_ENV
 from ..spec import Experiment
@@ -156,6 +156,7 @@ class DockerExecutor:
         self.images = images or ContainerImages()
 
     def run(self, exp: Experiment) -> RunResult:
+        one_process_per_source(exp.spec, "docker")
         client = engine()
         run_dir = (self.out_dir / exp.name).resolve()
         if run_dir.exists():

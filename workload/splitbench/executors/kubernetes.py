@@ -27,6 +27,7 @@ from ..crd import FINISHED, GROUP, PLURAL, TERMINAL, VERSION
 from ..atomic import write_atomic
 from ..model_cost_record import write_model_cost
 from ..record import events_from_log, merge
+from ..roleplan import one_process_per_source
 from ..spec import Experiment
 from .base import RunResult, status_line
 from .kubeapi import NoCluster, api_client, current_namespace
@@ -58,6 +59,7 @@ class KubernetesExecutor:
         return kubernetes.client.CustomObjectsApi(client), kubernetes.client.CoreV1Api(client)
 
     def run(self, exp: Experiment) -> RunResult:
+        one_process_per_source(exp.spec, "kubernetes")
         run_dir = (self.out_dir / exp.name).resolve()
         if run_dir.exists():
             shutil.rmtree(run_dir)

@@ -32,7 +32,7 @@ from ..transport.wire import Kind, error_message, peek_kind, zmtp_overhead
 from .checks import Limits, Rejected, Rejections, message_cap
 from ..roleplan import role_name, route_target
 from .peer import role_security
-from .runtime import RoleFailed, Runtime, footprint
+from .runtime import RoleFailed, Runtime, footprint, zmq_context
 
 # Sleeps and polls overshoot by 0.1-0.2 ms on a small VM, and zmq's poll counts whole
 # milliseconds: wake up _EARLY_S before a delivery is due, then spin for the rest. The spin
@@ -117,6 +117,8 @@ class Relay:
 
     def setup(self) -> None:
         rt, spec, args = self.rt, self.spec, self.args
+        # one back socket per routed id: past ~1,000 sources more than ZeroMQ's default 1023
+        zmq_context(len(args.route) + spec.sources.replicas + 64)
         self.security = role_security(rt, on_denied=lambda text: self.rejections("?", "auth", text))
         cfg = rt.plan.network  # resolved once, in the plan; cut faults are outages there
         self.routes = dict(r.split("=", 1) for r in args.route)

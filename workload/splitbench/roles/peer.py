@@ -43,7 +43,9 @@ def role_security(rt: Runtime, on_denied=None) -> Security:
         except (KeysMissing, OSError) as err:
             raise RoleFailed(f"{rt.instance}: {err}", code=2) from None
     sec = Security(mode, keyring, domain=rt.experiment.name, on_denied=on_denied)
-    sec.start_authenticator(zmq.Context.instance())
+    # a group's sources only connect: no ZAP handler (and a context has room for one)
+    if getattr(rt, "group", None) is None:
+        sec.start_authenticator(zmq.Context.instance())
     rt.security = sec
     rt.log.write("session", status="transport", auth=mode)
     return sec

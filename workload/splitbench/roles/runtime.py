@@ -8,8 +8,11 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
+
+import zmq
 
 from ..devices import Device, apply_cpu_limit, busy_share, change_cpu_limit, set_torch_threads
 from ..metrics import RoleMetrics
@@ -91,47 +94,87 @@ def footprint() -> dict[str, float | None]:
     return {"ready_s": process_age_s(), "rss_mb": peak_rss_mb(), **{f"{k}_now_mb": round(v, 1) for k, v in now.items()}}
 
 
+def raise_open_files() -> int:
+    """Lift this process's soft limit on open files to the hard one: a role with many peers
+    (the link relay of 1,000 sources: a connection and a socket each way) needs thousands."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def zmq_context(sockets: int) -> zmq.Context:
+    """The process's ZeroMQ context with room for `sockets` sockets (ZeroMQ's default is 1023;
+    the context reads the limit when it makes its first socket, so call this before any)."""
+    ctx = zmq.Context.instance()
+    if sockets > ctx.get(zmq.MAX_SOCKETS):
+        ctx.set(zmq.MAX_SOCKETS, sockets)
+    return ctx
+
+
 class Runtime:
-    def __init__(self, args: argparse.Namespace, role: str, instance: str):
-        self.args = args
-        self.experiment = load_experiment(args.spec)
+    """`group`: the source group hosting this source (roles/source_group.py), whose process
+    owns the CPU quota, the metrics port and the signal handlers; None for a role process."""
+
+    def __init__(self, args: argparse.Namespace, role: str, instance: str, group=None):
+        self.args, self.group = args, group
+        self.experiment = group.experiment if group else load_experiment(args.spec)
         self.spec = self.experiment.spec
         self.role, self.instance = role, instance
         self.run_dir = Path(args.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.plan = plan_roles(self.experiment)  # the profiles, resolved once: roles read them here
+        # the profiles, resolved once: roles read them here
+        self.plan = group.plan if group else plan_roles(self.experiment)
         network = self.plan.network.name if self.plan.network else "none"
         self.metrics = RoleMetrics(self.experiment.name, role, instance, self.spec.paradigm.name, network)
-        if getattr(args, "metrics_port", None):
+        if getattr(args, "metrics_port", None) and group is None:
             self.metrics.serve(args.metrics_port, addr=getattr(args, "metrics_addr", "127.0.0.1"))
         events = self.run_dir / f"{instance}.events.jsonl"
         self.restarted = events.exists()  # this role ran here before: its record is appended to, its peers told
         self.log = EventLog(events, self.experiment.name, role, instance)
-        signal.signal(signal.SIGTERM, _terminate)
+        if group is None:
+            signal.signal(signal.SIGTERM, _terminate)
+            raise_open_files()
         self.started = time.time()
         self.limits: dict = {}
 
     def limit(self, device: Device) -> None:
         """Enforce the device's CPU quota from here on (call it once setup is done: a real
-        device already holds its data, so loading it is not part of what we measure)."""
-        mechanism = apply_cpu_limit(
-            device.cpu, f"{self.experiment.name}-{self.instance}", getattr(self.args, "cpu_limit", "auto") or "auto"
-        )
-        threads = set_torch_threads(device.cpu)
-        import torch  # here, not at import: the link emulator has a Runtime and no torch
+        device already holds its data, so loading it is not part of what we measure). A
+        group's source shares the quota its group set (and one torch thread per source)."""
+        if self.group is not None:
+            mechanism, threads = self.group.cpu_limit, 1
+        else:
+            mechanism = apply_cpu_limit(
+                device.cpu, f"{self.experiment.name}-{self.instance}", getattr(self.args, "cpu_limit", "auto") or "auto"
+            )
+            threads = set_torch_threads(device.cpu)
+            import torch  # here, not at import: the link emulator has a Runtime and no torch
 
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:
-            pass  # torch allows it only before its first parallel work; intra-op threads matter here
+            try:
+                torch.set_num_interop_threads(1)
+            except RuntimeError:
+                pass  # torch allows it only before its first parallel work; intra-op threads matter here
         self.limits = {
             "cpu_quota": device.cpu,
             "cpu_limit": mechanism,
             "torch_threads": threads,
             "device_profile": device.profile,
+            **self.group_fields(),
         }
         self.device, self.busy = device, 0.0
         self.log.write("session", status="limited", **footprint(), **self.limits)
+
+    def group_fields(self) -> dict:
+        """What the record says of the process hosting this role: its source group, the group's
+        size and the CPU quota its sources share; nothing for a role in its own process."""
+        if self.group is None:
+            return {}
+        return {"group": self.group.name, "group_size": self.group.size, "group_cpu": self.group.cpu}
 
     def power_meter(self, load):
         """round -> this device's remaining computational power (GFLOPS): its profile's
@@ -178,8 +221,9 @@ class Runtime:
         if getattr(self, "busy", 0.0) and self.device.cpu:  # the run is over: let the process exit at full quota
             change_cpu_limit(self.limits["cpu_limit"], self.device.cpu)
         # A second Ctrl-C or the executor's SIGTERM must not cut the final record short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if threading.current_thread() is threading.main_thread():  # a group's sources run in threads
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.log.write(
             "session",
             status=status,

@@ -27,9 +27,10 @@ class Source:
     """One data source. Its one entry point is run(); setup() loads the partition and
     connects, train() runs every epoch, finish() says goodbye and records the session bytes."""
 
-    def __init__(self, args):
+    def __init__(self, args, group=None):
         self.args, self.index = args, args.index
-        self.rt = Runtime(args, "source", role_name("source", args.index))
+        # in a source group (roles/source_group.py) the group holds the data and the CPU quota
+        self.rt = Runtime(args, "source", role_name("source", args.index), group=group)
         self.spec = self.rt.spec
 
     def run(self) -> int:
@@ -45,7 +46,7 @@ class Source:
         if not 0 <= index < spec.sources.replicas:
             raise RoleFailed(f"source index {index} outside 0..{spec.sources.replicas - 1}", code=2)
         try:
-            self.data = load_dataset(spec.dataset, spec.seed)
+            self.data = rt.group.data if rt.group else load_dataset(spec.dataset, spec.seed)
         except DatasetMissing as err:
             raise RoleFailed(str(err), code=2) from None
         self.mine = source_indices(spec, self.data)[index]
@@ -81,6 +82,7 @@ class Source:
             samples=len(self.mine),
             epochs=spec.training.epochs,
             edge_blocks=paradigm.edge_blocks(),
+            **rt.group_fields(),
         )
         self.start_tx, self.start_rx = self.moved()  # HELLO/WELCOME so far
         self.ckpt = Checkpointer(rt, spec.checkpoint.every)
@@ -190,6 +192,10 @@ def lr_field(worker) -> dict:
 
 
 def run(args) -> int:
+    if getattr(args, "group", None) is not None:
+        from .source_group import run_group
+
+        return run_group(args)
     return Source(args).run()
 
 
