@@ -29,7 +29,7 @@ class RoleFailed(RuntimeError):
         self.code = code
 
 
-def _terminate(signum, frame):
+def terminate(signum, frame):
     raise SystemExit(128 + signum)
 
 
@@ -137,7 +137,7 @@ class Runtime:
         self.restarted = events.exists()  # this role ran here before: its record is appended to, its peers told
         self.log = EventLog(events, self.experiment.name, role, instance)
         if group is None:
-            signal.signal(signal.SIGTERM, _terminate)
+            signal.signal(signal.SIGTERM, terminate)
             raise_open_files()
         self.started = time.time()
         self.limits: dict = {}

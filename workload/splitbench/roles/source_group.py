@@ -12,6 +12,7 @@ failure's code, so its executor sees that the run lost sources.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import sys
@@ -26,10 +27,22 @@ from ..data import DatasetMissing, load_dataset
 from ..devices import apply_cpu_limit
 from ..roleplan import RolePlan, group_name, plan_roles, source_groups
 from ..spec import Experiment, load_experiment
-from .runtime import _terminate, raise_open_files, zmq_context
+from .runtime import terminate, raise_open_files, zmq_context
 from .source import Source
 
 SOCKETS_PER_SOURCE = 4  # a DEALER to its server, one to the aggregator, room for zmq's own
+_M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
+MALLOC_ARENAS = 2
+
+
+def _few_arenas() -> None:
+    """glibc gives each thread that allocates its own malloc arena, and an arena keeps what
+    its thread freed: k source threads held ~22 MB each (32 sources, small_cnn). A few shared
+    arenas hold what the sources use at once."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
+    except (OSError, AttributeError):
+        pass  # not glibc: its allocator's own policy
 
 
 @dataclass
@@ -63,8 +76,9 @@ class _Members:
 
 
 def run_group(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     raise_open_files()
+    _few_arenas()
     experiment = load_experiment(args.spec)
     spec = experiment.spec
     groups = source_groups(spec)
