@@ -49,11 +49,11 @@ from splitbench.executors import LocalExecutor
 from splitbench.spec import Experiment
 
 
-def experiment(n: int, steps: int, group: int = 1, network: str = "ethernet-1g") -> Experiment:
+def experiment(n: int, steps: int, group: int = 1, network: str = "ethernet-1g", batch: int = 32) -> Experiment:
     # the synthetic training set holds max(2000, 16 x samplesPerSource) samples, split among the
     # sources: past 16 sources samplesPerSource grows so that each still has `steps` full batches
     # (before, 32 sources trained one step each and 64 had 31 samples, less than a batch)
-    per_source = 32 * steps * max(1, math.ceil(n / 16))
+    per_source = batch * steps * max(1, math.ceil(n / 16))
     return Experiment.model_validate(
         {
             "metadata": {"name": f"scale-{n}" + (f"-g{group}" if group > 1 else "")},
@@ -63,7 +63,7 @@ def experiment(n: int, steps: int, group: int = 1, network: str = "ethernet-1g")
                 "paradigm": {"name": "split", "splitAfter": 4},
                 "training": {
                     "epochs": 1,
-                    "batchSize": 32,
+                    "batchSize": batch,
                     "lr": 0.01,
                     "maxStepsPerEpoch": steps,
                     "evaluate": "end",
@@ -114,8 +114,9 @@ def measure(
     launch: str | None = None,
     group: int = 1,
     network: str = "ethernet-1g",
+    batch: int = 32,
 ) -> dict:
-    exp = experiment(n, steps, group, network)
+    exp = experiment(n, steps, group, network, batch)
     stop, tripped, total = threading.Event(), [], {}
     watcher = threading.Thread(target=guard, args=(memory_floor_mb, stop, tripped, total), daemon=True)
     watcher.start()
@@ -131,6 +132,7 @@ def measure(
         "mode": _read_json(result.run_dir / "environment.json").get("role_processes", "unknown"),
         "source_processes": "processes",
         "network": network,
+        "batch": batch,
         "wall_s": round(time.time() - t0, 1),
         "message": "" if result.ok else result.message,
     }
@@ -155,7 +157,7 @@ def measure(
     served = rec[rec["event"] == "server"]
     if len(served):
         span = served["time"].max() - served["time"].min()
-        row["server_samples_per_s"] = round(32 * len(served) / span, 1) if span > 0 else None
+        row["server_samples_per_s"] = round(batch * len(served) / span, 1) if span > 0 else None
     if len(steps_rec):
         row["step_p50_s"] = round(steps_rec["duration_s"].quantile(0.5), 3)
         row["step_p99_s"] = round(steps_rec["duration_s"].quantile(0.99), 3)
@@ -199,6 +201,13 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3, help="training steps per source")
     ap.add_argument("--group", type=int, default=1, help="sources per process (sources.groupSize; 1: a process each)")
     ap.add_argument("--network", default="ethernet-1g", help="network profile (wifi6: one shared medium)")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=32,
+        help="batch size (a split source holds its step's activations while it waits for the server: "
+        "~12-16 MB at 32, times every source in flight)",
+    )
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
     ap.add_argument("--out", default="build/scale", help="folder for scale.csv and scale.png")
     ap.add_argument(
@@ -221,7 +230,15 @@ def main() -> int:
         for n in (int(s) for s in args.sizes.split(",")):
             print(f"scale: {n} sources ...", file=sys.stderr, flush=True)
             row = measure(
-                n, args.steps, Path(tmp), args.timeout, args.memory_floor_mb, args.launch, args.group, args.network
+                n,
+                args.steps,
+                Path(tmp),
+                args.timeout,
+                args.memory_floor_mb,
+                args.launch,
+                args.group,
+                args.network,
+                args.batch,
             )
             rows.append(row)
             print(pd.DataFrame([row]).to_string(index=False), flush=True)
@@ -245,7 +262,7 @@ def _plot(table: pd.DataFrame, path: Path) -> None:
     panels = [
         ("server samples/s", ["server_samples_per_s"]),
         ("source step time (s)", ["step_p50_s", "step_p99_s"]),
-        ("memory per source (MB)", ["source_rss_mb_max", "source_pss_mb_max", "source_uss_mb_max"]),
+        ("memory per source process (MB)", ["source_rss_mb_max", "source_pss_mb_max", "source_uss_mb_max"]),
         ("start-up (s)", ["source_ready_s_max", "all_ready_s"]),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.5), constrained_layout=True)

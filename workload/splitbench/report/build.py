@@ -311,7 +311,9 @@ def build_report(run_dirs: list[Path], out: Path, target_accuracy: float = 0.7, 
     repeats = sorted(set(summary["repeats"])) if not summary.empty else []
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>{len(summary)} settings, {len(runs)} runs ({', '.join(map(str, repeats)) or 0} finished repeats "
-             f"per setting); target accuracy {target_accuracy:.2f}. Built from the run records (record.parquet); "
+             f"per setting); target accuracy {target_accuracy:.2f}; sources hosted as "
+             f"{html.escape(', '.join(sorted(set(runs.get('source_processes', ['processes'])))))} (a process each, "
+             "or sources.groupSize per process). Built from the run records (record.parquet); "
              "tables as CSV and report.json beside this page.</p>",
              "<h2>Environment</h2>", env_html]
     if not names.empty:

@@ -161,7 +161,17 @@ def summarize(record: pd.DataFrame, exp: Experiment, target_accuracy: float, sta
         "edge_params": edge_params,
         "edge_mflops_per_sample": edge_flops / 1e6,
         "cpu_limit": ",".join(mech) or "none",
+        "source_processes": source_processes(record),
     }
+
+
+def source_processes(record: pd.DataFrame) -> str:
+    """How the sources were hosted: `processes` (one each) or `groups of k` (sources.groupSize),
+    from the sources' plan events (a grouped source's names its group's size)."""
+    if "group_size" not in record or "role" not in record:
+        return "processes"
+    sizes = record.loc[(record["event"] == "plan") & (record["role"] == "source"), "group_size"].dropna()
+    return f"groups of {int(sizes.max())}" if len(sizes) else "processes"
 
 
 # Metrics that get a mean, spread and interval over repeats.
@@ -169,7 +179,7 @@ METRICS = ["bytes_per_sample_up", "bytes_per_sample_down", "samples_per_s_per_so
            "step_time_s", "compute_s", "communication_s", "waiting_s", "time_to_target_s", "final_accuracy",
            "final_accuracy_early_exit", "train_time_s", "epoch_time_s", "setup_s", "round_time_s"]
 SETTING_COLUMNS = ["setting", "paradigm", "model", "dataset", "network", "sources", "split_after", "input_encoding",
-                   "batch_size", "edge_params", "edge_mflops_per_sample", "cpu_limit"]
+                   "batch_size", "edge_params", "edge_mflops_per_sample", "cpu_limit", "source_processes"]
 
 
 def usable(runs: pd.DataFrame) -> pd.DataFrame:
