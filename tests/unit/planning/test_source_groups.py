@@ -73,3 +73,60 @@ def test_executors_that_run_a_source_per_container_refuse_groups():
     exp = Experiment.model_validate(grouped(8, 4))
     with pytest.raises(SpecError, match="source groups run on the local executor only; the kubernetes executor"):
         builders.build(exp, "uid")
+
+
+def test_a_source_that_fails_does_not_end_its_groupmates(write_spec, tmp_path, monkeypatch):
+    """In the group process each source runs its own body through its own Runtime: one that
+    fails records its failure, the others finish and record theirs, and the group exits with
+    the failure's code (so the executor sees that the run lost a source)."""
+    import argparse
+    import json
+    import signal
+
+    import torch
+
+    from splitbench.roles import source, source_group
+
+    def body(self):  # instead of setup, train, finish: what a source's own failure does
+        if self.index == 1:
+            raise RuntimeError("boom")
+        self.rt.log.write("step", epoch=0, step=0, samples=1)
+
+    monkeypatch.setattr(source.Source, "body", body)
+    monkeypatch.setattr(source_group, "load_dataset", lambda *a: None)
+    spec = write_spec(grouped(3, 3))
+    args = argparse.Namespace(
+        spec=str(spec), run_dir=str(tmp_path / "run"), group=0, index=0, connect="tcp://127.0.0.1:1",
+        aggregator=None, keys=None, metrics_port=None, metrics_addr="127.0.0.1", cpu_limit="off",
+    )  # fmt: skip
+    handler, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+    try:
+        assert source_group.run_group(args) == 1
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        torch.set_num_threads(threads)
+    ends = {}
+    for i in range(3):
+        events = [json.loads(line) for line in (tmp_path / "run" / f"source-{i}.events.jsonl").read_text().splitlines()]
+        ends[i] = [(e["status"], e.get("error")) for e in events if e["event"] == "session"][-1]
+        assert any(e["event"] == "step" for e in events) == (i != 1)
+    assert ends == {0: ("ok", None), 1: ("failed", "RuntimeError: boom"), 2: ("ok", None)}
+
+
+def test_a_group_serves_every_sources_metrics_on_its_one_port():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from splitbench.metrics import RoleMetrics
+    from splitbench.roles.source_group import _Members
+
+    members = [RoleMetrics("e", "source", f"source-{i}") for i in range(2)]
+    for i, m in enumerate(members):
+        m.steps.labels(**m.base).inc(i + 1)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Members([m.registry for m in members]))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert 'splitbench_steps_total{experiment="e",role="source",role_instance="source-0"} 1.0' in text
+    assert 'splitbench_steps_total{experiment="e",role="source",role_instance="source-1"} 2.0' in text
+    assert text.count("# TYPE splitbench_steps_total counter") == 1  # one family, both sources' samples
+    samples = [line.split(" ")[0] for line in text.splitlines() if not line.startswith("#")]
+    assert samples.count("process_resident_memory_bytes") == 1  # the process's own series once
