@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from splitbench.executors import EXECUTORS
 from splitbench.executors.local import LocalExecutor
 from splitbench.roleplan import plan_roles, role_names
 from splitbench.spec import Experiment, SpecError, load_experiment
@@ -69,9 +70,13 @@ def test_local_executor_starts_one_process_per_group(tmp_path):
     assert len(sources) == 2 and all("--metrics-port" in argv for argv in sources)  # one port per process
 
 
-def test_executors_that_run_a_source_per_container_refuse_groups():
+@pytest.mark.parametrize("executor", ["docker", "kubernetes"])
+def test_executors_that_run_a_source_per_container_refuse_groups(executor, tmp_path):
     exp = Experiment.model_validate(grouped(8, 4))
-    with pytest.raises(SpecError, match="source groups run on the local executor only; the kubernetes executor"):
+    refusal = f"source groups run on the local executor only; the {executor} executor"
+    with pytest.raises(SpecError, match=refusal):  # before it reaches an engine or a cluster
+        EXECUTORS[executor](tmp_path).run(exp)
+    with pytest.raises(SpecError, match="the kubernetes executor"):  # the operator builds no pods for it
         builders.build(exp, "uid")
 
 
