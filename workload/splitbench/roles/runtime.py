@@ -30,6 +30,7 @@ class RoleFailed(RuntimeError):
 
 
 def terminate(signum, frame):
+    """SIGTERM ends a role through its clean end (Runtime.run, or a source group's), as an exit would."""
     raise SystemExit(128 + signum)
 
 
