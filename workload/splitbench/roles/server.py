@@ -14,6 +14,7 @@ socket's high-water mark holds the senders back.
 from __future__ import annotations
 
 import collections
+import json
 import queue
 import threading
 import time
@@ -21,6 +22,7 @@ import time
 import torch
 import zmq
 
+from ..atomic import write_atomic
 from ..data import dataset_meta
 from ..paradigms import Setup, get_paradigm
 from ..transport import Endpoint, Kind, Message, PeerGone, Security, Traffic, WireError
@@ -191,11 +193,13 @@ class Server:
         }
 
     def resume(self, state: dict | None) -> None:
+        left = self.left_before()
         if state is None:
+            self.said_bye |= left
             self.resumed = {} if self.rt.restarted else None
             return
         self.ckpt.restore(self.worker, state)
-        self.served, self.said_bye = state["served"], set(state["said_bye"])
+        self.served, self.said_bye = state["served"], set(state["said_bye"]) | left
         self.stream.step, self.stream.epoch = dict(state["stream_step"]), dict(state["stream_epoch"])
         self.ckpt_epoch = max(self.stream.epoch.values(), default=0)
         for who, r in state["replies"].items():
@@ -211,10 +215,29 @@ class Server:
         self.resumed = dict(self.stream.step)
         self.rt.log.write("session", status="checkpoint", served=self.served, sources_done=len(self.said_bye))
 
+    @property
+    def byes_path(self):
+        return self.ckpt.path.with_suffix(".left.json")
+
+    def left_before(self) -> set[str]:
+        """The sources a previous life of this server saw leave (byes_path), if any."""
+        try:
+            return set(json.loads(self.byes_path.read_text())) & self.mine
+        except (OSError, ValueError, TypeError):
+            return set()
+
     def save(self, epoch: int, step: int, bye: bool = False) -> None:
-        """A checkpoint when one is due: every N requests served, at the first request of
-        a new epoch, and when a source leaves (so a restart knows it is gone)."""
-        if self.ckpt.every == "none" or not (bye or self.ckpt.due(self.served, epoch > self.ckpt_epoch)):
+        """A checkpoint when one is due: every N requests served and at the first request of
+        a new epoch. A source's leaving is written apart, as the list of those gone (byes_path),
+        so a restart knows who is gone without the whole state written again at each of a
+        thousand goodbyes (104 MB each with 1,000 sources' pending replies)."""
+        if self.ckpt.every == "none":
+            return
+        if bye:
+            self.byes_path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.byes_path, json.dumps(sorted(self.said_bye)))
+            return
+        if not self.ckpt.due(self.served, epoch > self.ckpt_epoch):
             return
         self.ckpt_epoch = max(self.ckpt_epoch, epoch)
         self.ckpt.save(self.state(), epoch=epoch, step=step, served=self.served)
@@ -313,6 +336,7 @@ class Server:
         reply, loss, correct, fwd, bwd = out
         if msg.kind == Kind.BYE:
             self.said_bye.add(who)
+            self.replies.pop(who, None)  # gone: it re-sends no step, and a checkpoint need not keep it
             self.save(msg.epoch, msg.step, bye=True)
         if reply is not None:
             stats = torch.tensor([loss, correct, t_arrival, t_start, fwd, bwd, time.time()], dtype=torch.float64)
