@@ -47,9 +47,9 @@ def test_sources_spread_over_a_kind_clusters_nodes(tmp_path):
     """Past one machine (issue 17, item 5): the Kubernetes executor runs the same 16-source
     experiment with the sources on more than one node, none lost, and each pod's node recorded.
     On kind: make cluster images load deploy && .venv/bin/python -m pytest -m cluster tests/integration/test_scale.py"""
-    from test_cluster import _why_not
+    from support.cluster import why_no_cluster
 
-    why = _why_not()
+    why = why_no_cluster()
     if why:
         pytest.skip(why + " (on kind: make cluster images load deploy)")
     import kubernetes
