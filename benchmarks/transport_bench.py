@@ -18,6 +18,7 @@ trip over ours, both taken within the same few tens of milliseconds, so load tha
 goes moves both). The figure is the median of the rounds' ratios with a distribution-free
 95% interval (order statistics of the binomial), for a fixed time per size. curve takes at
 most a quarter of the time (one of its round trips at 8 MiB is ~0.2 s).
+Every process runs under the roles' environment (roleplan.ROLE_ENV: malloc tunables, OpenMP policy).
 Target (issue 17): ours >= 0.90 of raw at every size, interval narrower than +-3%.
 
     python benchmarks/transport_bench.py [--seconds 20] [--sizes 64K,256K,1M,4M,8M] [--profile]
@@ -231,7 +232,17 @@ def parse_size(text: str) -> int:
     return int(float(text.rstrip("KM")) * mult)
 
 
+def in_role_env() -> None:
+    """Run as roles run: under roleplan.ROLE_ENV (malloc tunables, OpenMP policy), which the C
+    libraries read at start-up; so start again under it if this process was not."""
+    from splitbench.roleplan import ROLE_ENV
+
+    if any(os.environ.get(k) != v for k, v in ROLE_ENV):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **dict(ROLE_ENV)})
+
+
 def main() -> int:
+    in_role_env()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="per size, all modes together")
     ap.add_argument("--sizes", default=",".join(f"{s >> 10}K" for s in SIZES))

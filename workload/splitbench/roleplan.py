@@ -41,7 +41,18 @@ RESTARTS_IN_PLACE = "OnFailure"
 # Measured (benchmarks/omp_wait_bench.py, 2 cores, 4 rounds): a split step's edge part 4.3x
 # [1.9, 6.3] slower spinning than passive beside two busy processes, 1.2x [0.9, 1.3] on an
 # idle machine. The whole-model baseline (trainer role) runs under the same policy.
-ROLE_ENV: tuple[tuple[str, str], ...] = (("PYTHONUNBUFFERED", "1"), ("OMP_WAIT_POLICY", "PASSIVE"))
+# GLIBC_TUNABLES: glibc's malloc keeps buffers under 32 MiB on its heap and 64 MiB of free heap
+# top before trimming, fixed instead of its adaptive threshold. ZeroMQ allocates every received
+# multi-MiB frame; with the adaptive threshold, whether a frame's buffer came from reused heap or
+# fresh pages (a page fault per 4 KiB) depended on the sizes of the small allocations around it:
+# a 4 MiB round trip after a 62-byte header frame took 4.5 ms against 2.9 ms after a 40- or 70-
+# byte one (benchmarks/transport_bench.py: ours/raw 0.73 at 4 MiB). Fixed, every size ran alike.
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864"
+ROLE_ENV: tuple[tuple[str, str], ...] = (
+    ("PYTHONUNBUFFERED", "1"),
+    ("OMP_WAIT_POLICY", "PASSIVE"),
+    ("GLIBC_TUNABLES", MALLOC_TUNABLES),
+)
 
 
 def role_name(kind: str, index: int = 0) -> str:
