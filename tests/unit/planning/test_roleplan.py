@@ -140,3 +140,13 @@ def test_profiles_are_resolved_once_in_the_plan(monkeypatch):
     assert plan.network.name == exp.spec.network.profile
     assert plan["source-0"].cpu == plan.device("source").cpu and plan["server-0"].cpu == plan.device("server").cpu
     assert plan.first_hop("source-0") == ("link-0" if plan.network.emulated else "server-0")
+
+
+def test_a_users_glibc_tunables_are_kept_beside_the_roles():
+    from splitbench.roleplan import MALLOC_TUNABLES, ROLE_ENV, role_environ
+
+    env = role_environ({"PATH": "/bin", "GLIBC_TUNABLES": "glibc.rtld.optional_static_tls=2048"})
+    assert env["GLIBC_TUNABLES"] == f"{MALLOC_TUNABLES}:glibc.rtld.optional_static_tls=2048"
+    assert env["PATH"] == "/bin" and env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert role_environ(env) == env  # applied twice (an executor, then the fork server): the same
+    assert role_environ({})["GLIBC_TUNABLES"] == MALLOC_TUNABLES == dict(ROLE_ENV)["GLIBC_TUNABLES"]
