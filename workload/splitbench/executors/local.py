@@ -32,7 +32,7 @@ from ..atomic import write_atomic
 from ..model_cost_record import write_model_cost
 from ..devices import remove_cgroups
 from ..record import EventLog, merge
-from ..roleplan import KEYS_DIR, ROLE_ENV, SPEC_FILE, Role, plan_roles, role_names
+from ..roleplan import KEYS_DIR, SPEC_FILE, Role, plan_roles, role_environ, role_name, role_names
 from ..transport import make_keys
 from ..spec import Experiment
 from .base import RunResult, status_line, uninterrupted
@@ -149,12 +149,12 @@ class LocalExecutor:
                     str(run_dir),
                     cmdline_room([argv for _, argv in procs_plan]),
                     run_dir / "forkserver.log",
-                    env=dict(ROLE_ENV),  # before its torch import: OpenMP reads its policy then
+                    env=role_environ(os.environ),  # before its torch import: OpenMP and malloc read theirs then
                 ).start()
 
             def start(instance: str) -> None:  # a restart appends to the role's log, as to its events
                 role, argv = plan[instance]
-                env = {**os.environ, **dict(role.env)}
+                env = role_environ(os.environ, role.env)
                 if server is not None and role.kind in FORKED_KINDS and server.dead is None:
                     try:
                         procs[instance] = server.spawn(argv, env, run_dir / f"{instance}.log")
@@ -173,8 +173,9 @@ class LocalExecutor:
             for instance in plan:
                 start(instance)
             kinds = {role.name: role.kind for role, _ in procs_plan}
+            groups = {role.name: role.members for role, _ in procs_plan if role.members}
             status, message = self._watch(
-                procs, kinds, run_dir, progress, t0, events, faults, Restarts(exp.name, run_dir, plan, start)
+                procs, kinds, run_dir, progress, t0, events, faults, Restarts(exp.name, run_dir, plan, start), groups
             )
         except KeyboardInterrupt as err:
             interrupted = True
@@ -211,11 +212,16 @@ class LocalExecutor:
         events,
         faults: FaultInjector,
         restarts: "Restarts",
+        groups: dict[str, tuple[int, ...]] | None = None,
     ) -> tuple[str, str]:
         """(status, one line) once the run ends: ok, degraded (it went on without some
-        sources) or failed. A dead role with a restart policy is started again first."""
+        sources) or failed. A dead role with a restart policy is started again first. A source
+        group that exits with an error while some of its sources finished is not gone: those of
+        its sources whose records end failed are (failed_members)."""
         sources = {n for n, k in kinds.items() if k == "source"}
         gone: dict[str, str] = {}
+        lost_members: dict[str, list[str]] = {}  # a group that finished without some of its sources
+        groups = groups or {}
         while True:
             time.sleep(0.25)
             progress.poll()
@@ -224,24 +230,34 @@ class LocalExecutor:
             faults.tick(progress, kill=lambda name: _kill(procs.get(name)))
             for instance, p in procs.items():
                 code = p.poll()
-                if code in (None, 0) or instance in gone or restarts.handle(instance, code):
+                if code in (None, 0) or instance in gone or instance in lost_members or restarts.handle(instance, code):
                     continue
                 after = f" after {restarts.count[instance]} restart(s)" if restarts.count.get(instance) else ""
                 why = f"{instance} exited with code {code}{after}: {_last_line(run_dir / f'{instance}.log')}"
                 if instance not in sources:
                     return "failed", why
+                failed = failed_members(run_dir, groups[instance]) if instance in groups else []
+                if failed and len(failed) < len(groups[instance]):
+                    lost_members[instance] = failed
+                    for name in failed:
+                        source_gone(events, progress, name, f"{why} ({name} failed in the group)", exit_code=code)
+                    continue
                 gone[instance] = why
                 source_gone(events, progress, instance, why, exit_code=code, fault=instance in faults.killed or None)
                 if sources <= set(gone):
                     return "failed", f"every source gone: {'; '.join(gone[s] for s in sorted(gone))}"
             restarts.start_due()
-            working = [n for n in procs if kinds[n] != "link" and n not in gone]
+            working = [n for n in procs if kinds[n] != "link" and n not in gone and n not in lost_members]
             if not restarts.waiting and all(procs[n].poll() == 0 for n in working):
-                if gone:  # the link emulator would wait for the goodbye of a source that is gone
+                if gone or lost_members:  # the link emulator would wait for the goodbye of a source that is gone
                     self._stop({n: p for n, p in procs.items() if kinds[n] == "link"})
-                    return "degraded", (
-                        f"finished in {time.time() - t0:.1f} s without {', '.join(sorted(gone))} ({gone[min(gone)]})"
+                    lost = sorted([*gone, *(m for ms in lost_members.values() for m in ms)])
+                    first = (
+                        gone[min(gone)]
+                        if gone
+                        else f"{min(lost_members)}: {_last_line(run_dir / f'{min(lost_members)}.log')}"
                     )
+                    return "degraded", f"finished in {time.time() - t0:.1f} s without {', '.join(lost)} ({first})"
                 if all(p.poll() == 0 for p in procs.values()):
                     return "ok", f"finished in {time.time() - t0:.1f} s"
             if self.timeout_s and time.time() - t0 > self.timeout_s:
@@ -349,6 +365,28 @@ def record_launch(
         },
     }
     write_atomic(run_dir / "forkserver.json", json.dumps(info, indent=1) + "\n")
+
+
+def failed_members(run_dir: Path, members: tuple[int, ...]) -> list[str]:
+    """The sources of a group whose own record does not end in an ok session (failed, stopped,
+    or no record at all): the group's exit code says that some failed, their records say which."""
+    failed = []
+    for i in members:
+        name, status = role_name("source", i), None
+        try:
+            for line in (run_dir / f"{name}.events.jsonl").read_text(errors="replace").splitlines():
+                if '"session"' in line:
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut by the failure
+                    if event.get("event") == "session":
+                        status = event.get("status")
+        except OSError:
+            pass
+        if status != "ok":
+            failed.append(name)
+    return failed
 
 
 def _last_line(path: Path) -> str:
