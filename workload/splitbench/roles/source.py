@@ -5,6 +5,7 @@ step, every round's weight exchange, and every evaluation."""
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 
@@ -21,6 +22,10 @@ from .peer import PeerLink
 from .runtime import RoleFailed, Runtime
 
 EVAL_BATCH = 256
+# The sources of a group (roles/source_group.py) build their workers in threads of one process:
+# seeding torch's one generator and drawing a model's initial weights must not interleave, or a
+# source starts from other weights than its server's (and than a lone source's).
+_BUILD = threading.Lock()
 
 
 class Source:
@@ -73,7 +78,8 @@ class Source:
         hello = Message(Kind.HELLO).add("samples", torch.tensor([len(self.mine)], dtype=torch.int64), Traffic.CONTROL)
         for peer in self.links:
             peer.call(hello)
-        self.worker = paradigm.source(self.link.call, send=self.link.send, aggregate=aggregate)
+        with _BUILD:
+            self.worker = paradigm.source(self.link.call, send=self.link.send, aggregate=aggregate)
         self.evaluates = paradigm.evaluators == "all" or index == 0
         self.test_x, self.test_y = test_subset(spec, self.data)
         rt.log.write(

@@ -126,8 +126,11 @@ def run_group(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for s in sources:
             if s.index not in codes:
-                s.rt.log.write("session", status="stopped", error=f"interrupted ({name} stopped)", **s.rt.limits)
-                s.rt.metrics.dump(s.rt.run_dir / f"{s.rt.instance}.prom")
+                try:  # its thread may have closed its log since codes was read
+                    s.rt.log.write("session", status="stopped", error=f"interrupted ({name} stopped)", **s.rt.limits)
+                    s.rt.metrics.dump(s.rt.run_dir / f"{s.rt.instance}.prom")
+                except (ValueError, OSError):
+                    pass
         sys.stdout.flush()
         os._exit(code)  # the sources' threads may be blocked in a receive
     failed = [codes[i] for i in members if codes.get(i, 1)]
