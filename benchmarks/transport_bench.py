@@ -235,10 +235,11 @@ def parse_size(text: str) -> int:
 def in_role_env() -> None:
     """Run as roles run: under roleplan.ROLE_ENV (malloc tunables, OpenMP policy), which the C
     libraries read at start-up; so start again under it if this process was not."""
-    from splitbench.roleplan import ROLE_ENV
+    from splitbench.roleplan import role_environ
 
-    if any(os.environ.get(k) != v for k, v in ROLE_ENV):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **dict(ROLE_ENV)})
+    env = role_environ(os.environ)
+    if env != dict(os.environ):
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def main() -> int:

@@ -13,7 +13,7 @@ Pure: no sockets, no processes, no torch (the CLI's --help and the operator impo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from .devices import Device, resolve_device
 from .link.profiles import LinkConfig, resolve_network
@@ -53,6 +53,20 @@ ROLE_ENV: tuple[tuple[str, str], ...] = (
     ("OMP_WAIT_POLICY", "PASSIVE"),
     ("GLIBC_TUNABLES", MALLOC_TUNABLES),
 )
+
+
+def role_environ(base: Mapping[str, str], env: tuple[tuple[str, str], ...] = ROLE_ENV) -> dict[str, str]:
+    """An executor's environment with a role's variables set. GLIBC_TUNABLES is prepended to,
+    not replaced: tunables the user set (e.g. glibc.rtld.optional_static_tls for libgomp on
+    aarch64) stay, and win where they name the same tunable (glibc reads left to right)."""
+    out = dict(base)
+    for k, v in env:
+        mine = out.get(k)
+        if k == "GLIBC_TUNABLES" and mine and mine != v:
+            out[k] = mine if mine.startswith(v + ":") else f"{v}:{mine}"
+        else:
+            out[k] = v
+    return out
 
 
 def role_name(kind: str, index: int = 0) -> str:
