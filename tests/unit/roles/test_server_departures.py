@@ -36,8 +36,11 @@ def test_no_file_or_a_damaged_one_means_nobody_left(tmp_path):
     assert Server.left_before(srv) == {"source-1"}
 
 
-def test_without_checkpoints_nothing_is_written(tmp_path):
+def test_without_checkpoints_who_left_is_still_written(tmp_path):
+    """A server restarts (restart policy) whether or not it checkpoints: it must not wait for
+    sources that finished before it died."""
     srv = _server(tmp_path, {"source-1"})
     srv.ckpt.every = "none"
     Server.save(srv, epoch=0, step=0, bye=True)
-    assert not srv.byes_path.exists()
+    assert Server.left_before(srv) == {"source-1"}
+    assert not srv.ckpt.path.exists()

@@ -231,13 +231,11 @@ class Server:
         a new epoch. A source's leaving is written apart, as the list of those gone (byes_path),
         so a restart knows who is gone without the whole state written again at each of a
         thousand goodbyes (104 MB each with 1,000 sources' pending replies)."""
-        if self.ckpt.every == "none":
-            return
-        if bye:
+        if bye:  # written whatever checkpoint.every says: a restart needs it even with no checkpoint
             self.byes_path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.byes_path, json.dumps(sorted(self.said_bye)))
             return
-        if not self.ckpt.due(self.served, epoch > self.ckpt_epoch):
+        if self.ckpt.every == "none" or not self.ckpt.due(self.served, epoch > self.ckpt_epoch):
             return
         self.ckpt_epoch = max(self.ckpt_epoch, epoch)
         self.ckpt.save(self.state(), epoch=epoch, step=step, served=self.served)
