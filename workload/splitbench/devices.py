@@ -128,8 +128,10 @@ except ProcessLookupError:
 """
 
 
-def _throttle(cores: float) -> str:
-    share = min(cores, 1.0)  # with one torch thread, a duty cycle of `cores` is the quota
+def _throttle(cores: float, threads: int = 1) -> str:
+    # A duty cycle d lets `threads` busy threads use d x min(threads, host cores) cores: one torch
+    # thread (a source) runs at d = cores; a group's k threads need d = cores / min(k, host cores).
+    share = min(cores / max(1, min(threads, os.cpu_count() or 1)), 1.0)
     period = PERIOD_US / 1e6
     subprocess.Popen(
         [sys.executable, "-c", _THROTTLE, str(os.getpid()), str(share * period), str((1 - share) * period)],
@@ -138,9 +140,10 @@ def _throttle(cores: float) -> str:
     return "sigstop-throttle"
 
 
-def apply_cpu_limit(cores: float | None, name: str, mode: str = "auto") -> str:
+def apply_cpu_limit(cores: float | None, name: str, mode: str = "auto", threads: int = 1) -> str:
     """Enforce the quota on this process; return the mechanism now in force.
-    mode: auto (cgroup, else throttle), cgroup (or fail), throttle, off (no quota at all)."""
+    mode: auto (cgroup, else throttle), cgroup (or fail), throttle, off (no quota at all).
+    threads: how many threads of this process compute at once (the throttle's duty cycle)."""
     if not cores:
         return "none"
     if mode == "off":
@@ -157,7 +160,7 @@ def apply_cpu_limit(cores: float | None, name: str, mode: str = "auto") -> str:
             raise RuntimeError("a cgroup CPU quota was required but no writable cgroup hierarchy was found")
     if cores >= (os.cpu_count() or 1):
         return "none (quota exceeds host cores)"
-    return _throttle(cores)
+    return _throttle(cores, threads)
 
 
 def change_cpu_limit(mechanism: str, cores: float) -> str:

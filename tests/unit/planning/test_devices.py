@@ -1,3 +1,4 @@
+import math
 import os
 import subprocess
 import sys
@@ -65,3 +66,19 @@ def test_off_means_no_limit_at_all():
     assert apply_cpu_limit(0.25, "pytest-off", mode="off") == "off"
     assert open("/proc/self/cgroup").read().splitlines() == before  # not moved into a cgroup
     assert children() - kids == set()  # and no throttle watchdog started
+
+
+def test_the_throttle_duty_cycle_counts_the_threads_that_compute(monkeypatch):
+    """Without a writable cgroup the quota is a SIGSTOP/SIGCONT duty cycle: a source group's k
+    busy threads would use k times a one-thread duty cycle, so theirs is divided by them (at
+    most by the host's cores, the most they can run at once)."""
+    from splitbench import devices
+
+    started = []
+    monkeypatch.setattr(devices.subprocess, "Popen", lambda argv, **kw: started.append(argv))
+    monkeypatch.setattr(devices.os, "cpu_count", lambda: 2)
+    period = devices.PERIOD_US / 1e6
+    for threads, share in ((1, 0.4), (4, 0.2), (2, 0.2)):
+        assert devices._throttle(0.4, threads) == "sigstop-throttle"
+        on, off = float(started[-1][-2]), float(started[-1][-1])
+        assert math.isclose(on, share * period) and math.isclose(off, (1 - share) * period), (threads, on, off)

@@ -102,7 +102,9 @@ def run_group(args: argparse.Namespace) -> int:
     except DatasetMissing as err:
         print(f"{name}: {err}", file=sys.stderr, flush=True)
         return 2
-    limit = apply_cpu_limit(cpu, f"{experiment.name}-{name}", getattr(args, "cpu_limit", "auto") or "auto")
+    limit = apply_cpu_limit(
+        cpu, f"{experiment.name}-{name}", getattr(args, "cpu_limit", "auto") or "auto", threads=len(members)
+    )
     group = Group(name, len(members), cpu, limit, experiment, plan, data)
     sources = [Source(argparse.Namespace(**{**vars(args), "index": i, "metrics_port": None}), group) for i in members]
     if getattr(args, "metrics_port", None):
