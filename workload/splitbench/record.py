@@ -29,7 +29,8 @@ Events (column `event`):
            (the same batch and result; its bytes are here, the step is counted once)
   duplicate  a server or aggregator dropped a request it had already served (answered again)
   resume   a restarted server's first step from a source (lost_updates: steps it trained
-           after its last checkpoint, whose updates died with it)
+           after its last checkpoint, whose updates died with it); for a source that had said
+           goodbye before the restart, at start-up (departed: true, step: its last)
 On Kubernetes a pod's files die with it, so each role also prints every event to its log,
 one line each behind EVENT_PREFIX (SPLITBENCH_EVENTS_STDOUT=1, set by the operator's
 builders); the Kubernetes executor reads the pods' logs back into the same files.

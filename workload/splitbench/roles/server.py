@@ -120,6 +120,7 @@ class Server:
         self.duplicates = 0
         self.resumed: dict[str, int] | None = None  # restarted: each source's last step in the checkpoint
         self.notices_done: set[str] = set()  # sources whose first step since the restart was recorded
+        self.departed: dict[str, int | None] = {}  # who said goodbye, and its last step trained here
         self.notices: Notices | None = None
 
     def run(self) -> int:
@@ -194,12 +195,14 @@ class Server:
 
     def resume(self, state: dict | None) -> None:
         left = self.left_before()
+        self.departed.update(left)
         if state is None:
-            self.said_bye |= left
+            self.said_bye |= set(left)
             self.resumed = {} if self.rt.restarted else None
+            self.count_departed(left, set())
             return
         self.ckpt.restore(self.worker, state)
-        self.served, self.said_bye = state["served"], set(state["said_bye"]) | left
+        self.served, self.said_bye = state["served"], set(state["said_bye"]) | set(left)
         self.stream.step, self.stream.epoch = dict(state["stream_step"]), dict(state["stream_epoch"])
         self.ckpt_epoch = max(self.stream.epoch.values(), default=0)
         for who, r in state["replies"].items():
@@ -214,17 +217,36 @@ class Server:
             )
         self.resumed = dict(self.stream.step)
         self.rt.log.write("session", status="checkpoint", served=self.served, sources_done=len(self.said_bye))
+        self.count_departed(left, set(state["said_bye"]))
+
+    def count_departed(self, left: dict[str, int | None], in_checkpoint: set[str]) -> None:
+        """A source that left after the last checkpoint sends no step again, so the first-step
+        count in answer() never sees it: its updates past the checkpoint are counted here, from
+        the last step it trained (written at its goodbye), as a `resume` event of its own."""
+        if self.resumed is None:
+            return
+        for who in sorted(set(left) - in_checkpoint):
+            last = left[who]
+            if last is None:  # a list from an older server: who left, not at which step
+                continue
+            self.notices_done.add(who)
+            lost = max(0, last - self.resumed.get(who, -1))
+            self.rt.log.write("resume", source=who, step=last, lost_updates=lost, departed=True)
 
     @property
     def byes_path(self):
         return self.ckpt.path.with_suffix(".left.json")
 
-    def left_before(self) -> set[str]:
-        """The sources a previous life of this server saw leave (byes_path), if any."""
+    def left_before(self) -> dict[str, int | None]:
+        """The sources a previous life of this server saw leave (byes_path), if any, each with
+        the last step it trained (None from a file that lists names only)."""
         try:
-            return set(json.loads(self.byes_path.read_text())) & self.mine
-        except (OSError, ValueError, TypeError):
-            return set()
+            left = json.loads(self.byes_path.read_text())
+            if isinstance(left, list):
+                left = dict.fromkeys(left)
+            return {who: last if isinstance(last, int) else None for who, last in left.items() if who in self.mine}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
 
     def save(self, epoch: int, step: int, bye: bool = False) -> None:
         """A checkpoint when one is due: every N requests served and at the first request of
@@ -233,7 +255,7 @@ class Server:
         thousand goodbyes (104 MB each with 1,000 sources' pending replies)."""
         if bye:  # written whatever checkpoint.every says: a restart needs it even with no checkpoint
             self.byes_path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.byes_path, json.dumps(sorted(self.said_bye)))
+            write_atomic(self.byes_path, json.dumps(dict(sorted(self.departed.items()))))
             return
         if self.ckpt.every == "none" or not self.ckpt.due(self.served, epoch > self.ckpt_epoch):
             return
@@ -334,6 +356,7 @@ class Server:
         reply, loss, correct, fwd, bwd = out
         if msg.kind == Kind.BYE:
             self.said_bye.add(who)
+            self.departed[who] = self.stream.step.get(who)
             self.replies.pop(who, None)  # gone: it re-sends no step, and a checkpoint need not keep it
             self.save(msg.epoch, msg.step, bye=True)
         if reply is not None:
