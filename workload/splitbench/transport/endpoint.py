@@ -29,6 +29,7 @@ ByteHook = Callable[[str, Traffic, int], None]  # (direction "tx"|"rx", traffic,
 _SNDMORE = zmq.SNDMORE
 DEFAULT_HWM = 64  # messages queued per peer and direction before senders wait
 DEFAULT_SNDTIMEO_S = 30.0
+_TALLY_MAX = 256  # layouts an endpoint counts apart before folding them into byte totals
 
 
 class PeerTimeout(TimeoutError):
@@ -184,37 +185,71 @@ class Endpoint:
         (self.sock.bind if bind else self.sock.connect)(address)
         self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT) if bind else address
         self.router = kind == zmq.ROUTER
-        self.tx: Counter[Traffic] = Counter()
-        self.rx: Counter[Traffic] = Counter()
-        # all bytes on the wire including CURVE's per-frame overhead, apart from the payload counts
-        self.transport: Counter[str] = Counter()
+        # Messages counted per layout and direction, turned into bytes when read (tx, rx,
+        # transport): a message costs one dict increment, not one per traffic kind and total.
+        self._tally: dict[tuple[str, Layout], int] = {}
+        self._folded: dict[str, Counter] = {"tx": Counter(), "rx": Counter(), "transport": Counter()}
         self.on_bytes = on_bytes
         self.sndtimeo_s = sndtimeo_s
         self.last_user: str | None = None  # the authenticated sender of the last received message
         self._rcvtimeo = -1  # the socket's receive timeout now (ms; -1: none)
 
+    @property
+    def tx(self) -> Counter[Traffic]:
+        """Payload and framing bytes sent, by traffic kind (a new Counter at each read)."""
+        return self._totals()["tx"]
+
+    @property
+    def rx(self) -> Counter[Traffic]:
+        """Payload and framing bytes received, by traffic kind."""
+        return self._totals()["rx"]
+
+    @property
+    def transport(self) -> Counter[str]:
+        """All bytes on the wire by direction ("tx", "rx"), CURVE's per-frame overhead included."""
+        return self._totals()["transport"]
+
+    def _totals(self) -> dict[str, Counter]:
+        out = {k: c.copy() for k, c in self._folded.items()}
+        self._add(out, self._tally)
+        return out
+
+    def _add(self, into: dict[str, Counter], tally: dict[tuple[str, Layout], int]) -> None:
+        curve = self.security.curve
+        for (direction, layout), k in tally.items():
+            wire = layout.transport
+            if wire is None:
+                wire = layout.transport = (
+                    sum(n + zmtp_overhead(n) for n in layout.lengths),
+                    curve_wire_bytes(layout.lengths),
+                )
+            into["transport"][direction] += k * wire[1 if curve else 0]
+            total = into[direction]
+            for t, n in layout.counts.items():
+                total[t] += k * n
+
     def _transport(self, direction: str, frames) -> None:
         lengths = [frame_len(f) for f in frames]
         if self.security.curve:
-            self.transport[direction] += curve_wire_bytes(lengths)
+            self._folded["transport"][direction] += curve_wire_bytes(lengths)
         else:
-            self.transport[direction] += sum(n + zmtp_overhead(n) for n in lengths)
+            self._folded["transport"][direction] += sum(n + zmtp_overhead(n) for n in lengths)
 
     def _count(self, direction: str, layout: Layout) -> Mapping[Traffic, int]:
-        """Add one message's bytes (its layout's, computed once per layout) to the totals;
-        return them (read-only: shared by every message of the layout)."""
-        wire = layout.transport
-        if wire is None:
-            wire = layout.transport = (
-                sum(n + zmtp_overhead(n) for n in layout.lengths),
-                curve_wire_bytes(layout.lengths),
-            )
-        self.transport[direction] += wire[1] if self.security.curve else wire[0]
-        total = self.tx if direction == "tx" else self.rx
+        """Count one message of a layout; return its bytes by traffic kind (read-only: shared
+        by every message of the layout)."""
+        key = (direction, layout)
+        tally = self._tally
+        k = tally.get(key)
+        if k is None:
+            if len(tally) >= _TALLY_MAX:  # ever new layouts (a peer sending odd shapes): keep it small
+                self._add(self._folded, tally)
+                tally.clear()
+            k = 0
+        tally[key] = k + 1
         hook = self.on_bytes
-        for t, n in layout.counts.items():
-            total[t] += n
-            if hook is not None:
+        if hook is not None:
+            for t, n in layout.counts.items():
                 hook(direction, t, n)
         return layout.counts
 
