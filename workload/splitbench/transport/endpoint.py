@@ -210,13 +210,16 @@ class Endpoint:
         return self._totals()["transport"]
 
     def _totals(self) -> dict[str, Counter]:
+        # list(): one step under the GIL, so a read from another thread (a server's main thread
+        # while its I/O thread receives) never sees the tally change size mid-iteration
+        tally = list(self._tally.items())
         out = {k: c.copy() for k, c in self._folded.items()}
-        self._add(out, self._tally)
+        self._add(out, tally)
         return out
 
-    def _add(self, into: dict[str, Counter], tally: dict[tuple[str, Layout], int]) -> None:
+    def _add(self, into: dict[str, Counter], tally) -> None:
         curve = self.security.curve
-        for (direction, layout), k in tally.items():
+        for (direction, layout), k in tally:
             wire = layout.transport
             if wire is None:
                 wire = layout.transport = (
@@ -243,7 +246,7 @@ class Endpoint:
         k = tally.get(key)
         if k is None:
             if len(tally) >= _TALLY_MAX:  # ever new layouts (a peer sending odd shapes): keep it small
-                self._add(self._folded, tally)
+                self._add(self._folded, list(tally.items()))
                 tally.clear()
             k = 0
         tally[key] = k + 1
