@@ -60,9 +60,11 @@ def test_without_checkpoints_who_left_is_still_written(tmp_path):
 
 def _restarted(tmp_path, left, resumed):
     srv = _server(tmp_path, set())
-    srv.byes_path.parent.mkdir(parents=True)
+    srv.byes_path.parent.mkdir(parents=True, exist_ok=True)
     srv.byes_path.write_text(left)
     srv.resumed, srv.notices_done, srv.rt = resumed, set(), SimpleNamespace(log=_Log())
+    srv.departed = Server.left_before(srv)  # as resume() does
+    srv.save = lambda *a, **k: Server.save(srv, *a, **k)
     return srv
 
 
@@ -76,6 +78,18 @@ def test_a_source_that_left_after_the_checkpoint_counts_its_lost_updates(tmp_pat
         ("resume", {"source": "source-0", "step": 9, "lost_updates": 4, "departed": True}),
     ]
     assert srv.notices_done == {"source-0"}
+
+
+def test_a_departed_sources_loss_is_counted_once_over_restarts(tmp_path):
+    """The next life may restore the same checkpoint (it died before writing a newer one):
+    the updates counted by the life before must not be counted again."""
+    srv = _restarted(tmp_path, '{"source-0": 9}', resumed={"source-0": 5})
+    Server.count_departed(srv, Server.left_before(srv), in_checkpoint=set())
+    assert [f["lost_updates"] for _, f in srv.rt.log.events] == [4]
+    again = _restarted(tmp_path, srv.byes_path.read_text(), resumed={"source-0": 5})
+    Server.count_departed(again, Server.left_before(again), in_checkpoint=set())
+    assert again.rt.log.events == []
+    assert set(Server.left_before(again)) == {"source-0"}  # still known to have left
 
 
 def test_without_a_checkpoint_every_step_of_a_departed_source_is_lost(tmp_path):

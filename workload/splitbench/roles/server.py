@@ -222,16 +222,23 @@ class Server:
     def count_departed(self, left: dict[str, int | None], in_checkpoint: set[str]) -> None:
         """A source that left after the last checkpoint sends no step again, so the first-step
         count in answer() never sees it: its updates past the checkpoint are counted here, from
-        the last step it trained (written at its goodbye), as a `resume` event of its own."""
+        the last step it trained (written at its goodbye), as a `resume` event of its own. Once
+        counted, its step is written as null, so a later restart from the same checkpoint does
+        not count the same updates again."""
         if self.resumed is None:
             return
+        counted = []
         for who in sorted(set(left) - in_checkpoint):
             last = left[who]
-            if last is None:  # a list from an older server: who left, not at which step
+            if last is None:  # counted by an earlier restart, or an older server's list of names
                 continue
             self.notices_done.add(who)
             lost = max(0, last - self.resumed.get(who, -1))
             self.rt.log.write("resume", source=who, step=last, lost_updates=lost, departed=True)
+            counted.append(who)
+        if counted:
+            self.departed.update(dict.fromkeys(counted))
+            self.save(0, 0, bye=True)
 
     @property
     def byes_path(self):
@@ -250,7 +257,7 @@ class Server:
 
     def save(self, epoch: int, step: int, bye: bool = False) -> None:
         """A checkpoint when one is due: every N requests served and at the first request of
-        a new epoch. A source's leaving is written apart, as the list of those gone (byes_path),
+        a new epoch. A source's leaving is written apart, as the map of those gone (byes_path),
         so a restart knows who is gone without the whole state written again at each of a
         thousand goodbyes (104 MB each with 1,000 sources' pending replies)."""
         if bye:  # written whatever checkpoint.every says: a restart needs it even with no checkpoint
