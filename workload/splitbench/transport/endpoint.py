@@ -14,6 +14,7 @@ send/receive high-water marks and a send timeout (PeerGone when it expires).
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from typing import Callable, Mapping
 
@@ -189,6 +190,7 @@ class Endpoint:
         # transport): a message costs one dict increment, not one per traffic kind and total.
         self._tally: dict[tuple[str, Layout], int] = {}
         self._folded: dict[str, Counter] = {"tx": Counter(), "rx": Counter(), "transport": Counter()}
+        self._fold_lock = threading.Lock()
         self.on_bytes = on_bytes
         self.sndtimeo_s = sndtimeo_s
         self.last_user: str | None = None  # the authenticated sender of the last received message
@@ -210,10 +212,12 @@ class Endpoint:
         return self._totals()["transport"]
 
     def _totals(self) -> dict[str, Counter]:
-        # list(): one step under the GIL, so a read from another thread (a server's main thread
-        # while its I/O thread receives) never sees the tally change size mid-iteration
-        tally = list(self._tally.items())
-        out = {k: c.copy() for k, c in self._folded.items()}
+        # under the fold's lock: a read from another thread (a server's main thread while its
+        # I/O thread receives) sees the tally and the folded totals of one moment, never a
+        # layout in both or in neither; counting a message itself takes no lock
+        with self._fold_lock:
+            tally = list(self._tally.items())
+            out = {k: c.copy() for k, c in self._folded.items()}
         self._add(out, tally)
         return out
 
@@ -233,10 +237,9 @@ class Endpoint:
 
     def _transport(self, direction: str, frames) -> None:
         lengths = [frame_len(f) for f in frames]
-        if self.security.curve:
-            self._folded["transport"][direction] += curve_wire_bytes(lengths)
-        else:
-            self._folded["transport"][direction] += sum(n + zmtp_overhead(n) for n in lengths)
+        n = curve_wire_bytes(lengths) if self.security.curve else sum(n + zmtp_overhead(n) for n in lengths)
+        with self._fold_lock:
+            self._folded["transport"][direction] += n
 
     def _count(self, direction: str, layout: Layout) -> Mapping[Traffic, int]:
         """Count one message of a layout; return its bytes by traffic kind (read-only: shared
@@ -246,8 +249,9 @@ class Endpoint:
         k = tally.get(key)
         if k is None:
             if len(tally) >= _TALLY_MAX:  # ever new layouts (a peer sending odd shapes): keep it small
-                self._add(self._folded, list(tally.items()))
-                tally.clear()
+                with self._fold_lock:
+                    self._add(self._folded, list(tally.items()))
+                    tally.clear()
             k = 0
         tally[key] = k + 1
         hook = self.on_bytes
