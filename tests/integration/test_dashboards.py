@@ -88,13 +88,15 @@ def scraped_run(tmp_path_factory):
                 pass
             assert prom.poll() is None and time.time() < deadline, (tmp / "prometheus.log").read_text()[-2000:]
             time.sleep(0.2)
-        # early exit over an emulated link: both exits, a link queue, bytes both ways
+        # early exit over an emulated link: both exits, a link queue, bytes both ways; 1280 samples
+        # a source, so that the run outlasts target discovery (file_sd, refreshed every 1 s) and a
+        # few scrapes: with 320 an idle machine trained in 1.5 s and no role was scraped at all
         exp = Experiment.model_validate(
             experiment_doc(
                 name="dash",
                 paradigm={"name": "early_exit", "splitAfter": 4},
                 network={"profile": "wifi4"},
-                dataset={"name": "synthetic", "samplesPerSource": 320, "testSamples": 64},
+                dataset={"name": "synthetic", "samplesPerSource": 1280, "testSamples": 64},
                 training={"epochs": 2, "batchSize": 32, "lr": 0.01, "replyTimeoutS": 60},
             )
         )
