@@ -12,13 +12,15 @@ def _server(tmp_path, said_bye, steps=None):
 
     path = tmp_path / "checkpoints" / "server-0.pt"  # no checkpoint yet: the folder is not there
     steps = steps or {}
-    return SimpleNamespace(
+    srv = SimpleNamespace(
         ckpt=SimpleNamespace(every=1, path=path, save=never, due=lambda *a: True),
         byes_path=path.with_suffix(".left.json"),
         said_bye=set(said_bye),
         departed={who: steps.get(who) for who in said_bye},
         mine={"source-0", "source-1", "source-2"},
     )
+    srv.write_departed = lambda: Server.write_departed(srv)
+    return srv
 
 
 class _Log:
@@ -64,7 +66,7 @@ def _restarted(tmp_path, left, resumed):
     srv.byes_path.write_text(left)
     srv.resumed, srv.notices_done, srv.rt = resumed, set(), SimpleNamespace(log=_Log())
     srv.departed = Server.left_before(srv)  # as resume() does
-    srv.save = lambda *a, **k: Server.save(srv, *a, **k)
+    srv.write_departed = lambda: Server.write_departed(srv)
     return srv
 
 

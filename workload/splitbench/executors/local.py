@@ -31,7 +31,7 @@ from pathlib import Path
 from ..atomic import write_atomic
 from ..model_cost_record import write_model_cost
 from ..devices import remove_cgroups
-from ..record import EventLog, merge
+from ..record import EventLog, merge, read_events_file
 from ..roleplan import KEYS_DIR, SPEC_FILE, Role, plan_roles, role_environ, role_name, role_names
 from ..transport import make_keys
 from ..spec import Experiment
@@ -372,19 +372,13 @@ def failed_members(run_dir: Path, members: tuple[int, ...]) -> list[str]:
     or no record at all): the group's exit code says that some failed, their records say which."""
     failed = []
     for i in members:
-        name, status = role_name("source", i), None
+        name = role_name("source", i)
         try:
-            for line in (run_dir / f"{name}.events.jsonl").read_text(errors="replace").splitlines():
-                if '"session"' in line:
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue  # a line cut by the failure
-                    if event.get("event") == "session":
-                        status = event.get("status")
+            rows, _ = read_events_file(run_dir / f"{name}.events.jsonl")
         except OSError:
-            pass
-        if status != "ok":
+            rows = []
+        sessions = [r for r in rows if r.get("event") == "session"]
+        if not sessions or sessions[-1].get("status") != "ok":
             failed.append(name)
     return failed
 

@@ -238,7 +238,7 @@ class Server:
             counted.append(who)
         if counted:
             self.departed.update(dict.fromkeys(counted))
-            self.save(0, 0, bye=True)
+            self.write_departed()
 
     @property
     def byes_path(self):
@@ -255,14 +255,17 @@ class Server:
         except (OSError, ValueError, TypeError, AttributeError):
             return {}
 
+    def write_departed(self) -> None:
+        self.byes_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.byes_path, json.dumps(dict(sorted(self.departed.items()))))
+
     def save(self, epoch: int, step: int, bye: bool = False) -> None:
         """A checkpoint when one is due: every N requests served and at the first request of
         a new epoch. A source's leaving is written apart, as the map of those gone (byes_path),
         so a restart knows who is gone without the whole state written again at each of a
         thousand goodbyes (104 MB each with 1,000 sources' pending replies)."""
         if bye:  # written whatever checkpoint.every says: a restart needs it even with no checkpoint
-            self.byes_path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.byes_path, json.dumps(dict(sorted(self.departed.items()))))
+            self.write_departed()
             return
         if self.ckpt.every == "none" or not self.ckpt.due(self.served, epoch > self.ckpt_epoch):
             return
