@@ -105,7 +105,7 @@ def test_every_source_gone_fails_with_one_line(tmp_path):
 def test_a_round_closes_at_the_deadline_with_the_updates_that_came(tmp_path, write_spec):
     """Three devices, one silent: after sources.deadline the aggregator averages the two that
     came, weighted by their sample counts, records the third as gone and does not wait for it
-    in the next round."""
+    in the next round; at its end it says goodbye to the third."""
     spec = write_spec(
         experiment_doc(
             paradigm={"name": "fedavg"},
@@ -119,6 +119,7 @@ def test_a_round_closes_at_the_deadline_with_the_updates_that_came(tmp_path, wri
     ctx = zmq.Context()
     a = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="source-0")
     b = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="source-1")
+    late = Endpoint(ctx, zmq.DEALER, addr, bind=False, identity="source-2")  # connected, silent
     contribution = fedavg_contribution
     try:
         t0 = time.time()
@@ -139,8 +140,10 @@ def test_a_round_closes_at_the_deadline_with_the_updates_that_came(tmp_path, wri
             ep.send(Message(Kind.BYE, "t"))
             assert ep.recv(30)[1].kind is Kind.BYE
         assert agg.wait(60) == 0, agg.stdout.read()
+        # the device it stopped waiting for is told so: alive after all, its own goodbye is answered
+        assert late.recv(10)[1].kind is Kind.BYE
     finally:
-        close_peers(ctx, agg, a, b)
+        close_peers(ctx, agg, a, b, late)
     events = pd.read_json(tmp_path / "aggregator-0.events.jsonl", lines=True)
     gone = events[events["event"] == "source_gone"]
     assert gone["source"].tolist() == ["source-2"] and gone["round"].tolist() == [0]

@@ -78,6 +78,7 @@ class Aggregator:
     def body(self) -> None:
         self.setup()
         self.serve()
+        self.farewell()
         rt, ep, security = self.rt, self.ep, self.security
         for d, n in ep.transport.items():
             rt.metrics.transport_bytes.labels(**rt.metrics.base, direction=d, auth=security.mode).inc(n)
@@ -130,12 +131,21 @@ class Aggregator:
         self.ckpt = Checkpointer(rt, spec.checkpoint.every)
         self.resume(self.ckpt.load())
         if rt.restarted:  # tell every device: a contribution sent to the aggregator that died may be lost
-            second = paradigm.uses_server
-            peers = {
-                n: routing_id(n, "aggregator" if second or n in self.servers else None).encode()
-                for n in sorted(self.sources | self.servers)
-            }
+            peers = {n: self.routing_id(n) for n in sorted(self.sources | self.servers)}
             self.notices = Notices(peers, self.reply, spec.training.reply_timeout_s)
+
+    def routing_id(self, device: str) -> bytes:
+        """A device's connection here: its second peer where it also has a server (or is one)."""
+        second = self.paradigm.uses_server or device in self.servers
+        return routing_id(device, "aggregator" if second else None).encode()
+
+    def farewell(self) -> None:
+        """A goodbye to each device this aggregator stopped waiting for: one that is alive after
+        all (an hfsl server left without its source notices only after the deadline) gets its
+        own goodbye answered by it, not by a reply that never comes once this role has ended.
+        A dead device's copy is dropped by the ROUTER."""
+        for who in sorted(self.gone - self.byes):
+            self.reply(self.routing_id(who), Message(Kind.BYE))
 
     def state(self) -> dict:
         return {

@@ -122,6 +122,12 @@ class PeerLink:
                     self._send(msg)
                     deadline = time.monotonic() + self.timeout
                 continue
+            if reply.kind == Kind.BYE and msg.kind != Kind.BYE:
+                raise RoleFailed(
+                    f"the {self.peer} finished without this role while waiting for its reply to "
+                    f"{msg.kind.name} of step {msg.step}: it had stopped waiting for this role",
+                    code=3,
+                )
             if reply.kind != Kind.ERROR and (reply.epoch, reply.step) != (msg.epoch, msg.step):
                 continue  # the answer to an earlier copy of a re-sent request
             break
