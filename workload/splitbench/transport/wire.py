@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+import zmq
 
 if TYPE_CHECKING:
     import torch
@@ -152,13 +153,15 @@ class Layout:
     message of one step's shape, so layouts are kept by the header's other bytes: a header
     seen before is not parsed and checked again (its checks depend on those bytes alone)."""
 
-    __slots__ = ("kind", "experiment", "sender", "tensors", "traffic", "lengths", "counts", "transport")
+    __slots__ = ("kind", "experiment", "sender", "tensors", "traffic", "lengths", "counts", "transport", "views")
 
     def __init__(self, kind: Kind, experiment: str, sender: str, tensors: tuple, header_len: int):
         self.kind, self.experiment, self.sender = kind, experiment, sender
         self.tensors = tensors  # ((name, dtype code, traffic, shape, nbytes), ...)
         self.traffic = {name: traffic for name, _, traffic, _, _ in tensors}
         self.lengths = (header_len, *(spec[4] for spec in tensors))
+        # per tensor, what decoding needs: (name, numpy dtype or None, code, shape, nbytes)
+        self.views = tuple((name, _NUMPY[code], code, shape, n) for name, code, _, shape, n in tensors)
         # bytes by traffic kind, shared by every message of this layout: read-only
         self.counts = MappingProxyType(_counts(kind, self.lengths, [spec[2] for spec in tensors]))
         self.transport: tuple[int, int] | None = None  # the endpoint's memo: (plain, CURVE) bytes with framing
@@ -303,7 +306,9 @@ def decode_layout(frames: Sequence, tensors: bool = True) -> tuple[Message, Layo
     lengths of the frames, is checked every time. Tensors are views of the frames."""
     if not frames:
         raise WireError("empty message")
-    header = _header_bytes(frames[0])
+    header = frames[0]
+    if type(header) is not bytes:
+        header = _header_bytes(header)
     key = header[:4] + header[16:]
     layout = _LAYOUTS.get(key)
     if layout is None or len(header) < _FIXED.size:
@@ -313,22 +318,25 @@ def decode_layout(frames: Sequence, tensors: bool = True) -> tuple[Message, Layo
     epoch, step = _EPOCH_STEP.unpack_from(header, 4)
     msg = Message(layout.kind, layout.experiment, layout.sender, epoch, step, {}, dict(layout.traffic))
     out = msg.tensors
+    from_numpy = (_torch or _import_torch()).from_numpy if tensors else None
     i = 0
-    for name, code, _, shape, nbytes in layout.tensors:
+    for name, dtype, code, shape, nbytes in layout.views:
         i += 1
-        buf = _frame_bytes(frames[i])
-        if (buf.nbytes if isinstance(buf, _VIEWS) else len(buf)) != nbytes:
-            raise WireError(f"tensor {name}: header says {nbytes} bytes, frame has {frame_len(buf)}")
-        if tensors:
-            dtype = _NUMPY[code]
+        frame = frames[i]
+        if type(frame) is not _Frame:  # a zmq.Frame is a buffer itself: no memoryview made for it
+            frame = _frame_bytes(frame)
+        if (len(frame) if type(frame) is _Frame or type(frame) is bytes else frame_len(frame)) != nbytes:
+            raise WireError(f"tensor {name}: header says {nbytes} bytes, frame has {frame_len(_frame_bytes(frame))}")
+        if from_numpy is not None:
             if dtype is not None and nbytes:  # a view of the frame, no copy
-                out[name] = (_torch or _import_torch()).from_numpy(np.ndarray(shape, dtype, buf))
+                out[name] = from_numpy(np.ndarray(shape, dtype, frame))
             else:
-                out[name] = _as_tensor(buf, code, shape, nbytes)
+                out[name] = _as_tensor(_frame_bytes(frame), code, shape, nbytes)
     return msg, layout
 
 
 _VIEWS = (memoryview, np.ndarray)
+_Frame = zmq.Frame
 _torch = None
 
 
