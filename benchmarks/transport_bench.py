@@ -5,6 +5,9 @@ Each peer is a separate process. Modes:
         made, so this is the ceiling of the socket path itself;
   raw   a raw pyzmq tensor round trip, as people hand-roll it without pickle: the tensor's
         buffer goes zero-copy, the peer wraps it as a tensor and sends a tensor back;
+  framed  raw pyzmq sending the very frames ours sends (our header frame, then the tensor),
+        with none of our work: framed/raw is the price of the wire format's second frame,
+        ours/framed the price of our software (Message, header, checks, counting);
   ours  splitbench's Message: header frame + tensor frame, checked and counted on both
         sides, the peer decoding and re-encoding a reply as the server does (the client
         waits with a reply timeout, as a role does);
@@ -20,6 +23,7 @@ goes moves both). The figure is the median of the rounds' ratios with a distribu
 most a quarter of the time (one of its round trips at 8 MiB is ~0.2 s).
 Every process runs under the roles' environment (roleplan.ROLE_ENV: malloc tunables, OpenMP policy).
 Target (issue 17): ours >= 0.90 of raw at every size, interval narrower than +-3%.
+framed/raw and ours/framed split the gap into the wire format's and our software's.
 
     python benchmarks/transport_bench.py [--seconds 20] [--sizes 64K,256K,1M,4M,8M] [--profile]
 
@@ -46,12 +50,14 @@ import zmq
 
 from splitbench.report.stats import median_ci
 from splitbench.transport import Endpoint, Kind, Message, Traffic, make_keys
+from splitbench.transport.wire import encode
 
-MODES = ("echo", "raw", "ours", "curve")
+MODES = ("echo", "raw", "framed", "ours", "curve")
 SIZES = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 8 << 20]
 REPLY_TIMEOUT_S = 120.0  # what a role's PeerLink waits (training.replyTimeoutS' default)
 BLOCK_S = 0.010  # one block of round trips per mode and round
 CURVE_SHARE = 0.25  # at most this share of a size's time goes to curve
+RATIOS = ("ours/raw", "ours/echo", "framed/raw", "ours/framed", "curve/ours", "cpu ours/raw")
 
 
 def _security(keys: str, instance: str):
@@ -64,7 +70,7 @@ def peer(address: str, mode: str, keys: str = "") -> None:
     """Answer round trips until told to stop; a `cpu` request is answered with this process's
     CPU time (all its threads, zmq's I/O thread included)."""
     ctx = zmq.Context()
-    if mode in ("echo", "raw"):
+    if mode in RAW_MODES:
         sock = ctx.socket(zmq.ROUTER)
         sock.bind(address)
         while True:
@@ -75,6 +81,9 @@ def peer(address: str, mode: str, keys: str = "") -> None:
                 sock.send_multipart([frames[0], struct.pack("<d", time.process_time())])
             elif mode == "echo":
                 sock.send_multipart(frames, copy=False)
+            elif mode == "framed":  # a tensor of the last frame; the header frame back as it came
+                t = torch.frombuffer(frames[-1].buffer, dtype=torch.float32)
+                sock.send_multipart([frames[0], frames[1], memoryview(t.numpy()).cast("B")], copy=False)
             else:
                 t = torch.frombuffer(frames[1].buffer, dtype=torch.float32)
                 sock.send_multipart([frames[0], memoryview(t.numpy()).cast("B")], copy=False)
@@ -98,9 +107,13 @@ def peer(address: str, mode: str, keys: str = "") -> None:
     ctx.destroy(linger=0)
 
 
+RAW_MODES = ("echo", "raw", "framed")
+HEADER = encode(Message(Kind.TRAIN, "bench", "source-0").add("act", torch.ones(1), Traffic.ACTIVATION))[0]
+
+
 def peer_cpu(mode: str, socks) -> float:
     """The peer's CPU time so far (seconds), asked for outside the timed round trips."""
-    if mode in ("echo", "raw"):
+    if mode in RAW_MODES:
         socks[mode].send(b"cpu")
         return struct.unpack("<d", socks[mode].recv())[0]
     socks[mode].send(Message(Kind.HELLO))
@@ -124,6 +137,12 @@ def block(mode: str, data: torch.Tensor, n: int, socks) -> tuple[float, float]:
         for _ in range(n):
             sock.send_multipart([memoryview(data.numpy()).cast("B")], copy=False)
             torch.frombuffer(sock.recv(copy=False).buffer, dtype=torch.float32)
+    elif mode == "framed":
+        sock = socks["framed"]
+        t0 = time.perf_counter()
+        for _ in range(n):
+            sock.send_multipart([HEADER, memoryview(data.numpy()).cast("B")], copy=False)
+            torch.frombuffer(sock.recv_multipart(copy=False)[-1].buffer, dtype=torch.float32)
     else:
         ep = socks[mode]
         t0 = time.perf_counter()
@@ -146,7 +165,7 @@ def measure_size(size: int, seconds: float, socks, modes: tuple[str, ...]) -> di
         reps["curve"] = 1
     wall: dict[str, list[float]] = {m: [] for m in modes}
     cpu: dict[str, list[float]] = {m: [] for m in modes}
-    ratios: dict[str, list[float]] = {k: [] for k in ("ours/raw", "ours/echo", "curve/ours", "cpu ours/raw")}
+    ratios: dict[str, list[float]] = {k: [] for k in RATIOS}
     spent = {m: 0.0 for m in modes}
     t_end = time.perf_counter() + seconds
     r = 0
@@ -169,6 +188,9 @@ def measure_size(size: int, seconds: float, socks, modes: tuple[str, ...]) -> di
         ratios["cpu ours/raw"].append(got["raw"][1] / got["ours"][1])
         if "echo" in got:
             ratios["ours/echo"].append(got["echo"][0] / got["ours"][0])
+        if "framed" in got:
+            ratios["framed/raw"].append(got["raw"][0] / got["framed"][0])
+            ratios["ours/framed"].append(got["framed"][0] / got["ours"][0])
         if with_curve:
             ratios["curve/ours"].append(got["ours"][0] / got["curve"][0])
         r += 1
@@ -267,7 +289,7 @@ def main() -> int:
             p = mp.get_context("spawn").Process(target=peer, args=(address, mode, keys), daemon=True)
             p.start()
             peers.append(p)
-            if mode in ("echo", "raw"):
+            if mode in RAW_MODES:
                 s = ctx.socket(zmq.DEALER)
                 s.connect(address)
                 socks[mode] = s
@@ -289,6 +311,7 @@ def main() -> int:
             print(f"{size >> 10} KiB done ({rows[-1]['rounds']} rounds)", file=sys.stderr)
         socks["raw"].send_multipart([b"stop"])
         socks["echo"].send_multipart([b"stop"])
+        socks["framed"].send_multipart([b"stop"])
         socks["ours"].send(Message(Kind.BYE))
         if "curve" in socks:
             socks["curve"].send(Message(Kind.BYE))
@@ -323,6 +346,13 @@ def main() -> int:
             f"{'meets' if ok else 'MISSES'}"
         )
     print(
+        "\nWhere the gap to raw goes: the wire format (framed/raw: raw pyzmq with our header frame before the"
+        "\ntensor, no work of ours) and our software over those same frames (ours/framed):"
+    )
+    print(f"{'size':>7} {'framed/raw [95% CI]':>24} {'ours/framed [95% CI]':>24}")
+    for row in rows:
+        print(f"{row['bytes'] >> 10:>5}Ki {ci(row, 'framed/raw'):>24} {ci(row, 'ours/framed'):>24}")
+    print(
         f"throughput: medians of per-round ratios (interleaved blocks of ~{BLOCK_S * 1e3:.0f} ms per mode, order "
         f"reversed every round), {args.seconds:g} s per size; loopback, payload both ways"
     )
@@ -348,7 +378,7 @@ def main() -> int:
             print(f"  {name:48s} {us:7.2f} us")
     out = Path(args.csv)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cols = ["ours/raw", "ours/echo", "curve/ours", "cpu ours/raw"]
+    cols = list(RATIOS)
     head = ["bytes", "rounds"] + [f"{m}_MBps" for m in modes] + [f"{m}_cpu_us" for m in modes]
     for c in cols:
         k = c.replace("/", "_over_").replace(" ", "_")
