@@ -14,7 +14,7 @@ offloaded step goes, from each step's own record (the source's and the server's 
   queue     arrival at the server to the start of its compute (the compute thread's hand-off)
   rest      what is left: the source's loop, recording and Python between the phases
 
-    python benchmarks/overhead_bench.py [--models small_cnn,vgg11_bn] [--steps 40] [--rounds 2]
+    python benchmarks/overhead_bench.py [--models small_cnn,vgg11_bn] [--steps 40] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="small_cnn,vgg11_bn")
     ap.add_argument("--steps", type=int, default=None, help="per run (default: 40 small_cnn, 16 vgg11_bn)")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved repeats, pooled")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved repeats, pooled")
     ap.add_argument("--csv", default="runs/benchmarks/overhead.csv")
     args = ap.parse_args()
     fashion = (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists()
