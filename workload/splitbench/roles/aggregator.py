@@ -63,6 +63,7 @@ class Aggregator:
         self.whos: dict[tuple[str, int], set[str]] = {}  # who contributed to each open round
         self.done: dict[tuple[str, int], tuple[dict, torch.Tensor, float | None]] = {}  # averaged, not yet sent
         self.gone: set[str] = set()  # devices that missed a round's deadline: not waited for again
+        self.farewelled: set[str] = set()  # gone devices told goodbye at the end (once, over every life)
         self.last_round_in: set[str] = set()  # devices that sent their update of the last round
         self.closed_by: dict[tuple[str, int], set[str]] = {}  # who contributed to a round averaged, not yet sent
         # per partition: the last round sent (round, average, cut, contributors): a device that re-sends
@@ -143,9 +144,23 @@ class Aggregator:
         """A goodbye to each device this aggregator stopped waiting for: one that is alive after
         all (an hfsl server left without its source notices only after the deadline) gets its
         own goodbye answered by it, not by a reply that never comes once this role has ended.
-        A dead device's copy is dropped by the ROUTER."""
-        for who in sorted(self.gone - self.byes):
-            self.reply(self.routing_id(who), Message(Kind.BYE))
+        Sent once per device over every life of this role (saved), and counted only where it
+        left: to a routing id with no connection the ROUTER refuses it (ROUTER_MANDATORY) instead
+        of dropping it silently, and the record says which went (a `farewell` event each)."""
+        todo = sorted(self.gone - self.byes - self.farewelled)
+        if not todo:
+            return
+        self.ep.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        for who in todo:
+            msg = Message(Kind.BYE, self.rt.experiment.name, self.rt.instance)
+            try:
+                self.ep.send(msg, to=self.routing_id(who))
+                sent = True
+            except (zmq.ZMQError, PeerGone):  # EHOSTUNREACH: not connected (a dead device's socket)
+                sent = False
+            self.farewelled.add(who)
+            self.rt.log.write("farewell", device=who, sent=sent)
+        self.save(bye=True)
 
     def state(self) -> dict:
         return {
@@ -155,6 +170,7 @@ class Aggregator:
             "last": {p: dict(v) for p, v in self.last.items()},
             "cut": self.mover.cut if self.mover else None,
             "gone": sorted(self.gone),
+            "farewelled": sorted(self.farewelled),
         }
 
     def resume(self, state: dict | None) -> None:
@@ -163,6 +179,7 @@ class Aggregator:
         self.closed, self.byes, self.rounds = dict(state["closed"]), set(state["byes"]), state["rounds"]
         self.last = {p: dict(v) for p, v in state["last"].items()}
         self.gone = set(state.get("gone", ()))  # not waited for again after a restart either
+        self.farewelled = set(state.get("farewelled", ()))
         for members in self.members.values():
             members -= self.gone
         if self.mover and state["cut"] is not None:
@@ -286,6 +303,7 @@ class Aggregator:
                 noticed_by=self.rt.instance,
                 reason=f"no goodbye within {self.spec.sources.deadline:g} s of the others' end",
             )
+        self.save(bye=True)  # a restart must not wait for them again (close_late's are saved with their round)
 
     def close_late(self, key: tuple[str, int]) -> None:
         """The round's deadline passed: the devices that sent nothing are gone; average what came."""

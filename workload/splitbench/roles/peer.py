@@ -122,7 +122,9 @@ class PeerLink:
                     self._send(msg)
                     deadline = time.monotonic() + self.timeout
                 continue
-            if reply.kind == Kind.BYE and msg.kind != Kind.BYE:
+            if reply.kind == Kind.BYE and msg.kind == Kind.BYE:
+                break  # the goodbye answered, or the peer's own farewell (either ends the talk)
+            if reply.kind == Kind.BYE:
                 raise RoleFailed(
                     f"the {self.peer} finished without this role while waiting for its reply to "
                     f"{msg.kind.name} of step {msg.step}: it had stopped waiting for this role",

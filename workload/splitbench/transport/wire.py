@@ -31,8 +31,9 @@ import zmq
 if TYPE_CHECKING:
     import torch
 
-# Received frames are read-only and we never write into them; torch warns on every such
-# view, which would cost more than the view itself on the hot path.
+# Tensors made from buffers numpy sees as read-only (bytes, some memoryviews) make torch warn
+# on every such view, which would cost more than the view itself on the hot path; we never
+# write into a received frame.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 warnings.filterwarnings("ignore", message="The given buffer is not writable")
 
@@ -318,7 +319,6 @@ def decode_layout(frames: Sequence, tensors: bool = True) -> tuple[Message, Layo
     epoch, step = _EPOCH_STEP.unpack_from(header, 4)
     msg = Message(layout.kind, layout.experiment, layout.sender, epoch, step, {}, dict(layout.traffic))
     out = msg.tensors
-    from_numpy = (_torch or _import_torch()).from_numpy if tensors else None
     i = 0
     for name, dtype, code, shape, nbytes in layout.views:
         i += 1
@@ -327,9 +327,9 @@ def decode_layout(frames: Sequence, tensors: bool = True) -> tuple[Message, Layo
             frame = _frame_bytes(frame)
         if (len(frame) if type(frame) is _Frame or type(frame) is bytes else frame_len(frame)) != nbytes:
             raise WireError(f"tensor {name}: header says {nbytes} bytes, frame has {frame_len(_frame_bytes(frame))}")
-        if from_numpy is not None:
+        if tensors:  # torch imported with the first tensor made (roles without torch check only)
             if dtype is not None and nbytes:  # a view of the frame, no copy
-                out[name] = from_numpy(np.ndarray(shape, dtype, frame))
+                out[name] = (_torch or _import_torch()).from_numpy(np.ndarray(shape, dtype, frame))
             else:
                 out[name] = _as_tensor(_frame_bytes(frame), code, shape, nbytes)
     return msg, layout
