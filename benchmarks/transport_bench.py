@@ -53,6 +53,9 @@ from splitbench.transport import Endpoint, Kind, Message, Traffic, make_keys
 from splitbench.transport.wire import encode
 
 MODES = ("echo", "raw", "framed", "ours", "curve")
+RAW_MODES = ("echo", "raw", "framed")  # plain pyzmq peers
+# framed's header frame: ours for this benchmark's message (its length does not depend on the size)
+HEADER = encode(Message(Kind.TRAIN, "bench", "source-0").add("act", torch.ones(1), Traffic.ACTIVATION))[0]
 SIZES = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 8 << 20]
 REPLY_TIMEOUT_S = 120.0  # what a role's PeerLink waits (training.replyTimeoutS' default)
 BLOCK_S = 0.010  # one block of round trips per mode and round
@@ -105,10 +108,6 @@ def peer(address: str, mode: str, keys: str = "") -> None:
         if sec is not None:
             sec.stop()
     ctx.destroy(linger=0)
-
-
-RAW_MODES = ("echo", "raw", "framed")
-HEADER = encode(Message(Kind.TRAIN, "bench", "source-0").add("act", torch.ones(1), Traffic.ACTIVATION))[0]
 
 
 def peer_cpu(mode: str, socks) -> float:

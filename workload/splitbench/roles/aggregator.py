@@ -152,12 +152,7 @@ class Aggregator:
             return
         self.ep.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         for who in todo:
-            msg = Message(Kind.BYE, self.rt.experiment.name, self.rt.instance)
-            try:
-                self.ep.send(msg, to=self.routing_id(who))
-                sent = True
-            except (zmq.ZMQError, PeerGone):  # EHOSTUNREACH: not connected (a dead device's socket)
-                sent = False
+            sent = self.reply(self.routing_id(who), Message(Kind.BYE))
             self.farewelled.add(who)
             self.rt.log.write("farewell", device=who, sent=sent)
         self.save(bye=True)
@@ -193,12 +188,19 @@ class Aggregator:
             return
         self.ckpt.save(self.state(), rounds=self.rounds, round=max(self.closed.values(), default=0) - 1)
 
-    def reply(self, to: bytes, msg: Message) -> None:
+    def reply(self, to: bytes, msg: Message) -> bool:
+        """Send; False where it could not go. A gone peer shows up as a missing contribution: a
+        ROUTER drops what it cannot route, or with ROUTER_MANDATORY (the farewell) refuses it."""
         msg.experiment, msg.sender = self.rt.experiment.name, self.rt.instance
         try:
             self.ep.send(msg, to=to)
         except PeerGone:
-            pass  # a ROUTER drops what it cannot route; a gone peer shows up as a missing contribution
+            return False
+        except zmq.ZMQError as err:
+            if err.errno != zmq.EHOSTUNREACH:
+                raise
+            return False
+        return True
 
     def reject(self, to: bytes | None, who: str, reason: str, text: str) -> None:
         self.rejections(who, reason, text)

@@ -26,7 +26,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import zmq
 
 if TYPE_CHECKING:
     import torch
@@ -154,15 +153,13 @@ class Layout:
     message of one step's shape, so layouts are kept by the header's other bytes: a header
     seen before is not parsed and checked again (its checks depend on those bytes alone)."""
 
-    __slots__ = ("kind", "experiment", "sender", "tensors", "traffic", "lengths", "counts", "transport", "views")
+    __slots__ = ("kind", "experiment", "sender", "tensors", "traffic", "lengths", "counts", "transport")
 
     def __init__(self, kind: Kind, experiment: str, sender: str, tensors: tuple, header_len: int):
         self.kind, self.experiment, self.sender = kind, experiment, sender
         self.tensors = tensors  # ((name, dtype code, traffic, shape, nbytes), ...)
         self.traffic = {name: traffic for name, _, traffic, _, _ in tensors}
         self.lengths = (header_len, *(spec[4] for spec in tensors))
-        # per tensor, what decoding needs: (name, numpy dtype or None, code, shape, nbytes)
-        self.views = tuple((name, _NUMPY[code], code, shape, n) for name, code, _, shape, n in tensors)
         # bytes by traffic kind, shared by every message of this layout: read-only
         self.counts = MappingProxyType(_counts(kind, self.lengths, [spec[2] for spec in tensors]))
         self.transport: tuple[int, int] | None = None  # the endpoint's memo: (plain, CURVE) bytes with framing
@@ -320,14 +317,13 @@ def decode_layout(frames: Sequence, tensors: bool = True) -> tuple[Message, Layo
     msg = Message(layout.kind, layout.experiment, layout.sender, epoch, step, {}, dict(layout.traffic))
     out = msg.tensors
     i = 0
-    for name, dtype, code, shape, nbytes in layout.views:
+    for name, code, _, shape, nbytes in layout.tensors:
         i += 1
-        frame = frames[i]
-        if type(frame) is not _Frame:  # a zmq.Frame is a buffer itself: no memoryview made for it
-            frame = _frame_bytes(frame)
-        if (len(frame) if type(frame) is _Frame or type(frame) is bytes else frame_len(frame)) != nbytes:
-            raise WireError(f"tensor {name}: header says {nbytes} bytes, frame has {frame_len(_frame_bytes(frame))}")
+        frame = frames[i]  # a zmq.Frame is a buffer itself: viewed as it is, no memoryview made
+        if frame_len(frame) != nbytes:
+            raise WireError(f"tensor {name}: header says {nbytes} bytes, frame has {frame_len(frame)}")
         if tensors:  # torch imported with the first tensor made (roles without torch check only)
+            dtype = _NUMPY[code]
             if dtype is not None and nbytes:  # a view of the frame, no copy
                 out[name] = (_torch or _import_torch()).from_numpy(np.ndarray(shape, dtype, frame))
             else:
@@ -336,7 +332,6 @@ def decode_layout(frames: Sequence, tensors: bool = True) -> tuple[Message, Layo
 
 
 _VIEWS = (memoryview, np.ndarray)
-_Frame = zmq.Frame
 _torch = None
 
 
