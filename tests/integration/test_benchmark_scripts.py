@@ -49,7 +49,7 @@ def test_link_bench_measures_every_rate_and_delay_through_the_relay(tmp_path):
 
 def test_transport_bench_compares_every_mode_at_a_size(tmp_path):
     out = tmp_path / "transport.csv"
-    done = bench("transport_bench.py", "--seconds", "2", "--sizes", "64K", "--csv", str(out))
+    done = bench("transport_bench.py", "--seconds", "2", "--max-seconds", "2", "--sizes", "64K", "--csv", str(out))
     (row,) = rows(out)
     assert int(row["bytes"]) == 64 << 10 and int(row["rounds"]) > 0, done.stdout
     for mode in ("raw", "framed", "ours", "curve"):
