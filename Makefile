@@ -45,7 +45,7 @@ lint: deps $(TEST_STAMP)  ## ruff (lint rules and format check) and mypy on the 
 regress: deps dataset  ## bytes per sample (exact, per message kind) and time ratios vs benchmarks/baselines/
 	$(BIN)/splitbench regress --suite $(SUITE) --quick --runs $(RUNS)
 
-benchmarks: deps  ## transport, link and overhead micro-benchmarks (numbers to quote)
+benchmarks: deps  ## transport, link, overhead and scale benchmarks (numbers to quote; ~15 min)
 	$(BIN)/python benchmarks/transport_bench.py
 	$(BIN)/python benchmarks/link_bench.py
 	$(BIN)/python benchmarks/overhead_bench.py

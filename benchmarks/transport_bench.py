@@ -175,8 +175,8 @@ def measure_size(size: int, seconds: float, socks, modes: tuple[str, ...], max_s
     cpu: dict[str, list[float]] = {m: [] for m in modes}
     ratios: dict[str, list[float]] = {k: [] for k in RATIOS}
     spent = {m: 0.0 for m in modes}
-    t0 = time.perf_counter()
-    t_end, t_cap = t0 + seconds, t0 + max(seconds, max_seconds)
+    started = time.perf_counter()
+    t_end, t_cap = started + seconds, started + max(seconds, max_seconds)
     r = 0
 
     def more() -> bool:
@@ -215,7 +215,7 @@ def measure_size(size: int, seconds: float, socks, modes: tuple[str, ...], max_s
         if with_curve:
             ratios["curve/ours"].append(got["ours"][0] / got["curve"][0])
         r += 1
-    out = {"bytes": size, "rounds": r, "seconds": time.perf_counter() - t0}
+    out = {"bytes": size, "rounds": r, "seconds": time.perf_counter() - started}
     for m in modes:
         out[f"{m}_MBps"] = 2 * size / statistics.median(wall[m]) / 1e6  # payload both ways
         out[f"{m}_cpu_us"] = 1e6 * statistics.median(cpu[m])
