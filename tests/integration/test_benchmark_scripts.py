@@ -65,3 +65,4 @@ def test_overhead_bench_breaks_a_split_step_down(tmp_path):
     for paradigm, r in table.items():
         assert float(r["step_ms"]) > 0 and int(r["steps"]) == 8 - 3, (paradigm, r)  # 3 warm-up steps dropped
         assert float(r["transport_ms"]) > 0, (paradigm, r)  # the breakdown has the wire in it
+        assert float(r["own_share_lo"]) <= float(r["own_share"]) <= float(r["own_share_hi"]) < 1, (paradigm, r)
