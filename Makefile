@@ -118,7 +118,8 @@ cluster:  ## a local kind cluster from cluster/kind.yaml (k3s: see README, "On a
 	kind create cluster --config cluster/kind.yaml
 
 IMAGES ?=
-SCALE_SIZES ?= 1,4,16,32,64  # the issue-17 sizes; 64 took 40-60 s here, and the memory guard stops a run before the machine runs out
+# the issue-17 sizes; 64 took 40-60 s here, and the memory guard stops a run before the machine runs out
+SCALE_SIZES ?= 1,4,16,32,64
 images: deps dataset  ## the edge (CPU) and GPU images through the Docker Engine API (IMAGES=--edge: only the edge one)
 	$(BIN)/python tools/images.py --tag $(TAG) $(IMAGES)
 

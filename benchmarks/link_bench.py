@@ -107,7 +107,7 @@ class Relay:
 
 
 def goodput(tmp: Path, mbit: float, seconds: float = 3.0) -> tuple[float, float]:
-    relay = Relay(tmp, f"rate-{mbit:g}", {"rateMbit": mbit}, {"rateMbit": mbit})
+    relay = Relay(tmp, run_name("rate", mbit), {"rateMbit": mbit}, {"rateMbit": mbit})
     count = COUNT
     size = int(mbit * 1e6 * seconds / 8 / count)
     msg = relay.message(Kind.TRAIN).add("act", torch.zeros(size // 4), Traffic.ACTIVATION)
@@ -131,7 +131,7 @@ def relay_latency_ms(run_dir: Path) -> float:
 
 def delay(tmp: Path, ms: float, pings: int = 40) -> tuple[float, float]:
     """(end-to-end one-way ms, the relay's own median latency ms)"""
-    relay = Relay(tmp, f"delay-{ms:g}", {"delayMs": ms}, {"delayMs": ms})
+    relay = Relay(tmp, run_name("delay", ms), {"delayMs": ms}, {"delayMs": ms})
     rtts = []
     for i in range(pings + 3):
         t0 = time.perf_counter()
@@ -146,7 +146,15 @@ def delay(tmp: Path, ms: float, pings: int = 40) -> tuple[float, float]:
 
 
 def floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v]
+    """Positive values, each once (each names a relay run and divides an error)."""
+    values = [float(v) for v in text.split(",") if v]
+    if not values or min(values) <= 0 or len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct values above 0, comma-separated")
+    return values
+
+
+def run_name(what: str, value: float) -> str:
+    return f"{what}-{value:g}".replace(".", "p")  # a DNS label: metadata.name allows no dots
 
 
 def main() -> int:
