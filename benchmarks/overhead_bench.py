@@ -14,7 +14,9 @@ offloaded step goes, from each step's own record (the source's and the server's 
   queue     arrival at the server to the start of its compute (the compute thread's hand-off)
   rest      what is left: the source's loop, recording and Python between the phases
 The testbed's own share of a step, (transport + queue + rest) / step, comes from each step's
-own record, so the host's drift between runs, which widens the ratio's interval, cancels in it.
+own record, so the host's drift between runs, which widens the ratio's interval, largely
+cancels in it (not wholly: wake-ups and I/O need not slow down as compute does, so the range
+of the runs' own medians is printed beside the pooled interval).
 The verdict on a target says "meets" or "MISSES" only when the whole interval is on one side;
 an interval across the target says so.
 
@@ -74,6 +76,11 @@ def ratio_ci(num: list[float], den: list[float], conf: float = 0.95) -> tuple[fl
     return n / d, n_lo / d_hi, n_hi / d_lo
 
 
+def own_shares(part: dict[str, list[float]]) -> list[float]:
+    """Per step: the share that is the testbed's, not compute."""
+    return [(t + q + r) / s for t, q, r, s in zip(part["transport"], part["queue"], part["rest"], part["step"])]
+
+
 def verdict(lo: float, hi: float, target: float) -> str:
     if hi <= target:
         return "meets"
@@ -127,6 +134,7 @@ def main() -> int:
         for model in args.models.split(","):
             steps_n = args.steps or STEPS.get(model, 40)
             parts: dict[str, dict[str, list[float]]] = {}
+            own_runs: dict[str, list[float]] = {}  # per paradigm: each run's median own share
             for r in range(args.rounds):
                 for paradigm in PARADIGMS if r % 2 == 0 else PARADIGMS[::-1]:
                     name = paradigm["name"]
@@ -145,6 +153,8 @@ def main() -> int:
                     steps = rec[rec["event"] == "step"].sort_values("step").iloc[WARMUP:]
                     for k, v in breakdown(steps, name).items():
                         parts.setdefault(name, {}).setdefault(k, []).extend(v)
+                    if name != "centralized":
+                        own_runs.setdefault(name, []).append(statistics.median(own_shares(breakdown(steps, name))))
             whole = parts["centralized"]["step"]
             w_med = statistics.median(whole)
             line = [f"{model}: whole model {w_med * 1e3:.1f} ms/step (n={len(whole)})"]
@@ -152,10 +162,10 @@ def main() -> int:
                 p = parts[name]
                 ratio, lo, hi = ratio_ci(p["step"], whole)
                 med = {k: statistics.median(v) for k, v in p.items()}
-                own = median_ci(
-                    [(t + q + r) / s for t, q, r, s in zip(p["transport"], p["queue"], p["rest"], p["step"])]
-                )
+                own = median_ci(own_shares(p))
+                runs = own_runs[name]
                 target = TARGET.get(model, math.inf)
+                judged = f"target x{target:.2f}: {verdict(lo, hi, target)}" if target < math.inf else "no target"
                 rows.append(
                     {
                         "model": model,
@@ -169,15 +179,18 @@ def main() -> int:
                         "own_share": own[0],
                         "own_share_lo": own[1],
                         "own_share_hi": own[2],
+                        "own_share_runs_min": min(runs),
+                        "own_share_runs_max": max(runs),
                         **{f"{k}_ms": v * 1e3 for k, v in med.items() if k != "step"},
                         "steps": len(p["step"]),
                     }
                 )
                 line.append(
                     f"  {name:12s} {med['step'] * 1e3:8.1f} ms  x{ratio:.3f} [{lo:.3f}, {hi:.3f}] "
-                    f"(target x{target:.2f}: {verdict(lo, hi, target)})  | "
+                    f"({judged})  | "
                     + "  ".join(f"{k} {med[k] * 1e3:.2f}" for k in ("edge", "server", "transport", "queue", "rest"))
                     + f"  | own {100 * own[0]:.1f}% [{100 * own[1]:.1f}, {100 * own[2]:.1f}]"
+                    + f" (runs {100 * min(runs):.1f}-{100 * max(runs):.1f}%)"
                 )
             print("\n".join(line), flush=True)
             out_lines += line
@@ -186,7 +199,7 @@ def main() -> int:
         f"ms per step, medians of {args.rounds} interleaved runs per paradigm ({WARMUP} warm-up steps dropped), "
         f"batch 32, no CPU quota, unconstrained link; ratio = split or offload step over the whole-model step, "
         f"95% interval; parts are medians of each part (they need not add up to the step's median); "
-        f"own = the testbed's share of a step, (transport + queue + rest) / step, median of steps [95% interval]"
+        f"own = the testbed's share of a step, (transport + queue + rest) / step, median of steps [95% interval] (the range of the runs' own medians)"
     )
     print(
         f"load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} cores; "
