@@ -108,19 +108,18 @@ class Relay:
 
 def goodput(tmp: Path, mbit: float, seconds: float = 3.0) -> tuple[float, float]:
     relay = Relay(tmp, run_name("rate", mbit), {"rateMbit": mbit}, {"rateMbit": mbit})
-    count = COUNT
-    size = int(mbit * 1e6 * seconds / 8 / count)
+    size = int(mbit * 1e6 * seconds / 8 / COUNT)
     msg = relay.message(Kind.TRAIN).add("act", torch.zeros(size // 4), Traffic.ACTIVATION)
     wire = sum(frame_len(f) + zmtp_overhead(frame_len(f)) for f in encode(msg))
     arrivals = []
-    for _ in range(count):
+    for _ in range(COUNT):
         relay.src.send(msg)
-    while len(arrivals) < count:
+    while len(arrivals) < COUNT:
         relay.at_sink(copy=False)
         arrivals.append(time.perf_counter())
     relay.close()
     # the first arrival marks the end of the first message; count the other n-1
-    measured = (count - 1) * wire * 8 / (arrivals[-1] - arrivals[0]) / 1e6
+    measured = (COUNT - 1) * wire * 8 / (arrivals[-1] - arrivals[0]) / 1e6
     return measured, size
 
 

@@ -151,10 +151,11 @@ def main() -> int:
                         return 1
                     rec = pd.read_parquet(res.run_dir / "record.parquet")
                     steps = rec[rec["event"] == "step"].sort_values("step").iloc[WARMUP:]
-                    for k, v in breakdown(steps, name).items():
+                    run_parts = breakdown(steps, name)
+                    for k, v in run_parts.items():
                         parts.setdefault(name, {}).setdefault(k, []).extend(v)
                     if name != "centralized":
-                        own_runs.setdefault(name, []).append(statistics.median(own_shares(breakdown(steps, name))))
+                        own_runs.setdefault(name, []).append(statistics.median(own_shares(run_parts)))
             whole = parts["centralized"]["step"]
             w_med = statistics.median(whole)
             line = [f"{model}: whole model {w_med * 1e3:.1f} ms/step (n={len(whole)})"]
@@ -175,7 +176,7 @@ def main() -> int:
                         "ratio": ratio,
                         "ratio_lo": lo,
                         "ratio_hi": hi,
-                        "target": TARGET.get(model),
+                        "target": target if target < math.inf else None,
                         "own_share": own[0],
                         "own_share_lo": own[1],
                         "own_share_hi": own[2],

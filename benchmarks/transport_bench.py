@@ -74,14 +74,20 @@ def _security(keys: str, instance: str):
     return Security("curve", load_keyring(keys, instance), domain="bench")
 
 
+def raw_socket(ctx: zmq.Context, kind: int, mode: str) -> zmq.Socket:
+    """A plain pyzmq socket; framed's with ours' copy threshold (see the modes above)."""
+    sock = ctx.socket(kind)
+    if mode == "framed":
+        sock.copy_threshold = COPY_BELOW
+    return sock
+
+
 def peer(address: str, mode: str, keys: str = "") -> None:
     """Answer round trips until told to stop; a `cpu` request is answered with this process's
     CPU time (all its threads, zmq's I/O thread included)."""
     ctx = zmq.Context()
     if mode in RAW_MODES:
-        sock = ctx.socket(zmq.ROUTER)
-        if mode == "framed":
-            sock.copy_threshold = COPY_BELOW
+        sock = raw_socket(ctx, zmq.ROUTER, mode)
         sock.bind(address)
         while True:
             frames = sock.recv_multipart(copy=False)
@@ -160,9 +166,8 @@ def block(mode: str, data: torch.Tensor, n: int, socks) -> tuple[float, float]:
     return wall, (cpu + peer_cpu(mode, socks) - p0) / n
 
 
-def half_width(values: list[float]) -> float:
-    """The 95% interval's larger half around the median, as a share of it."""
-    med, lo, hi = median_ci(values)
+def half_width(med: float, lo: float, hi: float) -> float:
+    """An interval's larger half around its median, as a share of it."""
     return max(hi - med, med - lo) / med
 
 
@@ -192,7 +197,7 @@ def measure_size(size: int, seconds: float, socks, modes: tuple[str, ...], max_s
             return True
         if now >= t_cap:
             return False
-        return r % 20 != 0 or half_width(ratios["ours/raw"]) >= TARGET_HALF
+        return r % 20 != 0 or half_width(*median_ci(ratios["ours/raw"])) >= TARGET_HALF
 
     while more():
         order = [m for m in modes if m != "curve"]
@@ -321,9 +326,7 @@ def main() -> int:
             p.start()
             peers.append(p)
             if mode in RAW_MODES:
-                s = ctx.socket(zmq.DEALER)
-                if mode == "framed":
-                    s.copy_threshold = COPY_BELOW
+                s = raw_socket(ctx, zmq.DEALER, mode)
                 s.connect(address)
                 socks[mode] = s
             elif mode == "ours":
@@ -342,9 +345,8 @@ def main() -> int:
         for size in sizes:
             rows.append(measure_size(size, args.seconds, socks, modes, args.max_seconds))
             print(f"{size >> 10} KiB done ({rows[-1]['rounds']} rounds, {rows[-1]['seconds']:.0f} s)", file=sys.stderr)
-        socks["raw"].send_multipart([b"stop"])
-        socks["echo"].send_multipart([b"stop"])
-        socks["framed"].send_multipart([b"stop"])
+        for mode in RAW_MODES:
+            socks[mode].send_multipart([b"stop"])
         socks["ours"].send(Message(Kind.BYE))
         if "curve" in socks:
             socks["curve"].send(Message(Kind.BYE))
@@ -370,7 +372,7 @@ def main() -> int:
     ok_all = True
     for row in rows:
         med, lo, hi, n = row["ours/raw"]
-        half = 100 * max(hi - med, med - lo) / med
+        half = 100 * half_width(med, lo, hi)
         ok = med >= 0.90 and half < 100 * TARGET_HALF  # the issue's words: the median, its interval's width
         ok_all &= ok
         verdict = "meets" if ok else "MISSES"
@@ -400,10 +402,10 @@ def main() -> int:
     print("\nCPU per round trip (both processes, every thread; what the load of other processes moves least):")
     print(f"{'size':>7} {'raw us':>9} {'ours us':>9} {'raw/ours [95% CI]':>24} {'+-%':>5}")
     for row in rows:
-        med, lo, hi, n = row["cpu ours/raw"]
+        med, lo, hi, _ = row["cpu ours/raw"]
         print(
             f"{row['bytes'] >> 10:>5}Ki {row['raw_cpu_us']:>9.1f} {row['ours_cpu_us']:>9.1f} "
-            f"{ci(row, 'cpu ours/raw'):>24} {100 * max(hi - med, med - lo) / med:>5.1f}"
+            f"{ci(row, 'cpu ours/raw'):>24} {100 * half_width(med, lo, hi):>5.1f}"
         )
     print(
         f"load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} cores; "

@@ -304,9 +304,7 @@ def decode_layout(frames: Sequence, tensors: bool = True) -> tuple[Message, Layo
     lengths of the frames, is checked every time. Tensors are views of the frames."""
     if not frames:
         raise WireError("empty message")
-    header = frames[0]
-    if type(header) is not bytes:
-        header = _header_bytes(header)
+    header = _header_bytes(frames[0])
     key = header[:4] + header[16:]
     layout = _LAYOUTS.get(key)
     if layout is None or len(header) < _FIXED.size:
